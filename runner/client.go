@@ -1,0 +1,184 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/stages"
+	"usocks/wire"
+)
+
+// AcceptQueueLen bounds local connections waiting for a session (while
+// the backend reconnects). Beyond it the kernel's listen backlog holds them.
+const AcceptQueueLen = 128
+
+// Client is a usocks client: a local listener whose connections become
+// streams of one tunnel to the server. The listener stays up while the
+// backend reconnects.
+type Client struct {
+	cfg    *ClientConfig
+	psk    *wire.PSK
+	cipher wire.CipherID
+	log    *logrus.Entry
+
+	// Rand and Now are injected for tests; defaults crypto/rand, time.Now.
+	Rand io.Reader
+	Now  func() time.Time
+	// Backoff is the reconnect policy.
+	Backoff *Backoff
+	// Stats counts streams of all sessions.
+	Stats stages.Stats
+	// Sessions is told each time a session is established (tests wait on it).
+	Sessions chan struct{}
+
+	ln       net.Listener
+	accepted chan net.Conn
+}
+
+// NewClient checks the config and prepares a client.
+func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:      cfg,
+		log:      logger.WithFields(logrus.Fields{"side": "client"}),
+		Rand:     rand.Reader,
+		Now:      time.Now,
+		Backoff:  DefaultBackoff(),
+		accepted: make(chan net.Conn, AcceptQueueLen),
+		Sessions: make(chan struct{}, 1),
+	}
+	if cfg.Protocol == "v1" {
+		return nil, &ConfigError{"client.protocol", "v1 is not available in this build yet"}
+	}
+	var err error
+	if c.psk, err = cfg.PSK("client"); err != nil {
+		return nil, err
+	}
+	c.cipher, _ = wire.ParseCipher(cfg.Cipher)
+	return c, nil
+}
+
+// Listen binds the local listener. Run calls it if it was not called.
+func (c *Client) Listen() error {
+	if c.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", c.cfg.ListenAddr())
+	if err != nil {
+		return fmt.Errorf("client: listen on %s: %w", c.cfg.ListenAddr(), err)
+	}
+	c.ln = ln
+	return nil
+}
+
+// UseListener makes Client serve on an already bound listener (tests, demo).
+func (c *Client) UseListener(ln net.Listener) { c.ln = ln }
+
+// Addr is the local listener's address (after Listen).
+func (c *Client) Addr() net.Addr { return c.ln.Addr() }
+
+// Run serves until ctx is done, then closes the tunnel gracefully.
+func (c *Client) Run(ctx context.Context) error {
+	if err := c.Listen(); err != nil {
+		return err
+	}
+	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "server": c.cfg.ServerAddr(), "cipher": c.cipher.String()}).Info("client started")
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		c.acceptLoop(ctx)
+	}()
+	defer func() {
+		_ = c.ln.Close()
+		<-acceptDone
+		// Connections that never got a session are reset.
+		for {
+			select {
+			case conn := <-c.accepted:
+				_ = conn.Close()
+			default:
+				return
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		wait := c.Backoff.Next(time.Since(start))
+		entry := c.log.WithField("retry_in", wait.Round(time.Millisecond).String())
+		if err == nil {
+			entry.Info("session closed by server, reconnecting")
+		} else {
+			entry.WithError(err).Warn("session ended, reconnecting")
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+	c.log.Info("client stopped")
+	return nil
+}
+
+func (c *Client) acceptLoop(ctx context.Context) {
+	stop := context.AfterFunc(ctx, func() { _ = c.ln.Close() })
+	defer stop()
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			c.log.WithError(err).Warn("accept failed")
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		select {
+		case c.accepted <- conn:
+		case <-ctx.Done():
+			_ = conn.Close()
+			return
+		}
+	}
+}
+
+// session dials, handshakes and runs one session.
+func (c *Client) session(ctx context.Context) error {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", c.cfg.ServerAddr())
+	if err != nil {
+		return fmt.Errorf("connect to server: %w", err)
+	}
+	log := c.log.WithField("peer", conn.RemoteAddr().String())
+	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second}
+	keys, err := hs.Run(ctx, conn)
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("handshake: %w", err)
+	}
+	log.WithField("cipher", keys.Cipher.String()).Info("session established")
+	select {
+	case c.Sessions <- struct{}{}:
+	default:
+	}
+	return runSession(ctx, sessionParams{
+		role: stages.Client, conn: conn, keys: keys, accept: c.accepted,
+		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
+	})
+}

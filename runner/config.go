@@ -1,0 +1,294 @@
+package runner
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"usocks/stages"
+	"usocks/wire"
+)
+
+// Config is a usocks YAML file. One file may hold both sections, as in the
+// original program; `usocks client` reads `client:`, `usocks server` reads
+// `server:`. Unknown keys anywhere are an error that names the key.
+type Config struct {
+	Client *ClientConfig `yaml:"client"`
+	Server *ServerConfig `yaml:"server"`
+}
+
+// BackendConfig is the `backend:` section: how client and server reach
+// each other.
+type BackendConfig struct {
+	// Type is plain_tcp (the default). multi_tcp is v1 only.
+	Type string `yaml:"type"`
+	// Server is the host the client connects to (default 127.0.0.1). The
+	// server ignores it, so one section can serve both sides.
+	Server string `yaml:"server"`
+	// Address is where the server listens (default: all addresses).
+	Address string `yaml:"address"`
+	// Port is the backend port on both sides (default 4194).
+	Port int `yaml:"port"`
+	// Number and Blocksize are multi_tcp settings (v1; defaults 5, 8192).
+	Number    int `yaml:"number"`
+	Blocksize int `yaml:"blocksize"`
+}
+
+// FrontendConfig is the server's `frontend:` section: where streams go.
+type FrontendConfig struct {
+	// Type is redirect (the default).
+	Type string `yaml:"type"`
+	// Server and Port are the redirect target (defaults localhost:80).
+	Server string `yaml:"server"`
+	Port   int    `yaml:"port"`
+	// DialTimeout bounds each connect to a target (default 10s).
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+}
+
+// Common holds the settings both sides share.
+type Common struct {
+	Backend BackendConfig `yaml:"backend"`
+	// Key is a base64 32-byte key from `usocks genkey`, or a passphrase of
+	// at least 16 characters (stretched with Argon2id).
+	Key string `yaml:"key"`
+	// Protocol is v2 (default) or v1 (legacy, weak, opt-in).
+	Protocol string `yaml:"protocol"`
+	// Cipher is auto (default), chacha20-poly1305 or aes-256-gcm. On the
+	// client it picks the data cipher; on the server, anything but auto
+	// restricts clients to that cipher.
+	Cipher string `yaml:"cipher"`
+	// MaxStreams caps the streams of one tunnel (default 4096).
+	MaxStreams int `yaml:"max_streams"`
+	// ReplayWindow is the accepted clock skew (default 30s, 10s..120s).
+	ReplayWindow time.Duration `yaml:"replay_window"`
+	// Capture, if set, records the session's frames to this file.
+	Capture string `yaml:"capture"`
+	// CapturePlaintext also records decrypted frame payloads. Off by
+	// default: a capture then holds no plaintext data and never a key.
+	CapturePlaintext bool `yaml:"capture_plaintext"`
+}
+
+// ClientConfig is the `client:` section.
+type ClientConfig struct {
+	Common `yaml:",inline"`
+	// Address and Port are where the client listens for apps
+	// (defaults 127.0.0.1:8000, as the original).
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"`
+}
+
+// ServerConfig is the `server:` section.
+type ServerConfig struct {
+	Common   `yaml:",inline"`
+	Frontend FrontendConfig `yaml:"frontend"`
+	// SaltCache caps remembered handshake salts (default 1,000,000).
+	SaltCache int `yaml:"salt_cache"`
+	// MaxPending caps connections still in their handshake (default 1024).
+	MaxPending int `yaml:"max_pending"`
+	// ProbeTimeout fixes how long invalid input is read and discarded
+	// before the close. Default: 30s + a random part up to 60s, drawn once
+	// at start. Tests set it short.
+	ProbeTimeout time.Duration `yaml:"probe_timeout"`
+}
+
+// Defaults.
+const (
+	DefaultBackendPort = 4194
+	DefaultClientPort  = 8000
+	DefaultSaltCache   = 1_000_000
+	DefaultMaxPending  = 1024
+)
+
+// ConfigError is a bad value in the config; Key is the YAML path.
+type ConfigError struct {
+	Key string
+	Msg string
+}
+
+func (e *ConfigError) Error() string { return e.Key + ": " + e.Msg }
+
+// LoadConfig reads and parses a config file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses YAML, rejecting unknown keys.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &c, nil
+}
+
+func (c *Common) validate(section string, server bool) error {
+	key := func(k string) string { return section + "." + k }
+	switch c.Protocol {
+	case "":
+		c.Protocol = "v2"
+	case "v1", "v2":
+	default:
+		return &ConfigError{key("protocol"), fmt.Sprintf("%q: want v2 or v1", c.Protocol)}
+	}
+	if c.Key == "" {
+		return &ConfigError{key("key"), "missing: run `usocks genkey` and put its output here"}
+	}
+	switch c.Backend.Type {
+	case "":
+		c.Backend.Type = "plain_tcp"
+	case "plain_tcp":
+	case "multi_tcp":
+		if c.Protocol != "v1" {
+			return &ConfigError{key("backend.type"), "multi_tcp is only for protocol: v1"}
+		}
+	default:
+		return &ConfigError{key("backend.type"), fmt.Sprintf("%q: want plain_tcp or multi_tcp", c.Backend.Type)}
+	}
+	if c.Backend.Port == 0 {
+		c.Backend.Port = DefaultBackendPort
+	}
+	if err := checkPort(key("backend.port"), c.Backend.Port); err != nil {
+		return err
+	}
+	if c.Backend.Server == "" {
+		c.Backend.Server = "127.0.0.1"
+	}
+	if c.Backend.Number == 0 {
+		c.Backend.Number = 5
+	}
+	if c.Backend.Blocksize == 0 {
+		c.Backend.Blocksize = 8192
+	}
+	if c.Backend.Number < 1 || c.Backend.Number > 64 {
+		return &ConfigError{key("backend.number"), "must be 1..64"}
+	}
+	if c.Backend.Blocksize < 16 || c.Backend.Blocksize > 1<<20 {
+		return &ConfigError{key("backend.blocksize"), "must be 16..1048576"}
+	}
+	if c.Protocol == "v2" {
+		if _, err := wire.ParseCipher(c.Cipher); err != nil {
+			return &ConfigError{key("cipher"), err.Error()}
+		}
+	} else if c.Cipher != "" {
+		return &ConfigError{key("cipher"), "v1 has one fixed cipher (AES-128-CBC); remove this key"}
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = stages.DefaultMaxStreams
+	}
+	if c.MaxStreams < 1 || c.MaxStreams > 65534 {
+		return &ConfigError{key("max_streams"), "must be 1..65534"}
+	}
+	if c.ReplayWindow == 0 {
+		c.ReplayWindow = stages.DefaultSkew
+	}
+	if c.ReplayWindow < 10*time.Second || c.ReplayWindow > 120*time.Second {
+		return &ConfigError{key("replay_window"), "must be 10s..120s"}
+	}
+	return nil
+}
+
+// PSK parses the v2 key (this may take a moment for a passphrase).
+func (c *Common) PSK(section string) (*wire.PSK, error) {
+	k, err := wire.ParseKey(c.Key)
+	if err != nil {
+		return nil, &ConfigError{section + ".key", err.Error()}
+	}
+	return &k, nil
+}
+
+func checkPort(key string, p int) error {
+	if p < 1 || p > 65535 {
+		return &ConfigError{key, fmt.Sprintf("%d: must be 1..65535", p)}
+	}
+	return nil
+}
+
+// Validate fills defaults and checks the client section.
+func (c *ClientConfig) Validate() error {
+	if err := c.Common.validate("client", false); err != nil {
+		return err
+	}
+	if c.Address == "" {
+		c.Address = "127.0.0.1"
+	}
+	if c.Port == 0 {
+		c.Port = DefaultClientPort
+	}
+	return checkPort("client.port", c.Port)
+}
+
+// Validate fills defaults and checks the server section.
+func (s *ServerConfig) Validate() error {
+	if err := s.Common.validate("server", true); err != nil {
+		return err
+	}
+	switch s.Frontend.Type {
+	case "":
+		s.Frontend.Type = "redirect"
+	case "redirect":
+	default:
+		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect", s.Frontend.Type)}
+	}
+	if s.Frontend.Server == "" {
+		s.Frontend.Server = "localhost"
+	}
+	if s.Frontend.Port == 0 {
+		s.Frontend.Port = 80
+	}
+	if err := checkPort("server.frontend.port", s.Frontend.Port); err != nil {
+		return err
+	}
+	if s.Frontend.DialTimeout == 0 {
+		s.Frontend.DialTimeout = stages.DefaultDialTimeout
+	}
+	if s.SaltCache == 0 {
+		s.SaltCache = DefaultSaltCache
+	}
+	if s.SaltCache < 1000 {
+		return &ConfigError{"server.salt_cache", "must be at least 1000"}
+	}
+	if s.MaxPending == 0 {
+		s.MaxPending = DefaultMaxPending
+	}
+	if s.MaxPending < 1 {
+		return &ConfigError{"server.max_pending", "must be at least 1"}
+	}
+	if s.ProbeTimeout < 0 || s.ProbeTimeout > 10*time.Minute {
+		return &ConfigError{"server.probe_timeout", "must be 0 (random) .. 10m"}
+	}
+	return nil
+}
+
+// ListenAddr is where the server listens for backends.
+func (s *ServerConfig) ListenAddr() string {
+	return net.JoinHostPort(s.Backend.Address, strconv.Itoa(s.Backend.Port))
+}
+
+// ServerAddr is where the client connects.
+func (c *ClientConfig) ServerAddr() string {
+	return net.JoinHostPort(c.Backend.Server, strconv.Itoa(c.Backend.Port))
+}
+
+// ListenAddr is where the client listens for apps.
+func (c *ClientConfig) ListenAddr() string {
+	return net.JoinHostPort(c.Address, strconv.Itoa(c.Port))
+}
+
+// TargetAddr is the redirect frontend's target.
+func (s *ServerConfig) TargetAddr() string {
+	return net.JoinHostPort(s.Frontend.Server, strconv.Itoa(s.Frontend.Port))
+}

@@ -1,0 +1,183 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/stages"
+	"usocks/wire"
+)
+
+// Server is a usocks server: it accepts backends, authenticates each with
+// the v2 handshake and runs one session per backend. One bad client never
+// disturbs another: each session has its own goroutines, keys and limits.
+type Server struct {
+	cfg *ServerConfig
+	psk *wire.PSK
+	log *logrus.Entry
+	hs  *stages.ServerHandshake
+	fe  stages.Frontend
+
+	// Stats counts streams of all sessions.
+	Stats stages.Stats
+	// Rejected counts connections that got the invalid-input reaction.
+	Rejected, Sessions, Refused Counter
+
+	ln      net.Listener
+	pending chan struct{}
+}
+
+// Counter is a concurrency-safe counter.
+type Counter struct {
+	mu sync.Mutex
+	n  int64
+}
+
+// Add adds one.
+func (c *Counter) Add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+
+// Load reads the count.
+func (c *Counter) Load() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
+
+// NewServer checks the config and prepares a server.
+func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Protocol == "v1" {
+		return nil, &ConfigError{"server.protocol", "v1 is not available in this build yet"}
+	}
+	psk, err := cfg.PSK("server")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, psk: psk, log: logger.WithField("side", "server"), pending: make(chan struct{}, cfg.MaxPending)}
+	var ciphers []wire.CipherID
+	if cfg.Cipher != "" && cfg.Cipher != "auto" {
+		c, _ := wire.ParseCipher(cfg.Cipher)
+		ciphers = []wire.CipherID{c}
+	}
+	probe := cfg.ProbeTimeout
+	var rb [16]byte
+	if _, err := io.ReadFull(rand.Reader, rb[:]); err != nil {
+		return nil, err
+	}
+	if probe == 0 {
+		// Fixed per server, random across servers (as obfs4 does).
+		probe = 30*time.Second + time.Duration(binary.LittleEndian.Uint64(rb[:8])%uint64(60*time.Second))
+	}
+	drainBytes := int64(64*1024) + int64(binary.LittleEndian.Uint64(rb[8:])%(64*1024))
+	s.hs = &stages.ServerHandshake{
+		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
+		Start: time.Now(), Salts: stages.NewSaltCache(cfg.SaltCache, 2*cfg.ReplayWindow),
+		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log,
+	}
+	s.fe = &stages.Redirect{Addr: cfg.TargetAddr(), Timeout: cfg.Frontend.DialTimeout}
+	return s, nil
+}
+
+// Listen binds the backend listener. Run calls it if it was not called.
+func (s *Server) Listen() error {
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr())
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.ListenAddr(), err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// UseListener makes Server serve on an already bound listener (tests, demo).
+func (s *Server) UseListener(ln net.Listener) { s.ln = ln }
+
+// Addr is the backend listener's address (after Listen).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Handshake exposes the handshake settings (tests adjust the clock).
+func (s *Server) Handshake() *stages.ServerHandshake { return s.hs }
+
+// Run serves until ctx is done, then closes every session gracefully and
+// returns when all have ended.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.log.WithFields(logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}).Info("server started")
+	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				s.log.Info("server stopping")
+				return nil
+			}
+			s.log.WithError(err).Warn("accept failed")
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		accepted := time.Now()
+		select {
+		case s.pending <- struct{}{}:
+		default:
+			s.Refused.Add()
+			s.log.WithField("peer", conn.RemoteAddr().String()).Warn("too many pending handshakes, dropping connection")
+			_ = conn.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serve(ctx, conn, accepted)
+		}()
+	}
+}
+
+func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
+	log := s.log.WithField("peer", conn.RemoteAddr().String())
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	keys, err := s.hs.Accept(ctx, conn, accepted)
+	stop()
+	<-s.pending
+	if err != nil {
+		if errors.Is(err, stages.ErrRejected) {
+			s.Rejected.Add()
+			log.WithField("reason", err.Error()).Warn("invalid handshake")
+		} else {
+			log.WithError(err).Info("handshake failed")
+		}
+		_ = conn.Close()
+		return
+	}
+	if ctx.Err() != nil {
+		_ = conn.Close()
+		return
+	}
+	s.Sessions.Add()
+	log.WithField("cipher", keys.Cipher.String()).Info("session established")
+	err = runSession(ctx, sessionParams{
+		role: stages.Server, conn: conn, keys: keys, frontend: s.fe,
+		maxStreams: s.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &s.Stats,
+	})
+	if err != nil {
+		log.WithError(err).Warn("session ended")
+	} else {
+		log.Info("session closed")
+	}
+}

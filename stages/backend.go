@@ -1,0 +1,140 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Backend stages: the only goroutines that touch the backend socket.
+//
+// BackendReader reads ciphertext in large chunks and hands them on; it ends
+// at EOF (closing Out, so the stages above see the end of input) or on an
+// error. BackendWriter writes sealed batches; when In is closed it flushes,
+// half-closes the socket (TCP FIN after the last record) and returns.
+
+// BackendReader is the backend → decrypt stage.
+type BackendReader struct {
+	Conn io.Reader
+	Out  chan<- Chunk
+	Log  *logrus.Entry
+	// Tap, if set, sees every chunk read (capture). It must not block.
+	Tap func([]byte)
+}
+
+// Run reads until EOF, error or ctx is done. EOF is not an error: the
+// stages above decide whether the end was clean.
+func (r *BackendReader) Run(ctx context.Context) error {
+	defer close(r.Out)
+	for {
+		buf := chunkPool.Get().(*ChunkBuf)
+		n, err := r.Conn.Read(buf[:])
+		if n > 0 {
+			if r.Tap != nil {
+				r.Tap(buf[:n])
+			}
+			select {
+			case r.Out <- Chunk{B: buf[:n], buf: buf}:
+			case <-ctx.Done():
+				chunkPool.Put(buf)
+				return ctx.Err()
+			}
+		} else {
+			chunkPool.Put(buf)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &BackendError{Op: "read", Err: err}
+		}
+	}
+}
+
+// BackendError is a failure of the backend socket itself.
+type BackendError struct {
+	Op  string
+	Err error
+}
+
+func (e *BackendError) Error() string { return "backend " + e.Op + ": " + e.Err.Error() }
+func (e *BackendError) Unwrap() error { return e.Err }
+
+// BackendWriter is the encrypt → backend stage.
+type BackendWriter struct {
+	Conn io.Writer
+	In   <-chan Sealed
+	Log  *logrus.Entry
+	// Tap, if set, sees every batch written (capture). It must not block.
+	Tap func([]byte)
+	// Release, if set, is called with each batch after it is written, so
+	// encrypt can reuse the buffer.
+	Release func(Sealed)
+}
+
+// Run writes batches until In is closed (then half-closes the socket) or
+// ctx is done. Batches that are already queued are gathered into one
+// vectored write (writev on TCP).
+func (w *BackendWriter) Run(ctx context.Context) error {
+	var bufs net.Buffers
+	var held []Sealed
+	for {
+		var s Sealed
+		var ok bool
+		select {
+		case s, ok = <-w.In:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return closeWrite(w.Conn)
+		}
+		bufs = append(bufs[:0], s.B)
+		held = append(held[:0], s)
+	gather:
+		for len(held) < BatchQueueLen {
+			select {
+			case s2, ok2 := <-w.In:
+				if !ok2 {
+					break gather
+				}
+				bufs = append(bufs, s2.B)
+				held = append(held, s2)
+			default:
+				break gather
+			}
+		}
+		if w.Tap != nil {
+			for _, h := range held {
+				w.Tap(h.B)
+			}
+		}
+		if _, err := bufs.WriteTo(w.Conn); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &BackendError{Op: "write", Err: err}
+		}
+		if w.Release != nil {
+			for _, h := range held {
+				w.Release(h)
+			}
+		}
+	}
+}
+
+// closeWrite sends FIN where the socket supports half-close.
+func closeWrite(c io.Writer) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return &BackendError{Op: "close", Err: err}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,312 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// Demux is the decrypt → stream actors stage and the owner of the stream
+// table. Only the demux goroutine reads or writes the table, so it needs
+// no lock: new local connections (client), SYNs (server) and finished
+// actors all reach it as channel messages.
+//
+// Demux never blocks on a stream: data goes into the stream's bounded
+// receive buffer (flow control keeps it within StreamWindow), and control
+// replies go to the mux's control queue without waiting (dropped and
+// counted if that queue is full). So one slow stream cannot stall others.
+//
+// When its input ends, Demux decides how the session ended: after a CLOSE
+// frame it is a clean close (ErrPeerClosed), otherwise an insecure close
+// (ErrInsecureClose), which may be truncation by an attacker. Either way
+// every stream still open is reset to its app, and Run returns only after
+// every actor has finished.
+
+// Session-ending errors reported by Demux.
+var (
+	ErrPeerClosed    = errors.New("peer closed the session")
+	ErrInsecureClose = errors.New("backend ended without a CLOSE record (insecure close: possible truncation)")
+	ErrPeerReset     = errors.New("peer reset the session")
+	ErrProtocol      = errors.New("protocol error")
+)
+
+// Role says which end of the tunnel a session is.
+type Role int
+
+// Roles.
+const (
+	Client Role = iota
+	Server
+)
+
+func (r Role) String() string {
+	if r == Client {
+		return "client"
+	}
+	return "server"
+}
+
+// DefaultMaxStreams caps the streams of one tunnel.
+const DefaultMaxStreams = 4096
+
+// Demux is the tunnel-layer receive stage.
+type Demux struct {
+	Role Role
+	In   <-chan Frame
+	// Data and Control are the mux's inputs, handed to stream actors.
+	Data    chan<- Frame
+	Control chan<- Frame
+	// Accept delivers the client's new local connections; nil on a server.
+	Accept <-chan net.Conn
+	// Frontend opens streams on a server.
+	Frontend Frontend
+	// MaxStreams caps open streams; 0 means DefaultMaxStreams.
+	MaxStreams int
+	// Closing, when closed, starts a graceful end: streams are reset, no
+	// new ones are opened, and demux keeps reading until the peer's EOF.
+	Closing <-chan struct{}
+	// PeerClosing is called once when the peer sends CLOSE, so the session
+	// can answer with its own CLOSE and end cleanly.
+	PeerClosing func()
+	Log         *logrus.Entry
+	// Stats, if set, is updated as streams open and close.
+	Stats *Stats
+
+	streams   map[uint16]*stream
+	done      chan uint16
+	nextID    uint16
+	live      int
+	closeSeen bool
+	closed    bool
+}
+
+// Stats counts what happened in a session; safe to read concurrently.
+type Stats struct {
+	StreamsOpened, StreamsReset, ControlDropped, ChaffReceived atomic.Int64
+}
+
+// Run demultiplexes until the input ends, ctx is done or a session error.
+func (d *Demux) Run(ctx context.Context) (err error) {
+	d.streams = make(map[uint16]*stream)
+	d.done = make(chan uint16)
+	if d.MaxStreams <= 0 {
+		d.MaxStreams = DefaultMaxStreams
+	}
+	if d.Stats == nil {
+		d.Stats = new(Stats)
+	}
+	defer d.shutdown()
+	accept := d.Accept
+	closing := d.Closing
+	for {
+		select {
+		case <-closing:
+			closing, accept = nil, nil
+			d.closed = true
+			for _, s := range d.streams {
+				s.abort(false)
+			}
+		case f, ok := <-d.In:
+			if !ok {
+				if d.closeSeen {
+					return ErrPeerClosed
+				}
+				return ErrInsecureClose
+			}
+			if err := d.handle(ctx, f); err != nil {
+				return err
+			}
+		case c := <-accept:
+			d.openLocal(ctx, c)
+		case id := <-d.done:
+			d.finish(id)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// shutdown resets every stream still open and waits for its actor.
+func (d *Demux) shutdown() {
+	for _, s := range d.streams {
+		s.abort(false)
+	}
+	for d.live > 0 {
+		d.finish(<-d.done)
+	}
+}
+
+func (d *Demux) finish(id uint16) {
+	if s, ok := d.streams[id]; ok {
+		s.recv.drain()
+		delete(d.streams, id)
+	}
+	d.live--
+}
+
+// spawn starts s's actor; it reports on d.done when finished.
+func (d *Demux) spawn(ctx context.Context, s *stream, open func() (net.Conn, error)) {
+	d.streams[s.id] = s
+	d.live++
+	d.Stats.StreamsOpened.Add(1)
+	go func() {
+		s.run(ctx, open)
+		if streamState(s.state.Load()) == stateReset {
+			d.Stats.StreamsReset.Add(1)
+		}
+		d.done <- s.id
+	}()
+}
+
+// control queues f for the mux without blocking.
+func (d *Demux) control(f Frame) {
+	select {
+	case d.Control <- f:
+	default:
+		d.Stats.ControlDropped.Add(1)
+		d.Log.WithField("frame", f.Frame.String()).Warn("control queue full, reply dropped")
+	}
+}
+
+func (d *Demux) rst(id uint16) {
+	d.control(Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: id}})
+}
+
+// openLocal starts a stream for a new local connection (client).
+func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
+	id, ok := d.allocID()
+	if !ok {
+		d.Log.WithField("limit", d.MaxStreams).Warn("stream limit reached, refusing local connection")
+		resetConn(c)
+		return
+	}
+	s := newStream(id, d.Data, d.Control, d.Log)
+	d.spawn(ctx, s, func() (net.Conn, error) {
+		syn := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: id}}
+		if !s.sendData(ctx, syn) {
+			_ = c.Close()
+			return nil, net.ErrClosed
+		}
+		return c, nil
+	})
+}
+
+// allocID picks the next free id after the last one used, so that an id
+// is reused as late as possible (the peer has long forgotten it).
+func (d *Demux) allocID() (uint16, bool) {
+	if len(d.streams) >= d.MaxStreams || len(d.streams) >= 65534 {
+		return 0, false
+	}
+	for {
+		d.nextID++
+		if d.nextID == 0 || d.nextID == 0xffff {
+			d.nextID = 1
+		}
+		if _, used := d.streams[d.nextID]; !used {
+			return d.nextID, true
+		}
+	}
+}
+
+// handle acts on one frame from the peer.
+func (d *Demux) handle(ctx context.Context, f Frame) error {
+	switch f.Type {
+	case wire.FrameStream:
+		d.handleStream(ctx, f)
+	case wire.FrameWindow:
+		if s, ok := d.streams[f.Stream]; ok {
+			s.addCredit(wire.WindowCredit(&f.Frame))
+		}
+		f.Release()
+	case wire.FramePing:
+		pong := Frame{Frame: wire.Frame{Type: wire.FramePong, Payload: append([]byte(nil), f.Payload...)}}
+		f.Release()
+		d.control(pong)
+	case wire.FramePong, wire.FramePad:
+		f.Release()
+	case wire.FrameClose:
+		f.Release()
+		if !d.closeSeen {
+			d.closeSeen = true
+			if d.PeerClosing != nil {
+				d.PeerClosing()
+			}
+		}
+	case wire.FrameReset:
+		f.Release()
+		return ErrPeerReset
+	default:
+		t := f.Type
+		f.Release()
+		return fmt.Errorf("%w: unsupported frame %s", ErrProtocol, t)
+	}
+	return nil
+}
+
+func (d *Demux) handleStream(ctx context.Context, f Frame) {
+	id := f.Stream
+	s, known := d.streams[id]
+	if f.Flags.Has(wire.FlagRST) {
+		f.Release()
+		if known {
+			s.abort(false)
+		}
+		return
+	}
+	if d.closed {
+		f.Release()
+		return
+	}
+	if f.Flags.Has(wire.FlagSYN) {
+		switch {
+		case d.Role != Server:
+			d.Log.WithField("stream", id).Warn("SYN from server, resetting stream")
+			if known {
+				s.abort(true)
+			} else {
+				d.rst(id)
+			}
+			f.Release()
+			return
+		case known:
+			d.Log.WithField("stream", id).Warn("duplicate SYN, resetting stream")
+			s.abort(true)
+			f.Release()
+			return
+		case len(d.streams) >= d.MaxStreams:
+			d.Log.WithField("limit", d.MaxStreams).Warn("stream limit reached, refusing SYN")
+			d.rst(id)
+			f.Release()
+			return
+		}
+		s = newStream(id, d.Data, d.Control, d.Log)
+		known = true
+		fe := d.Frontend
+		d.spawn(ctx, s, func() (net.Conn, error) { return fe.Open(ctx, s) })
+	}
+	if !known {
+		// Data for a stream we do not have (it was reset, or never was).
+		f.Release()
+		d.rst(id)
+		return
+	}
+	fin := f.Flags.Has(wire.FlagFIN)
+	if len(f.Payload) > 0 {
+		if err := s.recv.push(f); err != nil {
+			d.Log.WithField("stream", id).WithError(err).Warn("resetting stream")
+			s.abort(true)
+			return
+		}
+	} else {
+		f.Release()
+	}
+	if fin {
+		s.recv.finish()
+	}
+}

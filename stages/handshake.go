@@ -1,0 +1,323 @@
+package stages
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// The v2 handshake over a backend connection (SPEC-v2.md, "Handshake" and
+// "Probe resistance"). It runs before the stages start: its result is the
+// key state the record stages own.
+
+// Keys is the outcome of a handshake: the record state of both directions.
+type Keys struct {
+	Seal   *wire.Sealer
+	Open   *wire.Opener
+	Cipher wire.CipherID
+}
+
+// Handshake padding ranges: the client's first flight is
+// 108 + U[0, ClientPadMax) bytes, the server's reply 123 + U[0, ServerPadMax).
+const (
+	ClientPadMax = 1300
+	ServerPadMax = 1000
+)
+
+// DefaultSkew is the accepted clock difference between client and server.
+const DefaultSkew = 30 * time.Second
+
+// randInt returns a uniform integer in [0, n) from r.
+func randInt(r io.Reader, n int) (int, error) {
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, err
+	}
+	return int(binary.LittleEndian.Uint64(b[:]) % uint64(n)), nil
+}
+
+func newKeys(c wire.CipherID, sealKey, openKey *[wire.KeySize]byte) (*Keys, error) {
+	sa, err := wire.NewAEAD(c, sealKey)
+	if err != nil {
+		return nil, err
+	}
+	oa, err := wire.NewAEAD(c, openKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Keys{Seal: wire.NewSealer(sa), Open: wire.NewOpener(oa), Cipher: c}, nil
+}
+
+// ClientHandshake is the client's side of the handshake.
+type ClientHandshake struct {
+	PSK    *wire.PSK
+	Cipher wire.CipherID
+	Rand   io.Reader
+	Now    func() time.Time
+	Skew   time.Duration
+	// Timeout bounds waiting for the server's reply.
+	Timeout time.Duration
+}
+
+// ErrServerAuth means the reply did not come from a server holding the key
+// for this very handshake (wrong key, splice, replayed reply, clock).
+var ErrServerAuth = errors.New("server failed to authenticate (wrong key, or not a usocks v2 server)")
+
+// Run sends the first flight in one write and checks the server's reply.
+func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
+	eph, err := wire.NewEphemeral(h.Rand)
+	if err != nil {
+		return nil, err
+	}
+	hello := wire.ClientHello{Time: uint64(h.Now().Unix()), Cipher: h.Cipher, Public: eph.Public()}
+	if _, err := io.ReadFull(h.Rand, hello.Salt[:]); err != nil {
+		return nil, err
+	}
+	if hello.PadLen, err = randInt(h.Rand, ClientPadMax); err != nil {
+		return nil, err
+	}
+	flight := wire.AppendClientHello(nil, h.PSK, &hello)
+	timeout := h.Timeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetDeadline(deadline)
+	defer c.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := c.Write(flight); err != nil {
+		return nil, &BackendError{Op: "write", Err: err}
+	}
+	r := wire.NewServerHelloReader(h.PSK, hello.Salt)
+	prefix := make([]byte, wire.ServerPrefixLen)
+	if _, err := io.ReadFull(c, prefix); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: server closed the connection", ErrServerAuth)
+		}
+		return nil, &BackendError{Op: "read", Err: err}
+	}
+	rest, err := r.OpenPrefix(prefix)
+	if err != nil {
+		return nil, ErrServerAuth
+	}
+	body := make([]byte, rest)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, &BackendError{Op: "read", Err: err}
+	}
+	sh, err := r.OpenRest(body)
+	if err != nil {
+		return nil, ErrServerAuth
+	}
+	if !withinSkew(h.Now(), sh.Time, h.Skew) {
+		return nil, fmt.Errorf("%w: server clock differs by more than %v", ErrServerAuth, h.Skew)
+	}
+	shared, err := eph.Shared(sh.Public)
+	if err != nil {
+		return nil, ErrServerAuth
+	}
+	hkC := wire.ClientHandshakeKey(h.PSK, &hello.Salt)
+	hkS := wire.ServerHandshakeKey(h.PSK, &hello.Salt, &sh.Salt)
+	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &hello.Public, &sh.Public)
+	return newKeys(h.Cipher, &sk.C2S, &sk.S2C)
+}
+
+func withinSkew(now time.Time, ts uint64, skew time.Duration) bool {
+	if skew == 0 {
+		skew = DefaultSkew
+	}
+	d := now.Sub(time.Unix(int64(ts), 0))
+	return d <= skew && d >= -skew
+}
+
+// SaltCache remembers every accepted client salt for twice the skew
+// window, exactly (no Bloom filter). It refuses new salts when full rather
+// than forgetting one inside the window.
+type SaltCache struct {
+	mu   sync.Mutex
+	seen map[[wire.SaltSize]byte]time.Time // salt → when it may be forgotten
+	max  int
+	keep time.Duration
+}
+
+// NewSaltCache returns a cache holding at most max salts for keep each.
+func NewSaltCache(max int, keep time.Duration) *SaltCache {
+	return &SaltCache{seen: make(map[[wire.SaltSize]byte]time.Time), max: max, keep: keep}
+}
+
+// Add records salt at now. It reports false if the salt was seen before
+// (replay) or the cache is full of salts still inside their window.
+func (c *SaltCache) Add(salt [wire.SaltSize]byte, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if exp, ok := c.seen[salt]; ok && now.Before(exp) {
+		return false
+	}
+	if len(c.seen) >= c.max {
+		for s, exp := range c.seen {
+			if !now.Before(exp) {
+				delete(c.seen, s)
+			}
+		}
+		if len(c.seen) >= c.max {
+			return false
+		}
+	}
+	c.seen[salt] = now.Add(c.keep)
+	return true
+}
+
+// Len is the number of salts held.
+func (c *SaltCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
+// ServerHandshake is the server's side: one per listener, shared by all
+// connections. Every way a first flight can be wrong ends in Reject, the
+// one reaction a prober can see.
+type ServerHandshake struct {
+	PSK *wire.PSK
+	// Ciphers the server accepts; empty means both.
+	Ciphers []wire.CipherID
+	Rand    io.Reader
+	Now     func() time.Time
+	Skew    time.Duration
+	// Start is when the server started: older timestamps are refused, so
+	// a restart does not reopen the replay window.
+	Start time.Time
+	Salts *SaltCache
+	// DrainTimeout and DrainBytes are this server's fixed, randomly chosen
+	// reaction to invalid input: read and discard until this long after
+	// accept or this many bytes, then close with FIN.
+	DrainTimeout time.Duration
+	DrainBytes   int64
+	Log          *logrus.Entry
+}
+
+// errReject carries why a handshake was refused (for the log only).
+type errReject struct{ why string }
+
+func (e *errReject) Error() string { return "handshake rejected: " + e.why }
+
+// ErrRejected is wrapped by every error from Accept: the connection got the
+// invalid-input reaction.
+var ErrRejected = errors.New("handshake rejected")
+
+func (e *errReject) Unwrap() error { return ErrRejected }
+
+// Accept runs the server side on a fresh connection accepted at accepted.
+// On any failure it has already given the invalid-input reaction (Reject)
+// and returns an error wrapping ErrRejected.
+func (h *ServerHandshake) Accept(ctx context.Context, c net.Conn, accepted time.Time) (*Keys, error) {
+	keys, err := h.accept(ctx, c, accepted)
+	if err != nil {
+		h.Reject(c, accepted)
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return keys, nil
+}
+
+func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.Time) (*Keys, error) {
+	_ = c.SetReadDeadline(accepted.Add(h.DrainTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	prefix := make([]byte, wire.ClientPrefixLen)
+	if _, err := io.ReadFull(c, prefix); err != nil {
+		return nil, &errReject{"short first flight"}
+	}
+	r := wire.NewClientHelloReader(h.PSK)
+	rest, err := r.OpenPrefix(prefix)
+	if err != nil {
+		return nil, &errReject{"bad header (wrong key or not a usocks v2 client)"}
+	}
+	now := h.Now()
+	ts := r.Time()
+	if !withinSkew(now, ts, h.Skew) {
+		return nil, &errReject{"timestamp outside the window"}
+	}
+	if int64(ts) < h.Start.Unix() {
+		return nil, &errReject{"timestamp before server start"}
+	}
+	if !h.Salts.Add(r.Salt(), now) {
+		return nil, &errReject{"replayed salt (or salt cache full)"}
+	}
+	body := make([]byte, rest)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, &errReject{"short first flight"}
+	}
+	ch, err := r.OpenRest(body)
+	if err != nil {
+		return nil, &errReject{"bad header (tampered)"}
+	}
+	if !h.cipherAllowed(ch.Cipher) {
+		return nil, &errReject{"cipher not allowed: " + ch.Cipher.String()}
+	}
+	eph, err := wire.NewEphemeral(h.Rand)
+	if err != nil {
+		return nil, err
+	}
+	sh := wire.ServerHello{Time: uint64(now.Unix()), ClientSalt: ch.Salt, Public: eph.Public()}
+	if _, err := io.ReadFull(h.Rand, sh.Salt[:]); err != nil {
+		return nil, err
+	}
+	if sh.PadLen, err = randInt(h.Rand, ServerPadMax); err != nil {
+		return nil, err
+	}
+	shared, err := eph.Shared(ch.Public)
+	if err != nil {
+		return nil, &errReject{"bad public key"}
+	}
+	_ = c.SetWriteDeadline(accepted.Add(h.DrainTimeout))
+	if _, err := c.Write(wire.AppendServerHello(nil, h.PSK, &sh)); err != nil {
+		return nil, &BackendError{Op: "write", Err: err}
+	}
+	hkC := wire.ClientHandshakeKey(h.PSK, &ch.Salt)
+	hkS := wire.ServerHandshakeKey(h.PSK, &ch.Salt, &sh.Salt)
+	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	return newKeys(ch.Cipher, &sk.S2C, &sk.C2S)
+}
+
+func (h *ServerHandshake) cipherAllowed(c wire.CipherID) bool {
+	if c != wire.CipherChaCha20Poly1305 && c != wire.CipherAES256GCM {
+		return false
+	}
+	if len(h.Ciphers) == 0 {
+		return true
+	}
+	for _, a := range h.Ciphers {
+		if a == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Reject is the single reaction to invalid input: send nothing, read and
+// discard until DrainTimeout after accept or DrainBytes in all, then close
+// with FIN (and keep discarding briefly so unread data does not turn the
+// close into an RST).
+func (h *ServerHandshake) Reject(c net.Conn, accepted time.Time) {
+	_ = c.SetReadDeadline(accepted.Add(h.DrainTimeout))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, h.DrainBytes))
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64*1024))
+	_ = c.Close()
+}

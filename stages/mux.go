@@ -1,0 +1,93 @@
+package stages
+
+import (
+	"context"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// Mux is the stream actors → encrypt stage: the fan-in point of the tunnel.
+//
+// Two inputs feed it. Control (WINDOW, RST, PONG) has priority, so credit
+// returns promptly even when data queues are full. Data (SYN, DAT, FIN from
+// stream actors) is taken in arrival order, which interleaves busy streams
+// frame by frame. Neither input is ever closed: many goroutines send on
+// them, and the mux leaves on ctx or on Shutdown.
+//
+// The mux drains what is queued into one Batch without waiting for more,
+// so a busy tunnel seals many frames per wake-up and an idle one adds no
+// delay.
+type Mux struct {
+	Control <-chan Frame
+	Data    <-chan Frame
+	Out     chan<- Batch
+	// Shutdown, when closed, makes the mux send a CLOSE frame as the last
+	// frame of the session and close Out. Frames still queued are sent
+	// before it.
+	Shutdown <-chan struct{}
+	Log      *logrus.Entry
+}
+
+// Run multiplexes until ctx is done or Shutdown.
+func (m *Mux) Run(ctx context.Context) error {
+	defer close(m.Out)
+	for {
+		var first Frame
+		select {
+		case first = <-m.Control:
+		default:
+			select {
+			case first = <-m.Control:
+			case first = <-m.Data:
+			case <-m.Shutdown:
+				b := m.gather(nil)
+				b = append(b, Frame{Frame: wire.Frame{Type: wire.FrameClose}})
+				select {
+				case m.Out <- b:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		b := m.gather(Batch{first})
+		select {
+		case m.Out <- b:
+		case <-ctx.Done():
+			for i := range b {
+				b[i].Release()
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// gather appends whatever is queued now, control first, up to the batch
+// bounds.
+func (m *Mux) gather(b Batch) Batch {
+	bytes := 0
+	for _, f := range b {
+		bytes += len(f.Payload)
+	}
+	for len(b) < MaxBatchFrames && bytes < MaxBatchBytes {
+		select {
+		case f := <-m.Control:
+			b = append(b, f)
+			bytes += len(f.Payload)
+			continue
+		default:
+		}
+		select {
+		case f := <-m.Data:
+			b = append(b, f)
+			bytes += len(f.Payload)
+		default:
+			return b
+		}
+	}
+	return b
+}

@@ -1,0 +1,177 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// Record stages of protocol v2: Encrypt seals batches of frames into
+// records; Decrypt opens records into frames. Each owns its direction's
+// key state (wire.Sealer / wire.Opener) and nothing else touches it.
+
+// ErrTruncated means the backend ended in the middle of a record.
+var ErrTruncated = errors.New("backend ended inside a record")
+
+// Padder chooses the padding length for a frame about to be sealed. nil
+// means no padding.
+type Padder func(f *wire.Frame) int
+
+// Encrypt is the mux → backend writer stage.
+type Encrypt struct {
+	Sealer *wire.Sealer
+	In     <-chan Batch
+	Out    chan<- Sealed
+	Pad    Padder
+	Log    *logrus.Entry
+	// Tap, if set, sees every frame before it is sealed (capture).
+	Tap func(*wire.Frame)
+
+	free chan []byte
+}
+
+// Recycle takes back a written batch buffer; the backend writer calls it.
+// It never blocks.
+func (e *Encrypt) Recycle(s Sealed) {
+	select {
+	case e.freeList() <- s.B[:0]:
+	default:
+	}
+}
+
+func (e *Encrypt) freeList() chan []byte {
+	if e.free == nil {
+		e.free = make(chan []byte, BatchQueueLen+2)
+	}
+	return e.free
+}
+
+// Run seals until In is closed (then closes Out) or ctx is done.
+func (e *Encrypt) Run(ctx context.Context) error {
+	defer close(e.Out)
+	free := e.freeList()
+	for {
+		var b Batch
+		var ok bool
+		select {
+		case b, ok = <-e.In:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return nil
+		}
+		var out []byte
+		select {
+		case out = <-free:
+		default:
+		}
+		var err error
+		for i := range b {
+			f := &b[i]
+			pad := 0
+			if e.Pad != nil {
+				pad = e.Pad(&f.Frame)
+			}
+			if e.Tap != nil {
+				e.Tap(&f.Frame)
+			}
+			if err == nil {
+				out, err = e.Sealer.SealFrame(out, &f.Frame, pad)
+			}
+			f.Release()
+		}
+		if err != nil {
+			return fmt.Errorf("seal: %w", err)
+		}
+		select {
+		case e.Out <- Sealed{B: out}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Decrypt is the backend reader → demux stage.
+type Decrypt struct {
+	Opener *wire.Opener
+	In     <-chan Chunk
+	Out    chan<- Frame
+	Log    *logrus.Entry
+	// Tap, if set, sees every frame after it is opened (capture).
+	Tap func(*wire.Frame, int)
+	// Chaff counts PAD frames verified and discarded.
+	Chaff func()
+}
+
+// Run opens records until In is closed (then closes Out) or an error. A
+// record that fails authentication is dropped unreleased and ends the
+// session with wire.ErrAuth: nothing after it can be trusted.
+func (d *Decrypt) Run(ctx context.Context) error {
+	defer close(d.Out)
+	pend := make([]byte, 0, 2*ChunkSize+wire.MaxBodyLen+wire.RecordOverhead)
+	var cur *Buf
+	defer func() { putBuf(cur) }()
+	for {
+		var c Chunk
+		var ok bool
+		select {
+		case c, ok = <-d.In:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			if len(pend) > 0 {
+				return ErrTruncated
+			}
+			return nil
+		}
+		pend = append(pend, c.B...)
+		c.Release()
+		off := 0
+		for {
+			if cur == nil {
+				cur = getBuf()
+			}
+			body, n, err := d.Opener.Open(cur[:0], pend[off:])
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+			off += n
+			var owner *Buf
+			if len(body) > 0 && &body[0] == &cur[0] {
+				owner, cur = cur, nil
+			}
+			wf, padLen, err := wire.ParseFrame(body)
+			if err != nil {
+				putBuf(owner)
+				return fmt.Errorf("protocol error: %w", err)
+			}
+			if d.Tap != nil {
+				d.Tap(&wf, padLen)
+			}
+			if wf.Type == wire.FramePad {
+				putBuf(owner)
+				if d.Chaff != nil {
+					d.Chaff()
+				}
+				continue
+			}
+			select {
+			case d.Out <- Frame{Frame: wf, buf: owner}:
+			case <-ctx.Done():
+				putBuf(owner)
+				return ctx.Err()
+			}
+		}
+		// Keep only the unread tail, at the front.
+		pend = append(pend[:0], pend[off:]...)
+	}
+}

@@ -1,0 +1,464 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// Stream actors: one per tunnel stream, on both sides.
+//
+// A stream has a local socket (the app's connection on the client, the
+// target on the server) and two pumps:
+//
+//	up:   local socket → DAT frames → mux (Data queue), then FIN at EOF
+//	down: receive buffer (filled by demux) → local socket, then
+//	      CloseWrite at the peer's FIN; it returns credit with WINDOW frames
+//
+// The actor goroutine runs down; it starts one goroutine for up. Demux is
+// the only goroutine that pushes into the receive buffer and calls
+// addCredit/abort; the pumps are the only ones that touch the socket. The
+// stream is finished when both pumps are done; the actor then reports its
+// id on Demux's done channel, and only then is the id free again.
+//
+// Flow control: each side may have at most StreamWindow bytes of a stream
+// in flight or buffered at the receiver. The sender spends credit before it
+// reads from its socket; the receiver returns credit after writing to its
+// socket. A peer that sends beyond its credit gets the stream reset, so a
+// stream whose reader never reads holds at most StreamWindow bytes and
+// never stalls the demux or other streams.
+
+// Stream states, for logs and tests.
+type streamState int32
+
+const (
+	stateOpening   streamState = iota // client: SYN not yet sent; server: dialing
+	stateOpen                         // data both ways
+	stateLocalFIN                     // we sent FIN, peer may still send
+	stateRemoteFIN                    // peer sent FIN, we may still send
+	stateClosed                       // both FINs; finished
+	stateReset                        // RST sent or received; finished
+)
+
+func (s streamState) String() string {
+	return [...]string{"opening", "open", "local-fin", "remote-fin", "closed", "reset"}[s]
+}
+
+// ErrFlowControl is a peer sending beyond the credit it was given.
+var ErrFlowControl = errors.New("stream flow-control window exceeded")
+
+type stream struct {
+	id      uint16
+	conn    net.Conn // set before the pumps start
+	data    chan<- Frame
+	control chan<- Frame
+	log     *logrus.Entry
+
+	recv recvBuf
+
+	credit   atomic.Int64
+	creditCh chan struct{} // cap 1: "credit was added"
+
+	abortOnce sync.Once
+	aborted   chan struct{} // closed by abort
+	sentRST   atomic.Bool
+
+	state atomic.Int32
+	// finSent, finRecv: half-close bookkeeping for the state.
+	finSent, finRecv atomic.Bool
+}
+
+func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry) *stream {
+	s := &stream{
+		id:       id,
+		data:     data,
+		control:  control,
+		log:      log.WithField("stream", id),
+		creditCh: make(chan struct{}, 1),
+		aborted:  make(chan struct{}),
+	}
+	s.recv.notify = make(chan struct{}, 1)
+	s.credit.Store(StreamWindow)
+	return s
+}
+
+func (s *stream) setState(st streamState) { s.state.Store(int32(st)) }
+
+func (s *stream) updateHalfClose() {
+	switch {
+	case s.finSent.Load() && s.finRecv.Load():
+		s.setState(stateClosed)
+	case s.finSent.Load():
+		s.setState(stateLocalFIN)
+	case s.finRecv.Load():
+		s.setState(stateRemoteFIN)
+	}
+}
+
+// addCredit is called by demux for a WINDOW frame.
+func (s *stream) addCredit(n uint32) {
+	if s.credit.Add(int64(n)) > 1<<30 {
+		s.credit.Store(1 << 30)
+	}
+	select {
+	case s.creditCh <- struct{}{}:
+	default:
+	}
+}
+
+// abort ends the stream at once: both pumps stop, the local socket is
+// reset (SO_LINGER 0, so the app or target sees RST, not a clean EOF).
+// sendRST says whether the peer must be told.
+func (s *stream) abort(sendRST bool) {
+	s.abortOnce.Do(func() {
+		s.setState(stateReset)
+		close(s.aborted)
+		if sendRST {
+			s.sendRST()
+		}
+		s.recv.wake()
+	})
+}
+
+func (s *stream) sendRST() {
+	if s.sentRST.Swap(true) {
+		return
+	}
+	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: s.id}}
+	select {
+	case s.control <- f:
+	default:
+		// The control queue is full only when the peer floods us with
+		// frames that need answers; the stream is gone on our side anyway.
+		s.log.Debug("control queue full, RST dropped")
+	}
+}
+
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// sendData queues f on the data queue, giving up if the stream is aborted.
+func (s *stream) sendData(ctx context.Context, f Frame) bool {
+	select {
+	case s.data <- f:
+		return true
+	case <-s.aborted:
+	case <-ctx.Done():
+	}
+	f.Release()
+	return false
+}
+
+// takeCredit waits until some credit is available and takes up to max.
+func (s *stream) takeCredit(ctx context.Context, max int) (int, bool) {
+	for {
+		c := s.credit.Load()
+		if c > 0 {
+			n := min(int64(max), c)
+			if s.credit.CompareAndSwap(c, c-n) {
+				return int(n), true
+			}
+			continue
+		}
+		select {
+		case <-s.creditCh:
+		case <-s.aborted:
+			return 0, false
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+}
+
+// run is the actor: it opens the stream, runs the pumps and returns when
+// both are done. open is called first (client: send SYN; server: dial the
+// frontend) and returns the local socket or an error (then RST).
+func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
+	c, err := open()
+	if err != nil {
+		s.log.WithError(err).Debug("stream open failed")
+		s.abort(true)
+		return
+	}
+	s.conn = c
+	s.setState(stateOpen)
+	stop := context.AfterFunc(ctx, func() { s.abort(false) })
+	defer stop()
+	// Closing the socket is what unblocks a pump stuck in Read or Write.
+	finished := make(chan struct{})
+	closerDone := make(chan struct{})
+	go func() {
+		defer close(closerDone)
+		select {
+		case <-s.aborted:
+			resetConn(c)
+		case <-finished:
+		}
+	}()
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		s.up(ctx)
+	}()
+	s.down(ctx)
+	<-upDone
+	close(finished)
+	<-closerDone
+	_ = c.Close()
+}
+
+// up pumps the local socket into DAT frames until EOF (then FIN).
+func (s *stream) up(ctx context.Context) {
+	for {
+		// Wait for data before taking a buffer, so idle streams hold none.
+		waitReadable(s.conn)
+		n, ok := s.takeCredit(ctx, wire.MaxPayloadLen)
+		if !ok {
+			return
+		}
+		buf := getBuf()
+		m, err := s.conn.Read(buf[:n])
+		if m < n {
+			s.addCredit(uint32(n - m))
+		}
+		if m > 0 {
+			f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf[:m]}, buf: buf}
+			if !s.sendData(ctx, f) {
+				return
+			}
+		} else {
+			putBuf(buf)
+		}
+		if err != nil {
+			select {
+			case <-s.aborted:
+				return
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagFIN, Stream: s.id}}
+				if s.sendData(ctx, f) {
+					s.finSent.Store(true)
+					s.updateHalfClose()
+				}
+				return
+			}
+			s.log.WithError(err).Debug("local read failed, resetting stream")
+			s.abort(true)
+			return
+		}
+	}
+}
+
+// down writes received data to the local socket and returns credit.
+func (s *stream) down(ctx context.Context) {
+	consumed := 0
+	for {
+		f, eof, ok := s.recv.pop(s.aborted)
+		if !ok {
+			return
+		}
+		if eof {
+			if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+			s.finRecv.Store(true)
+			s.updateHalfClose()
+			return
+		}
+		n := len(f.Payload)
+		_, err := s.conn.Write(f.Payload)
+		f.Release()
+		if err != nil {
+			select {
+			case <-s.aborted:
+			default:
+				s.log.WithError(err).Debug("local write failed, resetting stream")
+				s.abort(true)
+			}
+			return
+		}
+		consumed += n
+		if consumed >= windowUpdateThreshold {
+			w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(consumed))}}
+			select {
+			case s.control <- w:
+				consumed = 0
+			case <-s.aborted:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// Read lets a frontend read what the app sent before the target is
+// connected (a SOCKS or HTTP request). It returns credit like down does.
+func (s *stream) Read(p []byte) (int, error) {
+	for {
+		s.recv.mu.Lock()
+		if len(s.recv.chunks) > 0 {
+			f := &s.recv.chunks[0]
+			n := copy(p, f.Payload)
+			f.Payload = f.Payload[n:]
+			s.recv.size -= n
+			if len(f.Payload) == 0 {
+				f.Release()
+				s.recv.chunks = s.recv.chunks[1:]
+			}
+			s.recv.mu.Unlock()
+			s.addPeerCredit(n)
+			return n, nil
+		}
+		eof := s.recv.eof
+		s.recv.mu.Unlock()
+		if eof {
+			return 0, io.EOF
+		}
+		select {
+		case <-s.recv.notify:
+		case <-s.aborted:
+			return 0, net.ErrClosed
+		}
+	}
+}
+
+// addPeerCredit returns n bytes of credit to the peer at once (frontend
+// handshakes are small; no batching needed).
+func (s *stream) addPeerCredit(n int) {
+	w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(n))}}
+	select {
+	case s.control <- w:
+	case <-s.aborted:
+	}
+}
+
+// Write lets a frontend answer the app (proxy replies) before the target
+// is connected. It sends DAT frames within the stream's credit.
+func (s *stream) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, ok := s.takeCredit(context.Background(), min(len(p)-done, wire.MaxPayloadLen))
+		if !ok {
+			return done, net.ErrClosed
+		}
+		buf := getBuf()
+		copy(buf[:n], p[done:done+n])
+		f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf[:n]}, buf: buf}
+		if !s.sendData(context.Background(), f) {
+			return done, net.ErrClosed
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// ID is the stream id (for frontends' logs).
+func (s *stream) ID() uint16 { return s.id }
+
+// recvBuf holds data received for a stream until its socket takes it.
+// Demux pushes, the down pump pops; size never exceeds StreamWindow.
+type recvBuf struct {
+	mu     sync.Mutex
+	chunks []Frame
+	size   int
+	eof    bool
+	notify chan struct{} // cap 1
+}
+
+func (r *recvBuf) wake() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// push adds f's payload; it takes ownership of f. ErrFlowControl if the
+// peer overran its window.
+func (r *recvBuf) push(f Frame) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(f.Payload)
+	if r.eof || r.size+n > StreamWindow {
+		f.Release()
+		return ErrFlowControl
+	}
+	r.size += n
+	if k := len(r.chunks); k > 0 && n < coalesceBelow {
+		last := &r.chunks[k-1]
+		if last.buf != nil && cap(last.Payload)-len(last.Payload) >= n {
+			last.Payload = append(last.Payload, f.Payload...)
+			f.Release()
+			r.wake()
+			return nil
+		}
+	}
+	r.chunks = append(r.chunks, f)
+	r.wake()
+	return nil
+}
+
+// finish marks the peer's FIN: pop returns eof after the buffered data.
+func (r *recvBuf) finish() {
+	r.mu.Lock()
+	r.eof = true
+	r.mu.Unlock()
+	r.wake()
+}
+
+// pop returns the next frame, or eof once the data before FIN is out, or
+// ok=false if the stream was aborted.
+func (r *recvBuf) pop(aborted <-chan struct{}) (f Frame, eof, ok bool) {
+	for {
+		select {
+		case <-aborted:
+			return Frame{}, false, false
+		default:
+		}
+		r.mu.Lock()
+		if len(r.chunks) > 0 {
+			f = r.chunks[0]
+			r.chunks[0] = Frame{}
+			r.chunks = r.chunks[1:]
+			if len(r.chunks) == 0 {
+				r.chunks = nil // let the backing array go while idle
+			}
+			r.size -= len(f.Payload)
+			r.mu.Unlock()
+			return f, false, true
+		}
+		eof = r.eof
+		r.mu.Unlock()
+		if eof {
+			return Frame{}, true, true
+		}
+		select {
+		case <-r.notify:
+		case <-aborted:
+			return Frame{}, false, false
+		}
+	}
+}
+
+// drain releases everything still buffered (after the stream ended).
+func (r *recvBuf) drain() {
+	r.mu.Lock()
+	for i := range r.chunks {
+		r.chunks[i].Release()
+	}
+	r.chunks = nil
+	r.size = 0
+	r.mu.Unlock()
+}

@@ -1,0 +1,43 @@
+package stages
+
+import "usocks/wire"
+
+// Chunk is ciphertext as read from the backend: backend reader → decrypt.
+// B aliases buf, which decrypt releases after copying B.
+type Chunk struct {
+	B   []byte
+	buf *ChunkBuf
+}
+
+// Release returns the chunk's buffer to its pool.
+func (c *Chunk) Release() {
+	if c.buf != nil {
+		chunkPool.Put(c.buf)
+		c.buf = nil
+	}
+	c.B = nil
+}
+
+// Frame is a tunnel frame travelling between stages: decrypt → demux →
+// stream actor, and stream actor → mux → encrypt. Payload may alias buf;
+// whoever consumes the frame last calls Release.
+type Frame struct {
+	wire.Frame
+	buf *Buf
+}
+
+// Release returns the frame's payload buffer to the pool.
+func (f *Frame) Release() {
+	putBuf(f.buf)
+	f.buf = nil
+	f.Payload = nil
+}
+
+// Batch is what the mux hands to encrypt: frames to seal in order.
+type Batch []Frame
+
+// Sealed is what encrypt hands to the backend writer: whole records, ready
+// to write in one call.
+type Sealed struct {
+	B []byte
+}
