@@ -29,8 +29,10 @@ type Server struct {
 
 	// Stats counts streams of all sessions.
 	Stats stages.Stats
-	// Rejected counts connections that got the invalid-input reaction.
-	Rejected, Sessions, Refused Counter
+	// Rejected counts connections that got the invalid-input reaction;
+	// Sessions those that completed the handshake; Refused those dropped
+	// over MaxPending; Clean and Failed how sessions ended.
+	Rejected, Sessions, Refused, Clean, Failed Counter
 
 	ln      net.Listener
 	pending chan struct{}
@@ -176,8 +178,10 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 		maxStreams: s.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &s.Stats,
 	})
 	if err != nil {
+		s.Failed.Add()
 		log.WithError(err).Warn("session ended")
 	} else {
+		s.Clean.Add()
 		log.Info("session closed")
 	}
 }

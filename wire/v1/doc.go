@@ -3,8 +3,10 @@
 // commit 8e52664). It is byte-exact with that implementation: every
 // vector in testdata/usocks-v1 is reproduced and decoded by the tests.
 //
-// The authoritative description is the spec, shared/spec/usocks-v1.md;
-// this comment summarises it. Section numbers (§) refer to it.
+// The authoritative description is the usocks v1 wire specification
+// (usocks-v1.md in the project's shared spec directory; the vector
+// README in testdata/usocks-v1 describes the test data). This comment
+// summarises it; section numbers (§) refer to it.
 //
 // The package does no I/O: it has no network code, no goroutines, no
 // logging, no clock and no package-level mutable state. Randomness is
@@ -96,6 +98,28 @@
 // a direction's stream (o = 0 is the first byte of C0) travels on lane
 // floor(o / B) mod N. The receiver reads exactly B bytes from lane 0,
 // then B from lane 1, and so on round-robin. Defaults: N = 5, B = 8192.
+//
+// # Using the package
+//
+// Sending one direction:
+//
+//	s, err := v1.NewRandomSealer(v1.DeriveKey(passphrase), rand.Reader)
+//	out := s.Sync()                                  // first 16 bytes
+//	out = s.AppendMessage(out, v1.AppendMessage(nil, msg))
+//	out = s.AppendClose(out, pad)                    // before closing
+//
+// Receiving the other direction:
+//
+//	o := v1.NewOpener(v1.DeriveKey(passphrase))
+//	o.Feed(chunk)                                    // any split
+//	for {
+//		ev, err := o.Next()                          // until ErrNeedMore
+//		...
+//	}
+//	err := o.EOF()                                   // at end of file
+//
+// Each received message goes through v1.ParseMessage and Endpoint.Receive;
+// local events go through Endpoint.SendData, SendFIN and SendRST.
 //
 // # Deliberate differences from the original
 //

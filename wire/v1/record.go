@@ -131,10 +131,12 @@ var (
 // caller testing for ErrHashFail or ErrInvalidHeader does not send a reset.
 type firstPacketError struct{ cause error }
 
+// Error names the first-packet failure and its underlying cause.
 func (e firstPacketError) Error() string {
 	return ErrFirstPacketIncorrect.Error() + " (" + e.cause.Error() + ")"
 }
 
+// Is matches ErrFirstPacketIncorrect, and nothing else.
 func (e firstPacketError) Is(target error) bool { return target == ErrFirstPacketIncorrect }
 
 // NeedsReset reports whether err is a receive error after which the

@@ -297,3 +297,35 @@ func TestOpenerMessageCap(t *testing.T) {
 		t.Fatal("error is not sticky")
 	}
 }
+
+// TestSteadyStateAllocs checks that sealing into a buffer with room and
+// opening a stream of single-packet messages do not allocate.
+func TestSteadyStateAllocs(t *testing.T) {
+	if testing.CoverMode() != "" {
+		t.Skip("coverage instrumentation allocates")
+	}
+	key := DeriveKey("allocs")
+	s := NewSealer(key, [16]byte{}, [16]byte{})
+	o := NewOpener(key)
+	o.Feed(s.Sync())
+	msg := ruleBytes(4100, 1)
+	buf := make([]byte, 0, 3*SealedLen(len(msg)))
+	round := func() {
+		buf = s.AppendMessage(buf[:0], msg)
+		buf = s.AppendMessage(buf, msg[:10])
+		o.Feed(buf)
+		for {
+			_, err := o.Next()
+			if err != nil {
+				if !errors.Is(err, ErrNeedMore) {
+					t.Fatal(err)
+				}
+				return
+			}
+		}
+	}
+	round() // warm up the Opener's buffer
+	if n := testing.AllocsPerRun(100, round); n != 0 {
+		t.Errorf("%v allocations per round, want 0", n)
+	}
+}

@@ -1,0 +1,424 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// echoThrough sends n checked bytes through the tunnel on one stream.
+func echoThrough(ctx context.Context, tn *tunnel, n int, seed uint64) error {
+	c, err := net.DialTimeout("tcp", tn.cli.Addr().String(), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte{modeEcho}); err != nil {
+		return err
+	}
+	_, err = EchoCheck(ctx, c, n, seed)
+	return err
+}
+
+func TestManyConcurrentStreams(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
+	tn.waitSession()
+	streams, size := 50, 2<<20
+	if testing.Short() {
+		streams, size = 20, 256<<10
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 0; i < streams; i++ {
+		g.Go(func() error { return echoThrough(gctx, tn, size, uint64(i)) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.srv.Sessions.Load(); got != 1 {
+		t.Errorf("sessions = %d, want 1 (all streams share one tunnel)", got)
+	}
+	waitFor(t, "streams to finish", 5*time.Second, func() bool {
+		return tn.srv.Stats.StreamsOpened.Load() == int64(streams)
+	})
+	if r := tn.srv.Stats.StreamsReset.Load(); r != 0 {
+		t.Errorf("%d streams reset, want 0", r)
+	}
+}
+
+func TestHalfClose(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
+	tn.waitSession()
+	c := tn.dial(modeHash)
+	defer c.Close()
+	payload := make([]byte, 300_000)
+	Pattern(payload, 3)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The target answers only after it saw our FIN: the stream must stay
+	// open in the other direction.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read after half-close: %v", err)
+	}
+	want := sha256.Sum256(payload)
+	if !bytes.Equal(got, want[:]) {
+		t.Fatalf("got %x, want digest %x", got, want)
+	}
+}
+
+func TestStalledReaderDoesNotStallOthers(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
+	tn.waitSession()
+	// A stream whose app never reads while the target sends 64 MiB.
+	stalled := tn.dial(modeSource)
+	defer stalled.Close()
+	var nb [8]byte
+	binary.BigEndian.PutUint64(nb[:], 64<<20)
+	if _, err := stalled.Write(nb[:]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the stalled stream fill its window
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 4; i++ {
+		if err := echoThrough(ctx, tn, 4<<20, uint64(100+i)); err != nil {
+			t.Fatalf("busy stream %d beside a stalled one: %v", i, err)
+		}
+	}
+	// The stalled stream still works once its app reads: nothing was lost.
+	_ = stalled.SetReadDeadline(time.Now().Add(time.Minute))
+	h := sha256.New()
+	n, err := io.Copy(h, stalled)
+	if err != nil {
+		t.Fatalf("stalled stream: %v after %d bytes", err, n)
+	}
+	want := sha256.New()
+	buf := make([]byte, 64*1024)
+	Pattern(buf, 7)
+	for i := 0; i < (64<<20)/len(buf); i++ {
+		want.Write(buf)
+	}
+	if n != 64<<20 || !bytes.Equal(h.Sum(nil), want.Sum(nil)) {
+		t.Fatalf("stalled stream delivered %d bytes, digest mismatch=%v", n, !bytes.Equal(h.Sum(nil), want.Sum(nil)))
+	}
+}
+
+func TestRefusedTargetResetsOnlyThatStream(t *testing.T) {
+	// A port with nothing listening.
+	ln := listenLocal(t)
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	tn := startTunnel(t, tunnelOpts{targetPort: port})
+	tn.waitSession()
+	c := tn.dial(modeEcho)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	c.Close()
+	if n != 0 || err == nil {
+		t.Fatalf("refused target: read %d bytes, err %v; want a reset", n, err)
+	}
+	// The same tunnel still carries new streams once the target is up.
+	tl, err := net.Listen("tcp", "127.0.0.1:"+portString(port))
+	if err != nil {
+		t.Skipf("port reuse: %v", err)
+	}
+	tg := &target{ln: tl}
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); tg.serve(c.(*net.TCPConn)) }()
+		}
+	}()
+	defer tl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 100_000, 1); err != nil {
+		t.Fatal(err)
+	}
+	if s := tn.srv.Sessions.Load(); s != 1 {
+		t.Fatalf("sessions = %d, want 1: a refused dial must not end the tunnel", s)
+	}
+}
+
+func TestWrongKeyIsRejected(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), clientKey: newKey(t)})
+	waitFor(t, "a rejected handshake", 10*time.Second, func() bool { return tn.srv.Rejected.Load() >= 1 })
+	if s := tn.srv.Sessions.Load(); s != 0 {
+		t.Fatalf("wrong key got %d sessions", s)
+	}
+	if a := tg.accepted.Load(); a != 0 {
+		t.Fatalf("target saw %d connections", a)
+	}
+}
+
+// probeReaction is what a prober can observe of the server.
+type probeReaction struct {
+	bytesBack int
+	how       string // "FIN", "RST", "open"
+}
+
+func probe(addr string, payload []byte, wait time.Duration) (probeReaction, time.Duration) {
+	start := time.Now()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return probeReaction{how: "dial:" + err.Error()}, 0
+	}
+	defer c.Close()
+	_, _ = c.Write(payload)
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 4096)
+	var r probeReaction
+	for {
+		n, err := c.Read(buf)
+		r.bytesBack += n
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				r.how = "FIN"
+			case errors.Is(err, syscall.ECONNRESET):
+				r.how = "RST"
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				r.how = "open"
+			default:
+				r.how = err.Error()
+			}
+			return r, time.Since(start)
+		}
+	}
+}
+
+// TestProberOneReaction sends the prober's set of probes, each on a fresh
+// connection: random bytes of many lengths, a replayed first flight, a
+// first flight with one flipped bit, a v1-looking stream. Every one must
+// get the same reaction: nothing back, FIN at the fixed deadline.
+func TestProberOneReaction(t *testing.T) {
+	tg := startTarget(t)
+	probeTimeout := 700 * time.Millisecond
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, probe: probeTimeout})
+	tn.waitSession()
+	if err := echoThrough(context.Background(), tn, 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	flight := tn.relay.first(0)
+	if len(flight) < 108 {
+		t.Fatalf("recorded first flight too short: %d", len(flight))
+	}
+	var probes [][]byte
+	var names []string
+	for _, n := range append(seq(1, 64), 100, 221, 500, 1000, 2000, 5000) {
+		b := make([]byte, n)
+		_, _ = rand.Read(b)
+		probes = append(probes, b)
+		names = append(names, "random/"+portString(n))
+	}
+	probes = append(probes, flight) // replay of the whole client stream
+	names = append(names, "replay")
+	for _, off := range []int{0, 40, 70, len(flight) / 2} {
+		m := append([]byte(nil), flight...)
+		m[off] ^= 0x80
+		probes = append(probes, m)
+		names = append(names, "mutated-replay/"+portString(off))
+	}
+	// v1 bytes (a sync block plus one block) at a v2 listener.
+	v1 := make([]byte, 32)
+	_, _ = rand.Read(v1)
+	probes = append(probes, v1)
+	names = append(names, "v1")
+
+	type result struct {
+		r  probeReaction
+		el time.Duration
+	}
+	results := make([]result, len(probes))
+	var wg sync.WaitGroup
+	for i := range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, el := probe(tn.serverAddr(), probes[i], probeTimeout+3*time.Second)
+			results[i] = result{r, el}
+		}()
+	}
+	wg.Wait()
+	for i, res := range results {
+		if res.r.bytesBack != 0 || res.r.how != "FIN" {
+			t.Errorf("probe %s: %d bytes back, %s; want 0 bytes and FIN", names[i], res.r.bytesBack, res.r.how)
+		}
+		if res.el < probeTimeout-50*time.Millisecond || res.el > probeTimeout+2*time.Second {
+			t.Errorf("probe %s: closed after %v, want the fixed %v", names[i], res.el, probeTimeout)
+		}
+	}
+	if a := tg.accepted.Load(); a != 1 {
+		t.Errorf("target saw %d connections, want only the legitimate one", a)
+	}
+	if got := tn.srv.Sessions.Load(); got != 1 {
+		t.Errorf("sessions = %d, want 1 (replays must not open sessions)", got)
+	}
+}
+
+func seq(a, b int) []int {
+	var s []int
+	for i := a; i <= b; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func TestReplayRejectedAfterRestartAndSkew(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, probe: 300 * time.Millisecond})
+	tn.waitSession()
+	flight := tn.relay.first(0)
+	// A "restarted" server: same key and port settings, fresh salt cache,
+	// started now — the recorded flight's timestamp is before its start.
+	logger, _ := testLogger(t)
+	time.Sleep(1100 * time.Millisecond)
+	cfg := *tn.srvCfg
+	srv2, err := NewServer(&cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listenLocal(t)
+	srv2.UseListener(ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv2.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	r, _ := probe(ln.Addr().String(), flight, 3*time.Second)
+	if r.bytesBack != 0 || r.how != "FIN" || srv2.Sessions.Load() != 0 {
+		t.Fatalf("replay after restart: %+v, sessions %d", r, srv2.Sessions.Load())
+	}
+	// Clock skew: a server whose clock is 31 s ahead refuses a fresh flight.
+	tn.srv.Handshake().Now = func() time.Time { return time.Now().Add(31 * time.Second) }
+	c, err := net.Dial("tcp", tn.serverAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := tn.srv.Rejected.Load()
+	tn.relay.cut() // forces the client to reconnect with a fresh flight
+	waitFor(t, "skewed handshake rejected", 10*time.Second, func() bool { return tn.srv.Rejected.Load() > before })
+}
+
+func TestTamperedRecordEndsSession(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true})
+	tn.waitSession()
+	// Flip a bit well past the handshake, inside the data we send.
+	tn.relay.setFlip(5000)
+	c := tn.dial(modeSilent)
+	defer c.Close()
+	junk := make([]byte, 20000)
+	_, _ = c.Write(junk)
+	waitFor(t, "server session to fail", 10*time.Second, func() bool { return tn.srv.Failed.Load() >= 1 })
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err == nil {
+		t.Fatal("app saw a clean EOF after its tunnel was tampered with; want a reset")
+	}
+	var warned bool
+	for _, e := range tn.hook.AllEntries() {
+		if e.Message == "session ended" && e.Data["peer"] != nil {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Error("no warning with the peer address for the tampered session")
+	}
+}
+
+func TestTruncationResetsStreams(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true})
+	tn.waitSession()
+	c := tn.dial(modeEcho)
+	defer c.Close()
+	if _, err := c.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1000)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	tn.relay.cut()
+	if _, err := io.Copy(io.Discard, c); err == nil {
+		t.Fatal("stream ended with a clean EOF after the backend was cut; want an error")
+	}
+	// The client reconnects and new streams work.
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 50_000, 9); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGracefulShutdownIsSecureClose(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
+	tn.waitSession()
+	if err := echoThrough(context.Background(), tn, 10_000, 1); err != nil {
+		t.Fatal(err)
+	}
+	tn.cancel()
+	<-tn.done
+	if tn.srv.Clean.Load() != 1 || tn.srv.Failed.Load() != 0 {
+		t.Fatalf("clean=%d failed=%d; want the session closed cleanly", tn.srv.Clean.Load(), tn.srv.Failed.Load())
+	}
+}
+
+func TestStreamLimit(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), maxStreams: 2})
+	tn.waitSession()
+	a, b := tn.dial(modeEcho), tn.dial(modeEcho)
+	defer a.Close()
+	defer b.Close()
+	waitFor(t, "two streams", 5*time.Second, func() bool { return tg.accepted.Load() == 2 })
+	// The third is reset at once; so quickly that even the connect may
+	// report it.
+	if c, err := net.DialTimeout("tcp", tn.cli.Addr().String(), 5*time.Second); err == nil {
+		_, _ = c.Write([]byte{modeEcho})
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		c.Close()
+		if err == nil || n != 0 {
+			t.Fatalf("third stream over a limit of 2: %d bytes, err %v; want a reset", n, err)
+		}
+	}
+	// The first two still work.
+	if _, err := a.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(a, got); err != nil || string(got) != "ping" {
+		t.Fatalf("stream under the limit: %q %v", got, err)
+	}
+}

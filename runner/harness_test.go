@@ -1,0 +1,291 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+	"go.uber.org/goleak"
+
+	"usocks/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Target modes: the first byte an app sends through the tunnel tells the
+// test target what to do.
+const (
+	modeEcho   = 'E' // echo everything, half-close after EOF
+	modeSource = 'S' // then u64 n: write n pattern bytes, then close
+	modeHash   = 'H' // read to EOF, then answer with the SHA-256 of it
+	modeSilent = 'Q' // read and discard to EOF, never write
+)
+
+// target is the test's target server behind the redirect frontend.
+type target struct {
+	ln       net.Listener
+	wg       sync.WaitGroup
+	accepted atomic.Int64
+}
+
+func startTarget(t *testing.T) *target {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &target{ln: ln}
+	tg.wg.Add(1)
+	go func() {
+		defer tg.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tg.accepted.Add(1)
+			tg.wg.Add(1)
+			go func() {
+				defer tg.wg.Done()
+				defer c.Close()
+				tg.serve(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		tg.wg.Wait()
+	})
+	return tg
+}
+
+func (tg *target) serve(c *net.TCPConn) {
+	var mode [1]byte
+	if _, err := io.ReadFull(c, mode[:]); err != nil {
+		return
+	}
+	switch mode[0] {
+	case modeEcho:
+		_, _ = io.Copy(c, c)
+		_ = c.CloseWrite()
+	case modeSource:
+		var nb [8]byte
+		if _, err := io.ReadFull(c, nb[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint64(nb[:])
+		buf := make([]byte, 64*1024)
+		Pattern(buf, 7)
+		for n > 0 {
+			k := min(n, uint64(len(buf)))
+			if _, err := c.Write(buf[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+		_ = c.CloseWrite()
+		_, _ = io.Copy(io.Discard, c)
+	case modeHash:
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err != nil {
+			return
+		}
+		// The app already half-closed; we still answer.
+		time.Sleep(50 * time.Millisecond)
+		_, _ = c.Write(h.Sum(nil))
+		_ = c.CloseWrite()
+	case modeSilent:
+		_, _ = io.Copy(io.Discard, c)
+	}
+}
+
+func (tg *target) port() int { return tg.ln.Addr().(*net.TCPAddr).Port }
+
+// tunnel is a client and server on loopback, optionally with a relay
+// between them.
+type tunnel struct {
+	t      *testing.T
+	key    string
+	srv    *Server
+	cli    *Client
+	relay  *relay
+	cancel context.CancelFunc
+	done   chan struct{}
+	hook   *test.Hook
+	srvCfg *ServerConfig
+}
+
+type tunnelOpts struct {
+	targetPort int
+	clientKey  string // default: same as server
+	relay      bool
+	probe      time.Duration
+	maxStreams int
+	noClient   bool
+}
+
+func testLogger(t *testing.T) (*logrus.Logger, *test.Hook) {
+	l, hook := test.NewNullLogger()
+	l.SetLevel(logrus.DebugLevel)
+	if path := os.Getenv("USOCKS_TEST_LOG"); path != "" {
+		// Debugging aid: append every log line of the run to a file.
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err == nil {
+			l.SetOutput(f)
+			t.Cleanup(func() { _ = f.Close() })
+		}
+	} else if testing.Verbose() {
+		l.SetOutput(testWriter{t})
+	}
+	return l, hook
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func newKey(t *testing.T) string {
+	k, err := wire.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func listenLocal(t *testing.T) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func startTunnel(t *testing.T, o tunnelOpts) *tunnel {
+	t.Helper()
+	logger, hook := testLogger(t)
+	key := newKey(t)
+	if o.probe == 0 {
+		o.probe = 500 * time.Millisecond
+	}
+	sln := listenLocal(t)
+	sport := sln.Addr().(*net.TCPAddr).Port
+	scfg := &ServerConfig{
+		Common:       Common{Key: key, Backend: BackendConfig{Address: "127.0.0.1", Port: sport}, MaxStreams: o.maxStreams},
+		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
+		ProbeTimeout: o.probe,
+	}
+	srv, err := NewServer(scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.UseListener(sln)
+	tn := &tunnel{t: t, key: key, srv: srv, hook: hook, done: make(chan struct{}), srvCfg: scfg}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn.cancel = cancel
+	backendPort := sport
+	if o.relay {
+		tn.relay = startRelay(t, sln.Addr().String())
+		backendPort = tn.relay.port()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Run(ctx); err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}()
+	if !o.noClient {
+		ckey := key
+		if o.clientKey != "" {
+			ckey = o.clientKey
+		}
+		cln := listenLocal(t)
+		ccfg := &ClientConfig{
+			Common:  Common{Key: ckey, Backend: BackendConfig{Server: "127.0.0.1", Port: backendPort}, MaxStreams: o.maxStreams},
+			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
+		}
+		cli, err := NewClient(ccfg, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli.UseListener(cln)
+		cli.Backoff.Min = 20 * time.Millisecond
+		cli.Backoff.Max = 200 * time.Millisecond
+		tn.cli = cli
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cli.Run(ctx); err != nil {
+				t.Errorf("client: %v", err)
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(tn.done) }()
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+func (tn *tunnel) stop() {
+	tn.cancel()
+	select {
+	case <-tn.done:
+	case <-time.After(20 * time.Second):
+		tn.t.Error("tunnel did not stop within 20s")
+	}
+	if tn.relay != nil {
+		tn.relay.close()
+	}
+}
+
+// waitSession waits until the client has a session.
+func (tn *tunnel) waitSession() {
+	tn.t.Helper()
+	select {
+	case <-tn.cli.Sessions:
+	case <-time.After(10 * time.Second):
+		tn.t.Fatal("no session within 10s")
+	}
+}
+
+// dial opens an app connection to the client and sends the target mode.
+func (tn *tunnel) dial(mode byte) *net.TCPConn {
+	tn.t.Helper()
+	c, err := net.DialTimeout("tcp", tn.cli.Addr().String(), 5*time.Second)
+	if err != nil {
+		tn.t.Fatal(err)
+	}
+	// A write error here means the stream was reset already; the caller's
+	// read sees it.
+	_, _ = c.Write([]byte{mode})
+	return c.(*net.TCPConn)
+}
+
+func (tn *tunnel) serverAddr() string { return tn.srv.Addr().String() }
+
+func portString(p int) string { return strconv.Itoa(p) }
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

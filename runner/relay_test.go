@@ -1,0 +1,114 @@
+package runner
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+)
+
+// relay is a test middlebox between client and server. It forwards both
+// ways and lets a test record the client's bytes, flip a bit at an offset
+// of the client→server stream, or cut every connection.
+type relay struct {
+	ln     net.Listener
+	target string
+
+	mu       sync.Mutex
+	flipAt   int64 // c2s offset to flip (per connection), -1 = off
+	recorded [][]byte
+	conns    []net.Conn
+	wg       sync.WaitGroup
+}
+
+func startRelay(t *testing.T, target string) *relay {
+	r := &relay{ln: listenLocal(t), target: target, flipAt: -1}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := r.ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			r.mu.Lock()
+			idx := len(r.recorded)
+			r.recorded = append(r.recorded, nil)
+			r.conns = append(r.conns, c, s)
+			r.mu.Unlock()
+			r.wg.Add(2)
+			go func() {
+				defer r.wg.Done()
+				r.pipeC2S(idx, c, s)
+			}()
+			go func() {
+				defer r.wg.Done()
+				_, _ = io.Copy(c, s)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *relay) pipeC2S(idx int, c, s net.Conn) {
+	buf := make([]byte, 32*1024)
+	var off int64
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			r.mu.Lock()
+			if len(r.recorded[idx]) < 1<<20 {
+				r.recorded[idx] = append(r.recorded[idx], buf[:n]...)
+			}
+			if r.flipAt >= off && r.flipAt < off+int64(n) {
+				buf[r.flipAt-off] ^= 0x01
+			}
+			r.mu.Unlock()
+			off += int64(n)
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = s.(*net.TCPConn).CloseWrite()
+			return
+		}
+	}
+}
+
+func (r *relay) port() int { return r.ln.Addr().(*net.TCPAddr).Port }
+
+// first returns the bytes the client sent on connection i so far.
+func (r *relay) first(i int) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]byte(nil), r.recorded[i]...)
+}
+
+func (r *relay) setFlip(off int64) {
+	r.mu.Lock()
+	r.flipAt = off
+	r.mu.Unlock()
+}
+
+// cut closes every relayed connection abruptly (no CLOSE record).
+func (r *relay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		_ = c.Close()
+	}
+	r.conns = nil
+}
+
+func (r *relay) close() {
+	_ = r.ln.Close()
+	r.cut()
+	r.wg.Wait()
+}
