@@ -132,17 +132,18 @@ func (r *ClientHelloReader) OpenPrefix(b []byte) (rest int, err error) {
 	}
 	copy(r.hello.Salt[:], b[:SaltSize])
 	hk := ClientHandshakeKey(r.psk, &r.hello.Salt)
-	r.open = handshakeOpener(&hk)
+	open := handshakeOpener(&hk)
 	var buf [clientFixedLen]byte
-	fixed, err := r.open.OpenBox(buf[:0], b[SaltSize:])
+	fixed, err := open.OpenBox(buf[:0], b[SaltSize:])
 	if err != nil || fixed[0] != helloClient {
 		return 0, ErrHandshake
 	}
-	r.hello.Time = binary.BigEndian.Uint64(fixed[1:9])
-	r.varLen = int(binary.BigEndian.Uint16(fixed[9:11]))
-	if r.varLen < clientVarMin || r.varLen > clientVarMin+MaxHandshakePad {
+	varLen := int(binary.BigEndian.Uint16(fixed[9:11]))
+	if varLen < clientVarMin || varLen > clientVarMin+MaxHandshakePad {
 		return 0, ErrHandshake
 	}
+	r.open, r.varLen = open, varLen
+	r.hello.Time = binary.BigEndian.Uint64(fixed[1:9])
 	return r.varLen + TagSize, nil
 }
 
@@ -159,7 +160,8 @@ func (r *ClientHelloReader) OpenRest(b []byte) (*ClientHello, error) {
 		return nil, ErrHandshake
 	}
 	v, err := r.open.OpenBox(nil, b)
-	if err != nil {
+	r.open = nil // one use only
+	if err != nil || len(v) < clientVarMin {
 		return nil, ErrHandshake
 	}
 	r.hello.Cipher = CipherID(v[0])
@@ -214,21 +216,22 @@ func (r *ServerHelloReader) OpenPrefix(b []byte) (rest int, err error) {
 	}
 	copy(r.hello.Salt[:], b[:SaltSize])
 	hk := ServerHandshakeKey(r.psk, &r.saltC, &r.hello.Salt)
-	r.open = handshakeOpener(&hk)
+	open := handshakeOpener(&hk)
 	var buf [serverFixedLen]byte
-	fixed, err := r.open.OpenBox(buf[:0], b[SaltSize:])
+	fixed, err := open.OpenBox(buf[:0], b[SaltSize:])
 	if err != nil || fixed[0] != helloServer {
 		return 0, ErrHandshake
 	}
 	if subtle.ConstantTimeCompare(fixed[9:9+SaltSize], r.saltC[:]) != 1 {
 		return 0, ErrHandshake
 	}
-	r.hello.ClientSalt = r.saltC
-	r.hello.Time = binary.BigEndian.Uint64(fixed[1:9])
-	r.varLen = int(binary.BigEndian.Uint16(fixed[9+SaltSize:]))
-	if r.varLen < serverVarMin || r.varLen > serverVarMin+MaxHandshakePad {
+	varLen := int(binary.BigEndian.Uint16(fixed[9+SaltSize:]))
+	if varLen < serverVarMin || varLen > serverVarMin+MaxHandshakePad {
 		return 0, ErrHandshake
 	}
+	r.open, r.varLen = open, varLen
+	r.hello.ClientSalt = r.saltC
+	r.hello.Time = binary.BigEndian.Uint64(fixed[1:9])
 	return r.varLen + TagSize, nil
 }
 
@@ -238,7 +241,8 @@ func (r *ServerHelloReader) OpenRest(b []byte) (*ServerHello, error) {
 		return nil, ErrHandshake
 	}
 	v, err := r.open.OpenBox(nil, b)
-	if err != nil {
+	r.open = nil // one use only
+	if err != nil || len(v) < serverVarMin {
 		return nil, ErrHandshake
 	}
 	copy(r.hello.Public[:], v[:PublicKeySize])

@@ -45,19 +45,26 @@ var (
 	ErrShortPassphrase = fmt.Errorf("a passphrase needs at least %d characters (or use a key from `usocks genkey`)", MinPassphraseLen)
 )
 
-// ParseKey reads the configured key. A string that is standard base64 and
-// decodes to exactly 32 bytes is the key itself. A string that ends in '=' and
-// decodes to any other length is rejected as a mistyped key. Anything else is
-// a passphrase: it must have at least MinPassphraseLen characters and is
+// ParseKey reads the configured key. Surrounding white space is ignored.
+// A string that is base64 (standard or URL alphabet, padded or not) of
+// exactly 32 bytes is the key itself. A string that looks like a key but is
+// not one — it ends in '=' or is 43 or 44 base64 characters — and decodes
+// to another length is rejected as a mistyped key. Anything else is a
+// passphrase: it must have at least MinPassphraseLen characters and is
 // stretched with Argon2id (DerivePassphrase).
 func ParseKey(s string) (PSK, error) {
 	var k PSK
-	if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		b, err := enc.DecodeString(s)
+		if err != nil {
+			continue
+		}
 		if len(b) == KeySize {
 			copy(k[:], b)
 			return k, nil
 		}
-		if strings.HasSuffix(s, "=") {
+		if strings.HasSuffix(s, "=") || len(s) == 43 || len(s) == 44 {
 			return k, fmt.Errorf("%w, got %d", ErrKeyLength, len(b))
 		}
 	}

@@ -34,10 +34,12 @@ const (
 	// MaxPayloadLen is the most stream payload a sender puts in one frame.
 	MaxPayloadLen = 16 * 1024
 	// DefaultRecordLimit is the number of AEAD operations after which a key
-	// is spent. Far below the AES-GCM and ChaCha20-Poly1305 usage limits.
+	// is spent: 2^25 boxes, i.e. 2^24 records, the bound of the v2
+	// requirements and below the AES-GCM limit of RFC 8446 §5.5 (2^24.5).
 	// Rekeying (KEYUPDATE) is reserved in the format; until it is
-	// implemented the session ends when a key is spent.
-	DefaultRecordLimit = 1 << 32
+	// implemented the session ends when a key is spent and the client
+	// reconnects with fresh keys.
+	DefaultRecordLimit = 1 << 25
 )
 
 // CipherID names an AEAD. Its value travels inside the sealed client header.
@@ -166,11 +168,11 @@ func (s *Sealer) SealBox(dst, plaintext []byte) ([]byte, error) {
 }
 
 // Seal appends one record to dst. body is the record body (one encoded
-// frame); it must be 1..MaxBodyLen bytes. body may alias the free capacity
+// frame); it must be FrameHeaderLen..MaxBodyLen bytes. body may alias the free capacity
 // of dst only if it starts exactly at len(dst)+LengthBoxSize (SealFrame uses
 // that to seal in place).
 func (s *Sealer) Seal(dst, body []byte) ([]byte, error) {
-	if len(body) == 0 || len(body) > MaxBodyLen {
+	if len(body) < FrameHeaderLen || len(body) > MaxBodyLen {
 		return dst, fmt.Errorf("record body of %d bytes out of range", len(body))
 	}
 	if s.err != nil {

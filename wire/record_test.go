@@ -151,7 +151,6 @@ func TestSealRejectsBodyLength(t *testing.T) {
 // length below FrameHeaderLen as ErrAuth, so a sealed 1..5-byte body kills the
 // receiving session.
 func TestSealBodyBelowFrameHeader(t *testing.T) {
-	t.Skip("BUG: record.go Seal accepts bodies of 1..5 bytes (len(body) == 0 check only) that Opener.Open rejects as ErrAuth (bl < FrameHeaderLen); Seal should refuse len(body) < FrameHeaderLen")
 	s, _ := pair(t, CipherChaCha20Poly1305, &testKey)
 	for n := 1; n < FrameHeaderLen; n++ {
 		if _, err := s.Seal(nil, make([]byte, n)); err == nil {
@@ -164,7 +163,6 @@ func TestSealBodyBelowFrameHeader(t *testing.T) {
 // records (hard close at 2x without rekey); one record is two AEAD
 // operations. TLS 1.3 (RFC 8446 §5.5) also caps AES-GCM at 2^24.5 records.
 func TestDefaultRecordLimit(t *testing.T) {
-	t.Skip("BUG: record.go DefaultRecordLimit = 1<<32 AEAD operations = 2^31 records of up to 64 KiB, 128x the 2^24-record key limit of requirement 12 and above the RFC 8446 AES-GCM bound, although its comment says far below")
 	if DefaultRecordLimit > 2*2*(1<<24) {
 		t.Fatalf("DefaultRecordLimit = %d AEAD operations = %d records", uint64(DefaultRecordLimit), uint64(DefaultRecordLimit)/2)
 	}
