@@ -27,6 +27,7 @@ usage:
   usocks server -c FILE [flags]      run the server section of FILE
   usocks client -c FILE [flags]      run the client section of FILE
   usocks demo [--once]               client, server and echo target on loopback
+  usocks bench [flags]               compare throughput and latency on loopback
 
 flags (server, client, demo):
   -c FILE          config file (YAML; see testdata/config/sample.yaml)
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "server", "client", "demo":
 		err = serve(ctx, args[0], args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 	default:
