@@ -57,7 +57,8 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		Sessions: make(chan struct{}, 1),
 	}
 	if cfg.Protocol == "v1" {
-		return nil, &ConfigError{"client.protocol", "v1 is not available in this build yet"}
+		c.log.Warn(v1Warning)
+		return c, nil
 	}
 	var err error
 	if c.psk, err = cfg.PSK("client"); err != nil {
@@ -91,7 +92,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if err := c.Listen(); err != nil {
 		return err
 	}
-	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "server": c.cfg.ServerAddr(), "cipher": c.cipher.String()}).Info("client started")
+	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "server": c.cfg.ServerAddr(), "protocol": c.cfg.Protocol}).Info("client started")
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
@@ -158,14 +159,55 @@ func (c *Client) acceptLoop(ctx context.Context) {
 	}
 }
 
+// dialBackend opens the backend: one TCP connection, or for multi_tcp
+// (v1) `number` connections, one after another, joined into one stream.
+func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	n := 1
+	if c.cfg.Backend.Type == "multi_tcp" {
+		n = c.cfg.Backend.Number
+	}
+	var lanes []net.Conn
+	for len(lanes) < n {
+		conn, err := d.DialContext(ctx, "tcp", c.cfg.ServerAddr())
+		if err != nil {
+			for _, l := range lanes {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("connect to server: %w", err)
+		}
+		lanes = append(lanes, conn)
+	}
+	if n == 1 {
+		return lanes[0], nil
+	}
+	return stages.NewStripedConn(lanes, c.cfg.Backend.Blocksize)
+}
+
 // session dials, handshakes and runs one session.
 func (c *Client) session(ctx context.Context) error {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", c.cfg.ServerAddr())
+	conn, err := c.dialBackend(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to server: %w", err)
+		return err
 	}
 	log := c.log.WithField("peer", conn.RemoteAddr().String())
+	params := sessionParams{
+		role: stages.Client, conn: conn, accept: c.accepted,
+		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
+	}
+	if c.cfg.Protocol == "v1" {
+		// v1 has no handshake: the record channel starts at once.
+		if params.v1, err = newV1Keys(c.cfg.Key); err != nil {
+			_ = conn.Close()
+			return err
+		}
+		log.Info("session started (protocol v1)")
+		select {
+		case c.Sessions <- struct{}{}:
+		default:
+		}
+		return runSession(ctx, params)
+	}
 	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second}
 	keys, err := hs.Run(ctx, conn)
 	if err != nil {
@@ -177,8 +219,9 @@ func (c *Client) session(ctx context.Context) error {
 	case c.Sessions <- struct{}{}:
 	default:
 	}
-	return runSession(ctx, sessionParams{
-		role: stages.Client, conn: conn, keys: keys, accept: c.accepted,
-		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
-	})
+	params.keys = keys
+	return runSession(ctx, params)
 }
+
+// v1Warning is logged once by every v1 client and server.
+const v1Warning = "protocol v1 is the weak legacy protocol (AES-128-CBC with one static MD5 key, no replay protection, no forward secrecy); use it only with old peers — v2 is the default"

@@ -135,6 +135,10 @@ type tunnelOpts struct {
 	probe      time.Duration
 	maxStreams int
 	noClient   bool
+	protocol   string // "" (v2) or "v1"
+	backend    string // "" (plain_tcp) or "multi_tcp"
+	// frontend, if set, replaces the redirect to targetPort.
+	frontend *FrontendConfig
 }
 
 func testLogger(t *testing.T) (*logrus.Logger, *test.Hook) {
@@ -177,15 +181,22 @@ func startTunnel(t *testing.T, o tunnelOpts) *tunnel {
 	t.Helper()
 	logger, hook := testLogger(t)
 	key := newKey(t)
+	if o.protocol == "v1" {
+		key = "v1 test key " + t.Name()
+	}
 	if o.probe == 0 {
 		o.probe = 500 * time.Millisecond
 	}
 	sln := listenLocal(t)
 	sport := sln.Addr().(*net.TCPAddr).Port
 	scfg := &ServerConfig{
-		Common:       Common{Key: key, Backend: BackendConfig{Address: "127.0.0.1", Port: sport}, MaxStreams: o.maxStreams},
+		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams,
+			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport}},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
+	}
+	if o.frontend != nil {
+		scfg.Frontend = *o.frontend
 	}
 	srv, err := NewServer(scfg, logger)
 	if err != nil {
@@ -215,7 +226,8 @@ func startTunnel(t *testing.T, o tunnelOpts) *tunnel {
 		}
 		cln := listenLocal(t)
 		ccfg := &ClientConfig{
-			Common:  Common{Key: ckey, Backend: BackendConfig{Server: "127.0.0.1", Port: backendPort}, MaxStreams: o.maxStreams},
+			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams,
+				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 		}
 		cli, err := NewClient(ccfg, logger)

@@ -36,6 +36,7 @@ type Server struct {
 
 	ln      net.Listener
 	pending chan struct{}
+	lanes   *stages.LaneGrouper // v1 multi_tcp
 }
 
 // Counter is a concurrency-safe counter.
@@ -55,14 +56,18 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), pending: make(chan struct{}, cfg.MaxPending)}
+	s.fe = &stages.Redirect{Addr: cfg.TargetAddr(), Timeout: cfg.Frontend.DialTimeout}
 	if cfg.Protocol == "v1" {
-		return nil, &ConfigError{"server.protocol", "v1 is not available in this build yet"}
+		s.log.Warn(v1Warning)
+		s.lanes = &stages.LaneGrouper{Number: cfg.Backend.Number, Timeout: 10 * time.Second}
+		return s, nil
 	}
 	psk, err := cfg.PSK("server")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, psk: psk, log: logger.WithField("side", "server"), pending: make(chan struct{}, cfg.MaxPending)}
+	s.psk = psk
 	var ciphers []wire.CipherID
 	if cfg.Cipher != "" && cfg.Cipher != "auto" {
 		c, _ := wire.ParseCipher(cfg.Cipher)
@@ -83,7 +88,6 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		Start: time.Now(), Salts: stages.NewSaltCache(cfg.SaltCache, 2*cfg.ReplayWindow),
 		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log,
 	}
-	s.fe = &stages.Redirect{Addr: cfg.TargetAddr(), Timeout: cfg.Frontend.DialTimeout}
 	return s, nil
 }
 
@@ -125,6 +129,9 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				s.log.Info("server stopping")
+				if s.lanes != nil {
+					s.lanes.CloseAll()
+				}
 				return nil
 			}
 			s.log.WithError(err).Warn("accept failed")
@@ -135,6 +142,22 @@ func (s *Server) Run(ctx context.Context) error {
 			continue
 		}
 		accepted := time.Now()
+		if s.lanes != nil && s.cfg.Backend.Type == "multi_tcp" {
+			// Lanes are numbered in accept order: group them here, in the
+			// accept loop, not in goroutines that may run in any order.
+			lanes := s.lanes.Add(conn)
+			if lanes == nil {
+				continue
+			}
+			sc, err := stages.NewStripedConn(lanes, s.cfg.Backend.Blocksize)
+			if err != nil {
+				for _, l := range lanes {
+					_ = l.Close()
+				}
+				continue
+			}
+			conn = sc
+		}
 		select {
 		case s.pending <- struct{}{}:
 		default:
@@ -152,6 +175,11 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
+	if s.cfg.Protocol == "v1" {
+		<-s.pending
+		s.serveV1(ctx, conn)
+		return
+	}
 	log := s.log.WithField("peer", conn.RemoteAddr().String())
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	keys, err := s.hs.Accept(ctx, conn, accepted)
@@ -173,10 +201,28 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 	}
 	s.Sessions.Add()
 	log.WithField("cipher", keys.Cipher.String()).Info("session established")
-	err = runSession(ctx, sessionParams{
-		role: stages.Server, conn: conn, keys: keys, frontend: s.fe,
-		maxStreams: s.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &s.Stats,
-	})
+	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys})
+}
+
+// serveV1 runs a v1 tunnel on a plain_tcp connection or a complete
+// multi_tcp group.
+func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
+	log := s.log.WithField("peer", conn.RemoteAddr().String())
+	keys, err := newV1Keys(s.cfg.Key)
+	if err != nil {
+		_ = conn.Close()
+		log.WithError(err).Error("v1 session setup failed")
+		return
+	}
+	s.Sessions.Add()
+	log.Info("session started (protocol v1)")
+	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys})
+}
+
+func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams) {
+	p.role, p.frontend, p.maxStreams = stages.Server, s.fe, s.cfg.MaxStreams
+	p.log, p.stats = log.WithField("layer", "tunnel"), &s.Stats
+	err := runSession(ctx, p)
 	if err != nil {
 		s.Failed.Add()
 		log.WithError(err).Warn("session ended")

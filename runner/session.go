@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -13,41 +14,73 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"usocks/stages"
+	"usocks/wire"
+	v1 "usocks/wire/v1"
 )
 
 // A session is the unit of restart: every stage that shares one backend
-// connection and one key state runs in one errgroup. When any stage fails
-// the group cancels the rest and the session ends; the client then builds
-// a new session (new connection, new keys, new channels). Streams are
-// reset, never carried over.
+// connection and one key state runs in one errgroup. When a stage fails the
+// session ends — after telling the peer with a RESET record where that
+// helps — and the client then builds a new session (new connection, new
+// keys, new channels). Streams are reset, never carried over.
 //
 //	backend reader ─► decrypt ─► demux ─► stream actors ─► local sockets
 //	backend writer ◄─ encrypt ◄─ mux ◄──── stream actors ◄─ local sockets
+//
+// Ending: a clean end (ctx done here, or CLOSE from the peer) makes the mux
+// send CLOSE as its last frame; the session then waits up to GraceTimeout
+// for the peer's CLOSE and EOF. A failure makes the mux send RESET (v2, or
+// v1 after a bad digest or header) or nothing (v1's first-packet rule), and
+// the session is cut as soon as the writer has flushed.
 
 // GraceTimeout bounds a graceful close: after sending CLOSE, how long the
 // session waits for the peer's CLOSE and EOF before it is cut.
 const GraceTimeout = 3 * time.Second
 
+// v1Keys is the record state of a v1 session.
+type v1Keys struct {
+	seal *v1.Sealer
+	open *v1.Opener
+}
+
 // sessionParams is everything one session needs.
 type sessionParams struct {
 	role       stages.Role
 	conn       net.Conn
-	keys       *stages.Keys
-	accept     <-chan net.Conn // client: new local connections
-	frontend   stages.Frontend // server
+	keys       *stages.Keys // v2
+	v1         *v1Keys      // v1 (legacy); keys is nil then
+	accept     <-chan net.Conn
+	frontend   stages.Frontend
 	maxStreams int
 	log        *logrus.Entry
 	stats      *stages.Stats
 }
 
-// runSession runs the v2 pipeline on an established backend until it ends.
-// When ctx is done the session closes gracefully: it stops taking streams,
-// sends CLOSE, and waits up to GraceTimeout for the peer to do the same.
+// newV1Keys sets up both directions of a v1 record channel.
+func newV1Keys(key string) (*v1Keys, error) {
+	k := v1.DeriveKey(key)
+	s, err := v1.NewRandomSealer(k, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &v1Keys{seal: s, open: v1.NewOpener(k)}, nil
+}
+
+// needsReset says whether a session error is worth a RESET record.
+func needsReset(legacy bool, err error) bool {
+	if legacy {
+		return v1.NeedsReset(err)
+	}
+	return errors.Is(err, wire.ErrAuth) || errors.Is(err, stages.ErrProtocol) || errors.Is(err, stages.ErrTruncated)
+}
+
+// runSession runs the pipeline on an established backend until it ends.
 // It returns nil for a clean close (either side), an error otherwise.
 func runSession(ctx context.Context, p sessionParams) error {
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	g, gctx := errgroup.WithContext(hard)
+	legacy := p.v1 != nil
 
 	chunks := make(chan stages.Chunk, stages.ChunkQueueLen)
 	frames := make(chan stages.Frame, stages.FrameQueueLen)
@@ -56,7 +89,13 @@ func runSession(ctx context.Context, p sessionParams) error {
 	batches := make(chan stages.Batch, stages.BatchQueueLen)
 	sealed := make(chan stages.Sealed, stages.BatchQueueLen)
 
-	// closing starts the graceful close: ours (ctx) or the peer's CLOSE.
+	var mu sync.Mutex
+	var result error
+	failed := false
+	final, finalOK := wire.FrameClose, true
+
+	// closing starts the end of the session: ours (ctx), the peer's CLOSE,
+	// or a failure.
 	closing := make(chan struct{})
 	var closeOnce sync.Once
 	startClose := func() {
@@ -64,6 +103,15 @@ func runSession(ctx context.Context, p sessionParams) error {
 			close(closing)
 			time.AfterFunc(GraceTimeout, cancelHard)
 		})
+	}
+	fail := func(err error) {
+		mu.Lock()
+		if !failed {
+			failed, result = true, err
+			final, finalOK = wire.FrameReset, needsReset(legacy, err)
+		}
+		mu.Unlock()
+		startClose()
 	}
 	stopCtx := context.AfterFunc(ctx, startClose)
 	defer stopCtx()
@@ -73,57 +121,66 @@ func runSession(ctx context.Context, p sessionParams) error {
 
 	log := p.log
 	stage := func(name string) *logrus.Entry { return log.WithField("stage", name) }
-	enc := &stages.Encrypt{Sealer: p.keys.Seal, In: batches, Out: sealed, Log: stage("encrypt")}
-	dec := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
-		Chaff: func() { p.stats.ChaffReceived.Add(1) }}
+	var enc, dec func(context.Context) error
+	var recycle func(stages.Sealed)
+	if legacy {
+		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: batches, Out: sealed, Log: stage("encrypt")}
+		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: frames, Log: stage("decrypt")}
+		enc, dec = e.Run, d.Run
+	} else {
+		e := &stages.Encrypt{Sealer: p.keys.Seal, In: batches, Out: sealed, Log: stage("encrypt")}
+		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }}
+		enc, dec, recycle = e.Run, d.Run, e.Recycle
+	}
 	rd := &stages.BackendReader{Conn: p.conn, Out: chunks, Log: stage("backend-reader")}
-	wr := &stages.BackendWriter{Conn: p.conn, In: sealed, Log: stage("backend-writer"), Release: enc.Recycle}
-	mux := &stages.Mux{Control: control, Data: data, Out: batches, Shutdown: closing, Log: stage("mux")}
+	wr := &stages.BackendWriter{Conn: p.conn, In: sealed, Log: stage("backend-writer"), Release: recycle}
+	mux := &stages.Mux{Control: control, Data: data, Out: batches, Shutdown: closing, Log: stage("mux"),
+		Final: func() (wire.FrameType, bool) { mu.Lock(); defer mu.Unlock(); return final, finalOK }}
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
-		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams,
+		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
 		Closing: closing, PeerClosing: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 
-	var result error
-	var resultOnce sync.Once
-	setResult := func(err error) { resultOnce.Do(func() { result = err }) }
-	run := func(name string, f func(context.Context) error) {
+	run := func(name string, f func(context.Context) error, io bool) {
 		g.Go(func() (err error) {
+			slog := log.WithField("stage", name)
 			defer func() {
 				if r := recover(); r != nil {
-					log.WithField("stage", name).WithField("panic", r).Error("stage panicked\n" + string(debug.Stack()))
+					slog.WithField("panic", r).Error("stage panicked\n" + string(debug.Stack()))
 					err = fmt.Errorf("stage %s panicked: %v", name, r)
 				}
 				if err != nil {
-					setResult(err)
+					fail(err)
 				}
+				mu.Lock()
+				cut := failed
+				mu.Unlock()
+				if cut && io {
+					// Nothing more can usefully cross the backend.
+					cancelHard()
+				}
+				err = nil
 			}()
-			log.WithField("stage", name).Debug("stage started")
-			defer log.WithField("stage", name).Debug("stage stopped")
+			slog.Debug("stage started")
+			defer slog.Debug("stage stopped")
 			err = f(gctx)
-			if errors.Is(err, stages.ErrPeerClosed) {
-				// A clean end: let the writer flush our own CLOSE.
-				setResult(nil)
-				return nil
+			if errors.Is(err, stages.ErrPeerClosed) || (err != nil && gctx.Err() != nil) {
+				return nil // a clean end, or the cut after one
 			}
 			return err
 		})
 	}
-	run("backend-reader", rd.Run)
-	run("decrypt", dec.Run)
-	run("demux", dmx.Run)
-	run("mux", mux.Run)
-	run("encrypt", enc.Run)
-	run("backend-writer", wr.Run)
-	err := g.Wait()
+	run("backend-reader", rd.Run, true)
+	run("decrypt", dec, false)
+	run("demux", dmx.Run, false)
+	run("mux", mux.Run, false)
+	run("encrypt", enc, false)
+	run("backend-writer", wr.Run, true)
+	_ = g.Wait()
 	_ = p.conn.Close()
-	if result != nil {
-		err = result
-	}
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// We were asked to stop and the grace period ran out.
-		return nil
-	}
-	return err
+	mu.Lock()
+	defer mu.Unlock()
+	return result
 }

@@ -77,9 +77,13 @@ type Demux struct {
 	Log         *logrus.Entry
 	// Stats, if set, is updated as streams open and close.
 	Stats *Stats
+	// Legacy selects protocol v1's tunnel rules (wire/v1, spec §4): no
+	// windows, FIN/RST answered, unknown ids ignored, a duplicate SYN
+	// replaces the old stream.
+	Legacy bool
 
 	streams   map[uint16]*stream
-	done      chan uint16
+	done      chan *stream
 	nextID    uint16
 	live      int
 	closeSeen bool
@@ -94,7 +98,7 @@ type Stats struct {
 // Run demultiplexes until the input ends, ctx is done or a session error.
 func (d *Demux) Run(ctx context.Context) (err error) {
 	d.streams = make(map[uint16]*stream)
-	d.done = make(chan uint16)
+	d.done = make(chan *stream)
 	if d.MaxStreams <= 0 {
 		d.MaxStreams = DefaultMaxStreams
 	}
@@ -124,8 +128,8 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 			}
 		case c := <-accept:
 			d.openLocal(ctx, c)
-		case id := <-d.done:
-			d.finish(id)
+		case s := <-d.done:
+			d.finish(s)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -142,10 +146,12 @@ func (d *Demux) shutdown() {
 	}
 }
 
-func (d *Demux) finish(id uint16) {
-	if s, ok := d.streams[id]; ok {
-		s.recv.drain()
-		delete(d.streams, id)
+// finish forgets a stream whose actor ended; its id is free again (unless
+// a new stream already took it, as a v1 peer may).
+func (d *Demux) finish(s *stream) {
+	s.recv.drain()
+	if d.streams[s.id] == s {
+		delete(d.streams, s.id)
 	}
 	d.live--
 }
@@ -160,7 +166,7 @@ func (d *Demux) spawn(ctx context.Context, s *stream, open func() (net.Conn, err
 		if streamState(s.state.Load()) == stateReset {
 			d.Stats.StreamsReset.Add(1)
 		}
-		d.done <- s.id
+		d.done <- s
 	}()
 }
 
@@ -186,7 +192,7 @@ func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 		resetConn(c)
 		return
 	}
-	s := newStream(id, d.Data, d.Control, d.Log)
+	s := newStream(id, d.Data, d.Control, d.Log, d.Legacy)
 	d.spawn(ctx, s, func() (net.Conn, error) {
 		syn := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: id}}
 		if !s.sendData(ctx, syn) {
@@ -250,6 +256,10 @@ func (d *Demux) handle(ctx context.Context, f Frame) error {
 }
 
 func (d *Demux) handleStream(ctx context.Context, f Frame) {
+	if d.Legacy {
+		d.handleLegacy(ctx, f)
+		return
+	}
 	id := f.Stream
 	s, known := d.streams[id]
 	if f.Flags.Has(wire.FlagRST) {
@@ -285,7 +295,7 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 			f.Release()
 			return
 		}
-		s = newStream(id, d.Data, d.Control, d.Log)
+		s = newStream(id, d.Data, d.Control, d.Log, d.Legacy)
 		known = true
 		fe := d.Frontend
 		d.spawn(ctx, s, func() (net.Conn, error) { return fe.Open(ctx, s) })
@@ -303,6 +313,63 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 			s.abort(true)
 			return
 		}
+	} else {
+		f.Release()
+	}
+	if fin {
+		s.recv.finish()
+	}
+}
+
+// handleLegacy applies v1's receive rules (spec §4.5) to one message.
+func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
+	id := f.Stream
+	s, known := d.streams[id]
+	live := known && !s.finSent.Load() && streamState(s.state.Load()) != stateReset
+	if f.Flags.Has(wire.FlagRST) {
+		f.Release()
+		if known {
+			if live {
+				s.wantRST.Store(true) // answer it, as v1 peers expect
+			}
+			s.abort(false)
+		}
+		return
+	}
+	if d.closed {
+		f.Release()
+		return
+	}
+	if f.Flags.Has(wire.FlagSYN) {
+		if d.Role != Server {
+			f.Release()
+			return
+		}
+		if known {
+			// v1: an existing stream with this id is reset first.
+			s.abort(false)
+			delete(d.streams, id)
+		}
+		if len(d.streams) >= d.MaxStreams {
+			d.Log.WithField("limit", d.MaxStreams).Warn("stream limit reached, refusing SYN")
+			d.rst(id)
+			f.Release()
+			return
+		}
+		s = newStream(id, d.Data, d.Control, d.Log, true)
+		known = true
+		fe := d.Frontend
+		d.spawn(ctx, s, func() (net.Conn, error) { return fe.Open(ctx, s) })
+	}
+	if !known {
+		// The original raises KeyError here; a new peer ignores it.
+		d.Log.WithField("stream", id).Debug("v1 message for an unknown stream ignored")
+		f.Release()
+		return
+	}
+	fin := f.Flags.Has(wire.FlagFIN)
+	if len(f.Payload) > 0 {
+		_ = s.recv.pushWait(f, s.aborted, ctx.Done())
 	} else {
 		f.Release()
 	}

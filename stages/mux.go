@@ -23,11 +23,14 @@ type Mux struct {
 	Control <-chan Frame
 	Data    <-chan Frame
 	Out     chan<- Batch
-	// Shutdown, when closed, makes the mux send a CLOSE frame as the last
-	// frame of the session and close Out. Frames still queued are sent
-	// before it.
+	// Shutdown, when closed, makes the mux send the final frame of the
+	// session (Final, by default CLOSE) and close Out. Frames still queued
+	// are sent before it.
 	Shutdown <-chan struct{}
-	Log      *logrus.Entry
+	// Final says which frame ends the session: CLOSE for a clean end,
+	// RESET after an error, or none (ok false) when nothing may be sent.
+	Final func() (t wire.FrameType, ok bool)
+	Log   *logrus.Entry
 }
 
 // Run multiplexes until ctx is done or Shutdown.
@@ -43,7 +46,16 @@ func (m *Mux) Run(ctx context.Context) error {
 			case first = <-m.Data:
 			case <-m.Shutdown:
 				b := m.gather(nil)
-				b = append(b, Frame{Frame: wire.Frame{Type: wire.FrameClose}})
+				t, ok := wire.FrameClose, true
+				if m.Final != nil {
+					t, ok = m.Final()
+				}
+				if ok {
+					b = append(b, Frame{Frame: wire.Frame{Type: t}})
+				}
+				if len(b) == 0 {
+					return nil
+				}
 				select {
 				case m.Out <- b:
 				case <-ctx.Done():

@@ -152,7 +152,7 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			wf, padLen, err := wire.ParseFrame(body)
 			if err != nil {
 				putBuf(owner)
-				return fmt.Errorf("protocol error: %w", err)
+				return fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
 			if d.Tap != nil {
 				d.Tap(&wf, padLen)

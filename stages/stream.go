@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -51,6 +53,10 @@ func (s streamState) String() string {
 	return [...]string{"opening", "open", "local-fin", "remote-fin", "closed", "reset"}[s]
 }
 
+// LegacyFINLinger bounds how long a v1 stream keeps reading its local side
+// after the peer's FIN before it answers with its own.
+const LegacyFINLinger = 10 * time.Second
+
 // ErrFlowControl is a peer sending beyond the credit it was given.
 var ErrFlowControl = errors.New("stream flow-control window exceeded")
 
@@ -73,9 +79,15 @@ type stream struct {
 	state atomic.Int32
 	// finSent, finRecv: half-close bookkeeping for the state.
 	finSent, finRecv atomic.Bool
+
+	// legacy is v1 mode: no credit, no WINDOW frames, no half-close, and
+	// FIN and RST are answered (by the actor, on the data queue, so the
+	// answer never overtakes data the peer still expects).
+	legacy  bool
+	wantRST atomic.Bool // legacy: RST to send when the actor ends
 }
 
-func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry) *stream {
+func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy bool) *stream {
 	s := &stream{
 		id:       id,
 		data:     data,
@@ -83,9 +95,15 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry) *stream
 		log:      log.WithField("stream", id),
 		creditCh: make(chan struct{}, 1),
 		aborted:  make(chan struct{}),
+		legacy:   legacy,
 	}
 	s.recv.notify = make(chan struct{}, 1)
+	s.recv.space = make(chan struct{}, 1)
 	s.credit.Store(StreamWindow)
+	if legacy {
+		// v1 has no flow control: the peer's only brake is the backend.
+		s.credit.Store(1 << 62)
+	}
 	return s
 }
 
@@ -128,6 +146,10 @@ func (s *stream) abort(sendRST bool) {
 }
 
 func (s *stream) sendRST() {
+	if s.legacy {
+		s.wantRST.Store(true)
+		return
+	}
 	if s.sentRST.Swap(true) {
 		return
 	}
@@ -189,6 +211,9 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	if err != nil {
 		s.log.WithError(err).Debug("stream open failed")
 		s.abort(true)
+		if s.legacy {
+			s.legacyReply(ctx)
+		}
 		return
 	}
 	s.conn = c
@@ -216,6 +241,24 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	close(finished)
 	<-closerDone
 	_ = c.Close()
+	if s.legacy {
+		s.legacyReply(ctx)
+	}
+}
+
+// legacyReply sends v1's RST answer when the stream ends, after any data
+// this stream queued (a v1 peer that frees the id on RST would choke on
+// data arriving after it). FIN needs no special answer: our FIN goes out
+// when the local side ends, which is the answer.
+func (s *stream) legacyReply(ctx context.Context) {
+	if !s.wantRST.Load() {
+		return
+	}
+	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: s.id}}
+	select {
+	case s.data <- f:
+	case <-ctx.Done():
+	}
 }
 
 // up pumps the local socket into DAT frames until EOF (then FIN).
@@ -246,7 +289,7 @@ func (s *stream) up(ctx context.Context) {
 				return
 			default:
 			}
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || (s.legacy && s.finRecv.Load() && errors.Is(err, os.ErrDeadlineExceeded)) {
 				f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagFIN, Stream: s.id}}
 				if s.sendData(ctx, f) {
 					s.finSent.Store(true)
@@ -270,11 +313,18 @@ func (s *stream) down(ctx context.Context) {
 			return
 		}
 		if eof {
+			s.finRecv.Store(true)
+			s.updateHalfClose()
 			if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 			}
-			s.finRecv.Store(true)
-			s.updateHalfClose()
+			if s.legacy {
+				// v1 has no half-close, and a v1 peer holds the id until
+				// our FIN answers its FIN. We still let the local side
+				// finish (our own v1 peer delivers the data; an original
+				// one drops it), but only for LegacyFINLinger.
+				_ = s.conn.SetReadDeadline(time.Now().Add(LegacyFINLinger))
+			}
 			return
 		}
 		n := len(f.Payload)
@@ -290,7 +340,7 @@ func (s *stream) down(ctx context.Context) {
 			return
 		}
 		consumed += n
-		if consumed >= windowUpdateThreshold {
+		if !s.legacy && consumed >= windowUpdateThreshold {
 			w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(consumed))}}
 			select {
 			case s.control <- w:
@@ -319,7 +369,10 @@ func (s *stream) Read(p []byte) (int, error) {
 				s.recv.chunks = s.recv.chunks[1:]
 			}
 			s.recv.mu.Unlock()
-			s.addPeerCredit(n)
+			s.recv.signalSpace()
+			if !s.legacy {
+				s.addPeerCredit(n)
+			}
 			return n, nil
 		}
 		eof := s.recv.eof
@@ -375,7 +428,38 @@ type recvBuf struct {
 	chunks []Frame
 	size   int
 	eof    bool
-	notify chan struct{} // cap 1
+	notify chan struct{} // cap 1: data or EOF arrived
+	space  chan struct{} // cap 1: data was taken (legacy back-pressure)
+}
+
+func (r *recvBuf) signalSpace() {
+	select {
+	case r.space <- struct{}{}:
+	default:
+	}
+}
+
+// pushWait is push for v1, which has no windows: when the buffer is full
+// it waits for room, which stops the demux and so the whole backend — v1's
+// only back-pressure — rather than letting memory grow.
+func (r *recvBuf) pushWait(f Frame, aborted, ctxDone <-chan struct{}) error {
+	for {
+		r.mu.Lock()
+		full := r.size > 0 && r.size+len(f.Payload) > StreamWindow
+		r.mu.Unlock()
+		if !full {
+			return r.pushLimit(f, 1<<30)
+		}
+		select {
+		case <-r.space:
+		case <-aborted:
+			f.Release()
+			return nil
+		case <-ctxDone:
+			f.Release()
+			return nil
+		}
+	}
 }
 
 func (r *recvBuf) wake() {
@@ -387,11 +471,13 @@ func (r *recvBuf) wake() {
 
 // push adds f's payload; it takes ownership of f. ErrFlowControl if the
 // peer overran its window.
-func (r *recvBuf) push(f Frame) error {
+func (r *recvBuf) push(f Frame) error { return r.pushLimit(f, StreamWindow) }
+
+func (r *recvBuf) pushLimit(f Frame, limit int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := len(f.Payload)
-	if r.eof || r.size+n > StreamWindow {
+	if r.eof || r.size+n > limit {
 		f.Release()
 		return ErrFlowControl
 	}
@@ -437,6 +523,7 @@ func (r *recvBuf) pop(aborted <-chan struct{}) (f Frame, eof, ok bool) {
 			}
 			r.size -= len(f.Payload)
 			r.mu.Unlock()
+			r.signalSpace()
 			return f, false, true
 		}
 		eof = r.eof

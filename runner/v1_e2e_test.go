@@ -1,0 +1,116 @@
+package runner
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Protocol v1 end to end: our v1 client against our v1 server, over both
+// v1 backends, every byte checked.
+
+func testV1Streams(t *testing.T, backend string) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), protocol: "v1", backend: backend})
+	tn.waitSession()
+	streams, size := 50, 1<<20
+	if testing.Short() {
+		streams, size = 10, 128<<10
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 0; i < streams; i++ {
+		g.Go(func() error { return echoThrough(gctx, tn, size, uint64(i)) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// One write larger than a v1 record's 65,535-byte limit.
+	if err := echoThrough(ctx, tn, 200_000, 99); err != nil {
+		t.Fatalf("large write: %v", err)
+	}
+	if s := tn.srv.Sessions.Load(); s != 1 {
+		t.Errorf("sessions = %d, want 1", s)
+	}
+	var warned bool
+	for _, e := range tn.hook.AllEntries() {
+		if strings.Contains(e.Message, "protocol v1 is the weak legacy protocol") {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Error("no warning that v1 is weak")
+	}
+}
+
+func TestV1PlainTCP(t *testing.T) { testV1Streams(t, "plain_tcp") }
+func TestV1MultiTCP(t *testing.T) { testV1Streams(t, "multi_tcp") }
+
+func TestV1RefusedTargetResetsStream(t *testing.T) {
+	ln := listenLocal(t)
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	tn := startTunnel(t, tunnelOpts{targetPort: port, protocol: "v1"})
+	tn.waitSession()
+	c := tn.dial(modeEcho)
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := io.Copy(io.Discard, c); n != 0 || err == nil {
+		t.Fatalf("refused target over v1: %d bytes, %v; want a reset", n, err)
+	}
+	if f := tn.srv.Failed.Load(); f != 0 {
+		t.Fatalf("a refused target ended %d tunnels", f)
+	}
+}
+
+func TestV1GracefulClose(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), protocol: "v1"})
+	tn.waitSession()
+	if err := echoThrough(context.Background(), tn, 5000, 1); err != nil {
+		t.Fatal(err)
+	}
+	tn.cancel()
+	<-tn.done
+	if tn.srv.Clean.Load() != 1 {
+		t.Fatalf("clean=%d failed=%d: the v1 close record must end the session cleanly", tn.srv.Clean.Load(), tn.srv.Failed.Load())
+	}
+}
+
+// A v1 client at a v2 server gets the invalid-input reaction; a v2 client
+// at a v1 server fails its handshake. Neither opens a stream.
+func TestV1AndV2DoNotMix(t *testing.T) {
+	tg := startTarget(t)
+	v2srv := startTunnel(t, tunnelOpts{targetPort: tg.port(), noClient: true})
+	logger, _ := testLogger(t)
+	cln := listenLocal(t)
+	ccfg := &ClientConfig{Common: Common{Key: "any v1 key at all", Protocol: "v1",
+		Backend: BackendConfig{Server: "127.0.0.1", Port: v2srv.srv.Addr().(*net.TCPAddr).Port}},
+		Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port}
+	cli, err := NewClient(ccfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.UseListener(cln)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = cli.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// A v1 client sends only once an app sends data.
+	c, err := net.Dial("tcp", cln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("E hello"))
+	waitFor(t, "v2 server to reject v1 bytes", 10*time.Second, func() bool { return v2srv.srv.Rejected.Load() >= 1 })
+	if v2srv.srv.Sessions.Load() != 0 || tg.accepted.Load() != 0 {
+		t.Fatal("v1 bytes opened a session or stream at a v2 server")
+	}
+}

@@ -1,0 +1,182 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+	v1 "usocks/wire/v1"
+)
+
+// Record stages of legacy protocol v1 (wire/v1, ../testdata/usocks-v1).
+// They plug into the same pipeline as v2: the mux hands them the same
+// frames, and they translate at the edge. A v1 tunnel message (version 1,
+// flags, id, payload) maps one to one onto a FrameStream frame, because v1's
+// SYN/DAT/FIN/RST bits are v2's; the record types close, reset and nodata
+// map onto FrameClose, FrameReset and FramePad. v1 has no windows, pings or
+// other frames: the tunnel stages do not send them in v1 mode.
+
+// EncryptV1 is the mux → backend writer stage for v1.
+type EncryptV1 struct {
+	Sealer *v1.Sealer
+	Rand   io.Reader // padding of close/reset records
+	In     <-chan Batch
+	Out    chan<- Sealed
+	Log    *logrus.Entry
+	Tap    func(*wire.Frame)
+
+	synced bool
+	msg    []byte
+}
+
+// Run seals until In is closed (then closes Out) or ctx is done. The 16-byte
+// sync block goes out with the first record, never alone, as the original
+// does: a peer with nothing to say sends nothing at all.
+func (e *EncryptV1) Run(ctx context.Context) error {
+	defer close(e.Out)
+	for {
+		var b Batch
+		var ok bool
+		select {
+		case b, ok = <-e.In:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return nil
+		}
+		var out []byte
+		if !e.synced {
+			out = append(out, e.Sealer.Sync()...)
+			e.synced = true
+		}
+		var err error
+		for i := range b {
+			f := &b[i]
+			if e.Tap != nil {
+				e.Tap(&f.Frame)
+			}
+			if err == nil {
+				out, err = e.seal(out, &f.Frame)
+			}
+			f.Release()
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case e.Out <- Sealed{B: out}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (e *EncryptV1) seal(out []byte, f *wire.Frame) ([]byte, error) {
+	switch f.Type {
+	case wire.FrameStream:
+		e.msg = v1.AppendMessage(e.msg[:0], v1.Message{Flags: v1.Flags(f.Flags), ID: f.Stream, Payload: f.Payload})
+		return e.Sealer.AppendMessage(out, e.msg), nil
+	case wire.FrameClose, wire.FrameReset:
+		var pad [4]byte
+		if _, err := io.ReadFull(e.Rand, pad[:]); err != nil {
+			return out, err
+		}
+		if f.Type == wire.FrameClose {
+			return e.Sealer.AppendClose(out, pad), nil
+		}
+		return e.Sealer.AppendReset(out, pad), nil
+	case wire.FramePad:
+		return e.Sealer.AppendNodata(out, []byte{4, 4, 4, 4})
+	}
+	return out, fmt.Errorf("v1 cannot carry a %s frame", f.Type)
+}
+
+// DecryptV1 is the backend reader → demux stage for v1.
+type DecryptV1 struct {
+	Opener *v1.Opener
+	In     <-chan Chunk
+	Out    chan<- Frame
+	Log    *logrus.Entry
+	Tap    func(*wire.Frame, int)
+}
+
+// Run opens records until In is closed (then closes Out) or an error. The
+// errors are v1's: v1.ErrFirstPacketIncorrect (answer nothing),
+// v1.ErrHashFail / v1.ErrInvalidHeader (answer with a reset record, see
+// v1.NeedsReset), v1.ErrRemoteReset. A message that is not a valid tunnel
+// message (short, wrong version) is logged and dropped, as the original
+// server does.
+func (d *DecryptV1) Run(ctx context.Context) error {
+	defer close(d.Out)
+	for {
+		var c Chunk
+		var ok bool
+		select {
+		case c, ok = <-d.In:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			err := d.Opener.EOF()
+			if errors.Is(err, v1.ErrConnectionClosed) || errors.Is(err, v1.ErrInsecureClose) {
+				// Demux tells the two apart by whether it saw CLOSE.
+				return nil
+			}
+			return err
+		}
+		d.Opener.Feed(c.B)
+		c.Release()
+		for {
+			ev, err := d.Opener.Next()
+			if errors.Is(err, v1.ErrNeedMore) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			var f Frame
+			switch ev.Kind {
+			case v1.EventClose:
+				f.Type = wire.FrameClose
+			case v1.EventMessage:
+				m, err := v1.ParseMessage(ev.Payload)
+				if err != nil {
+					d.Log.WithError(err).Warn("dropping invalid v1 tunnel message")
+					continue
+				}
+				f.Type = wire.FrameStream
+				f.Stream = m.ID
+				f.Flags = wire.Flags(m.Flags) & (wire.FlagSYN | wire.FlagDAT | wire.FlagFIN | wire.FlagRST)
+				if len(m.Payload) > 0 && f.Flags.Has(wire.FlagDAT) {
+					// ev.Payload is valid only until the next call: copy.
+					if len(m.Payload) <= PayloadBufSize {
+						f.buf = getBuf()
+						f.Payload = append(f.buf[:0], m.Payload...)
+					} else {
+						f.Payload = append([]byte(nil), m.Payload...)
+					}
+				}
+				if f.Stream == 0 || f.Stream == 0xffff || f.Flags == 0 {
+					f.Release()
+					continue
+				}
+			default:
+				continue
+			}
+			if d.Tap != nil {
+				d.Tap(&f.Frame, 0)
+			}
+			select {
+			case d.Out <- f:
+			case <-ctx.Done():
+				f.Release()
+				return ctx.Err()
+			}
+		}
+	}
+}
