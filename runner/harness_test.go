@@ -41,7 +41,7 @@ type target struct {
 	accepted atomic.Int64
 }
 
-func startTarget(t *testing.T) *target {
+func startTarget(t testing.TB) *target {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -117,7 +117,7 @@ func (tg *target) port() int { return tg.ln.Addr().(*net.TCPAddr).Port }
 // tunnel is a client and server on loopback, optionally with a relay
 // between them.
 type tunnel struct {
-	t      *testing.T
+	t      testing.TB
 	key    string
 	srv    *Server
 	cli    *Client
@@ -141,7 +141,7 @@ type tunnelOpts struct {
 	frontend *FrontendConfig
 }
 
-func testLogger(t *testing.T) (*logrus.Logger, *test.Hook) {
+func testLogger(t testing.TB) (*logrus.Logger, *test.Hook) {
 	l, hook := test.NewNullLogger()
 	l.SetLevel(logrus.DebugLevel)
 	if path := os.Getenv("USOCKS_TEST_LOG"); path != "" {
@@ -157,11 +157,11 @@ func testLogger(t *testing.T) (*logrus.Logger, *test.Hook) {
 	return l, hook
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-func newKey(t *testing.T) string {
+func newKey(t testing.TB) string {
 	k, err := wire.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func newKey(t *testing.T) string {
 	return k
 }
 
-func listenLocal(t *testing.T) net.Listener {
+func listenLocal(t testing.TB) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func listenLocal(t *testing.T) net.Listener {
 	return ln
 }
 
-func startTunnel(t *testing.T, o tunnelOpts) *tunnel {
+func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	t.Helper()
 	logger, hook := testLogger(t)
 	key := newKey(t)
@@ -291,7 +291,7 @@ func (tn *tunnel) serverAddr() string { return tn.srv.Addr().String() }
 func portString(p int) string { return strconv.Itoa(p) }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

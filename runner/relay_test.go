@@ -21,7 +21,7 @@ type relay struct {
 	wg       sync.WaitGroup
 }
 
-func startRelay(t *testing.T, target string) *relay {
+func startRelay(t testing.TB, target string) *relay {
 	r := &relay{ln: listenLocal(t), target: target, flipAt: -1}
 	r.wg.Add(1)
 	go func() {

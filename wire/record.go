@@ -139,6 +139,7 @@ type Sealer struct {
 	aead cipher.AEAD
 	ctr  counter
 	err  error
+	lbuf [2]byte // length scratch; a field so it does not escape per record
 }
 
 // NewSealer returns a Sealer whose nonce counter starts at 0.
@@ -182,9 +183,8 @@ func (s *Sealer) Seal(dst, body []byte) ([]byte, error) {
 		s.err = ErrKeyExhausted
 		return dst, s.err
 	}
-	var l [2]byte
-	binary.BigEndian.PutUint16(l[:], uint16(len(body)))
-	dst, _ = s.SealBox(dst, l[:])
+	binary.BigEndian.PutUint16(s.lbuf[:], uint16(len(body)))
+	dst, _ = s.SealBox(dst, s.lbuf[:])
 	nonce, _ := s.ctr.next()
 	return s.aead.Seal(dst, nonce, body, nil), nil
 }
@@ -218,6 +218,7 @@ type Opener struct {
 	ctr     counter
 	bodyLen int // length of the record whose length box is open, or -1
 	err     error
+	lbuf    [2]byte // length scratch
 }
 
 // NewOpener returns an Opener whose nonce counter starts at 0.
@@ -275,8 +276,7 @@ func (o *Opener) Open(dst, b []byte) (out []byte, n int, err error) {
 		if len(b) < LengthBoxSize {
 			return dst, 0, nil
 		}
-		var l [2]byte
-		lb, err := o.OpenBox(l[:0], b[:LengthBoxSize])
+		lb, err := o.OpenBox(o.lbuf[:0], b[:LengthBoxSize])
 		if err != nil {
 			return dst, 0, err
 		}

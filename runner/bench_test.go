@@ -1,0 +1,115 @@
+package runner
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// Throughput of the whole pipeline on loopback, against direct TCP in the
+// same run. `go test -run='^$' -bench=Bulk ./runner/`. Figures go in notes;
+// nothing here asserts a speed.
+
+const benchChunk = 256 << 10
+
+// bulkDown reads b.N chunks that the target's source mode sends.
+func bulkDown(b *testing.B, dial func() net.Conn) {
+	c := dial()
+	defer c.Close()
+	var hdr [9]byte
+	hdr[0] = modeSource
+	binary.BigEndian.PutUint64(hdr[1:], uint64(b.N)*benchChunk)
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	if _, err := c.Write(hdr[:]); err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != int64(b.N)*benchChunk {
+		b.Fatalf("got %d bytes, err %v", n, err)
+	}
+}
+
+// bulkUp writes b.N chunks to the target's silent mode.
+func bulkUp(b *testing.B, dial func() net.Conn) {
+	c := dial()
+	defer c.Close()
+	buf := make([]byte, benchChunk)
+	if _, err := c.Write([]byte{modeSilent}); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	_, _ = io.Copy(io.Discard, c)
+}
+
+func benchDialers(b *testing.B, protocol string) (direct, tunnel func() net.Conn) {
+	tg := startTarget(b)
+	tn := startTunnel(b, tunnelOpts{targetPort: tg.port(), protocol: protocol})
+	tn.waitSession()
+	dial := func(addr string) func() net.Conn {
+		return func() net.Conn {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return c
+		}
+	}
+	return dial(tg.ln.Addr().String()), dial(tn.cli.Addr().String())
+}
+
+func BenchmarkBulk(b *testing.B) {
+	for _, proto := range []string{"v2", "v1"} {
+		for _, dir := range []string{"down", "up"} {
+			run := bulkDown
+			if dir == "up" {
+				run = bulkUp
+			}
+			b.Run(proto+"/"+dir+"/tunnel", func(b *testing.B) {
+				_, tunnel := benchDialers(b, proto)
+				run(b, tunnel)
+			})
+		}
+	}
+	b.Run("direct/down", func(b *testing.B) {
+		direct, _ := benchDialers(b, "")
+		bulkDown(b, direct)
+	})
+}
+
+// BenchmarkRoundTrip is one 64-byte request and its echo, one at a time.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, name := range []string{"direct", "v2"} {
+		b.Run(name, func(b *testing.B) {
+			direct, tunnel := benchDialers(b, "")
+			dial := tunnel
+			if name == "direct" {
+				dial = direct
+			}
+			c := dial()
+			defer c.Close()
+			if _, err := c.Write([]byte{modeEcho}); err != nil {
+				b.Fatal(err)
+			}
+			msg := make([]byte, 64)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
