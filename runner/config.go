@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -44,13 +45,26 @@ type BackendConfig struct {
 
 // FrontendConfig is the server's `frontend:` section: where streams go.
 type FrontendConfig struct {
-	// Type is redirect (the default).
+	// Type is redirect (the default), socks5 or http (proxy frontends:
+	// the app names its target through the tunnel).
 	Type string `yaml:"type"`
 	// Server and Port are the redirect target (defaults localhost:80).
 	Server string `yaml:"server"`
 	Port   int    `yaml:"port"`
 	// DialTimeout bounds each connect to a target (default 10s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// Allow and Deny are the proxy frontends' access rules: CIDRs or IPs
+	// with an optional port ("10.0.0.0/8:443", "[::1]/128:22"). Deny
+	// wins; Allow overrides the default deny of loopback, private,
+	// link-local, unspecified and multicast addresses.
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+	// Users, if set, requires a username and password (SOCKS5 RFC 1929,
+	// HTTP Proxy-Authorization Basic): user name → password.
+	Users map[string]string `yaml:"users"`
+	// MaxDials caps concurrent target dials of the proxy frontends
+	// (default 64); more wait for a free slot within dial_timeout.
+	MaxDials int `yaml:"max_dials"`
 }
 
 // Common holds the settings both sides share.
@@ -124,15 +138,77 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(b)
 }
 
-// ParseConfig parses YAML, rejecting unknown keys.
+// ParseConfig parses YAML, rejecting unknown keys with their full path
+// (e.g. `server.frontend.prot: unknown key`).
 func ParseConfig(b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("config: %s", oneLine(err))
+	}
+	if len(root.Content) > 0 {
+		if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), ""); err != nil {
+			return nil, err
+		}
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("config: %s", oneLine(err))
 	}
 	return &c, nil
+}
+
+func oneLine(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	s = strings.ReplaceAll(s, "unmarshal errors:\n  ", "")
+	return strings.ReplaceAll(s, "\n  ", "; ")
+}
+
+// checkKeys walks a YAML mapping against the struct it decodes into and
+// reports the first key the struct does not have, by its path.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	var collect func(reflect.Type)
+	collect = func(t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("yaml")
+			name, opts, _ := strings.Cut(tag, ",")
+			if opts == "inline" {
+				collect(f.Type)
+				continue
+			}
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+	}
+	collect(t)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i].Value
+		key := k
+		if path != "" {
+			key = path + "." + k
+		}
+		ft, ok := fields[k]
+		if !ok {
+			return &ConfigError{key, fmt.Sprintf("unknown key (line %d)", n.Content[i].Line)}
+		}
+		if err := checkKeys(n.Content[i+1], ft, key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Common) validate(section string, server bool) error {
@@ -237,11 +313,17 @@ func (s *ServerConfig) Validate() error {
 		return err
 	}
 	switch s.Frontend.Type {
-	case "":
+	case "", "redirect":
 		s.Frontend.Type = "redirect"
-	case "redirect":
+		if k := proxyOnlyKey(&s.Frontend); k != "" {
+			return &ConfigError{"server.frontend." + k, "only for type socks5 or http (a redirect target is set by the operator)"}
+		}
+	case "socks5", "http":
+		if err := validateProxyFrontend(&s.Frontend); err != nil {
+			return err
+		}
 	default:
-		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect", s.Frontend.Type)}
+		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect, socks5 or http", s.Frontend.Type)}
 	}
 	if s.Frontend.Server == "" {
 		s.Frontend.Server = "localhost"
