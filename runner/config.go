@@ -313,17 +313,11 @@ func (s *ServerConfig) Validate() error {
 		return err
 	}
 	switch s.Frontend.Type {
-	case "", "redirect":
+	case "":
 		s.Frontend.Type = "redirect"
-		if k := proxyOnlyKey(&s.Frontend); k != "" {
-			return &ConfigError{"server.frontend." + k, "only for type socks5 or http (a redirect target is set by the operator)"}
-		}
-	case "socks5", "http":
-		if err := validateProxyFrontend(&s.Frontend); err != nil {
-			return err
-		}
+	case "redirect":
 	default:
-		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect, socks5 or http", s.Frontend.Type)}
+		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect", s.Frontend.Type)}
 	}
 	if s.Frontend.Server == "" {
 		s.Frontend.Server = "localhost"
