@@ -40,6 +40,7 @@ type Client struct {
 
 	ln       net.Listener
 	accepted chan net.Conn
+	capture  *Capture // nil unless cfg.Capture is set
 }
 
 // NewClient checks the config and prepares a client.
@@ -91,6 +92,20 @@ func (c *Client) Addr() net.Addr { return c.ln.Addr() }
 func (c *Client) Run(ctx context.Context) error {
 	if err := c.Listen(); err != nil {
 		return err
+	}
+	if c.cfg.Capture != "" {
+		cp, err := OpenCapture(c.cfg.Capture, c.cfg.Protocol, "client", c.cfg.CapturePlaintext)
+		if err != nil {
+			_ = c.ln.Close()
+			return err
+		}
+		c.capture = cp
+		defer func() {
+			if err := cp.Close(); err != nil {
+				c.log.WithError(err).Warn("capture file incomplete")
+			}
+		}()
+		c.log.WithFields(logrus.Fields{"file": c.cfg.Capture, "plaintext": c.cfg.CapturePlaintext}).Warn("capturing every session to a file")
 	}
 	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "server": c.cfg.ServerAddr(), "protocol": c.cfg.Protocol}).Info("client started")
 	acceptDone := make(chan struct{})
@@ -194,6 +209,8 @@ func (c *Client) session(ctx context.Context) error {
 	params := sessionParams{
 		role: stages.Client, conn: conn, accept: c.accepted,
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
+		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout,
+		capture: c.capture.Session(conn.RemoteAddr().String()),
 	}
 	if c.cfg.Protocol == "v1" {
 		// v1 has no handshake: the record channel starts at once.
@@ -209,9 +226,13 @@ func (c *Client) session(ctx context.Context) error {
 		return runSession(ctx, params)
 	}
 	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second}
-	keys, err := hs.Run(ctx, conn)
+	if params.capture != nil {
+		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.keyLog(k, ci) }
+	}
+	keys, err := hs.Run(ctx, params.capture.handshakeConn(conn))
 	if err != nil {
 		_ = conn.Close()
+		params.capture.End(fmt.Errorf("handshake: %w", err))
 		return fmt.Errorf("handshake: %w", err)
 	}
 	log.WithField("cipher", keys.Cipher.String()).Info("session established")

@@ -83,6 +83,13 @@ type Common struct {
 	MaxStreams int `yaml:"max_streams"`
 	// ReplayWindow is the accepted clock skew (default 30s, 10s..120s).
 	ReplayWindow time.Duration `yaml:"replay_window"`
+	// IdleTimeout resets a stream with no data either way for this long
+	// (default 1h; 0s is never — as the YAML value "0s" is the zero
+	// value, use a negative value such as -1s to disable).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// HalfClosedTimeout resets a stream that one side finished and that
+	// then carried no data for this long (default 2m; -1s disables).
+	HalfClosedTimeout time.Duration `yaml:"half_closed_timeout"`
 	// Capture, if set, records the session's frames to this file.
 	Capture string `yaml:"capture"`
 	// CapturePlaintext also records decrypted frame payloads. Off by
@@ -268,6 +275,12 @@ func (c *Common) validate(section string, server bool) error {
 	if c.MaxStreams < 1 || c.MaxStreams > 65534 {
 		return &ConfigError{key("max_streams"), "must be 1..65534"}
 	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = time.Hour
+	}
+	if c.HalfClosedTimeout == 0 {
+		c.HalfClosedTimeout = 2 * time.Minute
+	}
 	if c.ReplayWindow == 0 {
 		c.ReplayWindow = stages.DefaultSkew
 	}
@@ -313,11 +326,17 @@ func (s *ServerConfig) Validate() error {
 		return err
 	}
 	switch s.Frontend.Type {
-	case "":
+	case "", "redirect":
 		s.Frontend.Type = "redirect"
-	case "redirect":
+		if k := proxyOnlyKey(&s.Frontend); k != "" {
+			return &ConfigError{"server.frontend." + k, "only for type socks5 or http (a redirect target is set by the operator)"}
+		}
+	case "socks5", "http":
+		if err := validateProxyFrontend(&s.Frontend); err != nil {
+			return err
+		}
 	default:
-		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect", s.Frontend.Type)}
+		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect, socks5 or http", s.Frontend.Type)}
 	}
 	if s.Frontend.Server == "" {
 		s.Frontend.Server = "localhost"

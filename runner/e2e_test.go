@@ -144,7 +144,7 @@ func TestRefusedTargetResetsOnlyThatStream(t *testing.T) {
 	if err != nil {
 		t.Skipf("port reuse: %v", err)
 	}
-	tg := &target{ln: tl}
+	tg := &target{ln: tl, hold: make(chan struct{})}
 	go func() {
 		for {
 			c, err := tl.Accept()
@@ -420,5 +420,30 @@ func TestStreamLimit(t *testing.T) {
 	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(a, got); err != nil || string(got) != "ping" {
 		t.Fatalf("stream under the limit: %q %v", got, err)
+	}
+}
+
+func TestHalfClosedStreamTimesOut(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), halfClosed: 300 * time.Millisecond})
+	tn.waitSession()
+	c := tn.dial(modeHold)
+	defer c.Close()
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The target never answers nor closes: the half-closed stream is reset
+	// once it has been idle for the timeout.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	n, err := io.Copy(io.Discard, c)
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("half-closed idle stream: %d bytes, err %v after %v; want a reset", n, err, time.Since(start))
+	}
+	// An active stream is not touched by the same timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 1<<20, 5); err != nil {
+		t.Fatal(err)
 	}
 }

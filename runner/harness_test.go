@@ -32,6 +32,7 @@ const (
 	modeSource = 'S' // then u64 n: write n pattern bytes, then close
 	modeHash   = 'H' // read to EOF, then answer with the SHA-256 of it
 	modeSilent = 'Q' // read and discard to EOF, never write
+	modeHold   = 'W' // read to EOF, then neither write nor close
 )
 
 // target is the test's target server behind the redirect frontend.
@@ -39,6 +40,7 @@ type target struct {
 	ln       net.Listener
 	wg       sync.WaitGroup
 	accepted atomic.Int64
+	hold     chan struct{} // closed when the test ends
 }
 
 func startTarget(t testing.TB) *target {
@@ -47,7 +49,7 @@ func startTarget(t testing.TB) *target {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := &target{ln: ln}
+	tg := &target{ln: ln, hold: make(chan struct{})}
 	tg.wg.Add(1)
 	go func() {
 		defer tg.wg.Done()
@@ -67,6 +69,7 @@ func startTarget(t testing.TB) *target {
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
+		close(tg.hold)
 		tg.wg.Wait()
 	})
 	return tg
@@ -109,6 +112,9 @@ func (tg *target) serve(c *net.TCPConn) {
 		_ = c.CloseWrite()
 	case modeSilent:
 		_, _ = io.Copy(io.Discard, c)
+	case modeHold:
+		_, _ = io.Copy(io.Discard, c)
+		<-tg.hold
 	}
 }
 
@@ -136,6 +142,8 @@ type tunnelOpts struct {
 	maxStreams int
 	noClient   bool
 	protocol   string // "" (v2) or "v1"
+	halfClosed time.Duration
+	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
 	frontend *FrontendConfig
@@ -184,13 +192,16 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	if o.protocol == "v1" {
 		key = "v1 test key " + t.Name()
 	}
+	if o.key != "" {
+		key = o.key
+	}
 	if o.probe == 0 {
 		o.probe = 500 * time.Millisecond
 	}
 	sln := listenLocal(t)
 	sport := sln.Addr().(*net.TCPAddr).Port
 	scfg := &ServerConfig{
-		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams,
+		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams, HalfClosedTimeout: o.halfClosed,
 			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport}},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,

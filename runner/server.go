@@ -36,7 +36,10 @@ type Server struct {
 
 	ln      net.Listener
 	pending chan struct{}
-	lanes   *stages.LaneGrouper // v1 multi_tcp
+	// draining bounds connections being drained after a failed handshake.
+	draining chan struct{}
+	lanes    *stages.LaneGrouper // v1 multi_tcp
+	capture  *Capture            // nil unless cfg.Capture is set
 }
 
 // Counter is a concurrency-safe counter.
@@ -56,8 +59,13 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), pending: make(chan struct{}, cfg.MaxPending)}
-	s.fe = &stages.Redirect{Addr: cfg.TargetAddr(), Timeout: cfg.Frontend.DialTimeout}
+	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), pending: make(chan struct{}, cfg.MaxPending),
+		draining: make(chan struct{}, 4*cfg.MaxPending)}
+	fe, err := newFrontend(cfg, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.fe = fe
 	if cfg.Protocol == "v1" {
 		s.log.Warn(v1Warning)
 		s.lanes = &stages.LaneGrouper{Number: cfg.Backend.Number, Timeout: 10 * time.Second}
@@ -120,6 +128,23 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.log.WithFields(logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}).Info("server started")
+	if s.cfg.Capture != "" {
+		cp, err := OpenCapture(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext)
+		if err != nil {
+			_ = s.ln.Close()
+			return err
+		}
+		s.capture = cp
+		if s.hs != nil {
+			s.hs.KeyLog = captureKeyLog
+		}
+		defer func() { // after every session has ended
+			if err := cp.Close(); err != nil {
+				s.log.WithError(err).Warn("capture file incomplete")
+			}
+		}()
+		s.log.WithFields(logrus.Fields{"file": s.cfg.Capture, "plaintext": s.cfg.CapturePlaintext}).Warn("capturing every session to a file")
+	}
 	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -181,27 +206,36 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 		return
 	}
 	log := s.log.WithField("peer", conn.RemoteAddr().String())
+	sc := s.capture.Session(conn.RemoteAddr().String())
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	keys, err := s.hs.Accept(ctx, conn, accepted)
-	stop()
-	<-s.pending
+	hc := sc.handshakeConn(conn)
+	keys, err := s.hs.Handshake(ctx, hc, accepted)
+	<-s.pending // the outcome is known: make room for the next handshake
 	if err != nil {
-		if errors.Is(err, stages.ErrRejected) {
-			s.Rejected.Add()
-			log.WithField("reason", err.Error()).Warn("invalid handshake")
-		} else {
-			log.WithError(err).Info("handshake failed")
+		s.Rejected.Add()
+		log.WithField("reason", err.Error()).Warn("invalid handshake")
+		select {
+		case s.draining <- struct{}{}:
+			s.hs.Reject(hc, accepted)
+			<-s.draining
+		default:
+			// Under a flood the drain slots are full: close at once.
+			s.Refused.Add()
 		}
+		stop()
 		_ = conn.Close()
+		sc.End(fmt.Errorf("handshake: %w", err))
 		return
 	}
+	stop()
 	if ctx.Err() != nil {
 		_ = conn.Close()
+		sc.End(ctx.Err())
 		return
 	}
 	s.Sessions.Add()
 	log.WithField("cipher", keys.Cipher.String()).Info("session established")
-	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys})
+	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc})
 }
 
 // serveV1 runs a v1 tunnel on a plain_tcp connection or a complete
@@ -216,11 +250,12 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 	}
 	s.Sessions.Add()
 	log.Info("session started (protocol v1)")
-	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys})
+	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys, capture: s.capture.Session(conn.RemoteAddr().String())})
 }
 
 func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams) {
 	p.role, p.frontend, p.maxStreams = stages.Server, s.fe, s.cfg.MaxStreams
+	p.idle, p.half = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout
 	p.log, p.stats = log.WithField("layer", "tunnel"), &s.Stats
 	err := runSession(ctx, p)
 	if err != nil {

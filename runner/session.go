@@ -52,8 +52,10 @@ type sessionParams struct {
 	accept     <-chan net.Conn
 	frontend   stages.Frontend
 	maxStreams int
+	idle, half time.Duration // stream timeouts (≤ 0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
+	capture    *SessionCapture // nil: capture off (nil taps)
 }
 
 // newV1Keys sets up both directions of a v1 record channel.
@@ -126,20 +128,32 @@ func runSession(ctx context.Context, p sessionParams) error {
 	if legacy {
 		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: batches, Out: sealed, Log: stage("encrypt")}
 		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: frames, Log: stage("decrypt")}
+		if p.capture != nil {
+			e.Tap, d.Tap = p.capture.frameOut, p.capture.frameIn
+		}
 		enc, dec = e.Run, d.Run
 	} else {
 		e := &stages.Encrypt{Sealer: p.keys.Seal, In: batches, Out: sealed, Log: stage("encrypt")}
 		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
 			Chaff: func() { p.stats.ChaffReceived.Add(1) }}
+		if p.capture != nil {
+			p.capture.tapEncrypt(e)
+			d.Tap = p.capture.frameIn
+		}
 		enc, dec, recycle = e.Run, d.Run, e.Recycle
 	}
 	rd := &stages.BackendReader{Conn: p.conn, Out: chunks, Log: stage("backend-reader")}
 	wr := &stages.BackendWriter{Conn: p.conn, In: sealed, Log: stage("backend-writer"), Release: recycle}
+	readRun, writeRun := rd.Run, wr.Run
+	if p.capture != nil {
+		readRun, writeRun = p.capture.tapBackend(rd, wr)
+	}
 	mux := &stages.Mux{Control: control, Data: data, Out: batches, Shutdown: closing, Log: stage("mux"),
 		Final: func() (wire.FrameType, bool) { mu.Lock(); defer mu.Unlock(); return final, finalOK }}
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
+		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0),
 		Closing: closing, PeerClosing: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 
@@ -172,15 +186,16 @@ func runSession(ctx context.Context, p sessionParams) error {
 			return err
 		})
 	}
-	run("backend-reader", rd.Run, true)
+	run("backend-reader", readRun, true)
 	run("decrypt", dec, false)
 	run("demux", dmx.Run, false)
 	run("mux", mux.Run, false)
 	run("encrypt", enc, false)
-	run("backend-writer", wr.Run, true)
+	run("backend-writer", writeRun, true)
 	_ = g.Wait()
 	_ = p.conn.Close()
 	mu.Lock()
 	defer mu.Unlock()
+	p.capture.End(result)
 	return result
 }

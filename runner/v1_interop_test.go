@@ -94,10 +94,7 @@ func TestV1ServerAgainstOriginalClient(t *testing.T) {
 			<-done
 		}
 	}()
-	tn := startTunnel(t, tunnelOpts{targetPort: tl.Addr().(*net.TCPAddr).Port, protocol: "v1", noClient: true})
-	// The vector's key, not the harness's.
-	tn.srvCfg.Key = vec.Key
-	tn.srv.cfg.Key = vec.Key
+	tn := startTunnel(t, tunnelOpts{targetPort: tl.Addr().(*net.TCPAddr).Port, protocol: "v1", noClient: true, key: vec.Key})
 
 	c, err := net.Dial("tcp", tn.serverAddr())
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -77,6 +78,10 @@ type Demux struct {
 	Log         *logrus.Entry
 	// Stats, if set, is updated as streams open and close.
 	Stats *Stats
+	// IdleTimeout resets a stream with no data either way for this long
+	// (0: never). HalfClosedTimeout does the same, sooner, for a stream
+	// that one side has finished (0: never).
+	IdleTimeout, HalfClosedTimeout time.Duration
 	// Legacy selects protocol v1's tunnel rules (wire/v1, spec §4): no
 	// windows, FIN/RST answered, unknown ids ignored, a duplicate SYN
 	// replaces the old stream.
@@ -108,8 +113,16 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 	defer d.shutdown()
 	accept := d.Accept
 	closing := d.Closing
+	var janitor <-chan time.Time
+	if d.IdleTimeout > 0 || d.HalfClosedTimeout > 0 {
+		t := time.NewTicker(janitorPeriod(d.IdleTimeout, d.HalfClosedTimeout))
+		defer t.Stop()
+		janitor = t.C
+	}
 	for {
 		select {
+		case now := <-janitor:
+			d.reapIdle(now)
 		case <-closing:
 			closing, accept = nil, nil
 			d.closed = true
@@ -132,6 +145,29 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 			d.finish(s)
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// janitorPeriod checks a few times per shortest timeout.
+func janitorPeriod(ts ...time.Duration) time.Duration {
+	p := time.Minute
+	for _, t := range ts {
+		if t > 0 {
+			p = min(p, t/4)
+		}
+	}
+	return max(p, 10*time.Millisecond)
+}
+
+// reapIdle resets streams that have been idle too long.
+func (d *Demux) reapIdle(now time.Time) {
+	for _, s := range d.streams {
+		idle := now.Sub(time.Unix(0, s.active.Load()))
+		half := s.finSent.Load() || s.finRecv.Load()
+		if (d.IdleTimeout > 0 && idle > d.IdleTimeout) || (half && d.HalfClosedTimeout > 0 && idle > d.HalfClosedTimeout) {
+			d.Log.WithFields(logrus.Fields{"stream": s.id, "idle": idle.Round(time.Second).String(), "half_closed": half}).Debug("resetting idle stream")
+			s.abort(true)
 		}
 	}
 }

@@ -66,6 +66,9 @@ type ClientHandshake struct {
 	Skew   time.Duration
 	// Timeout bounds waiting for the server's reply.
 	Timeout time.Duration
+	// KeyLog, if set, is told the session's data keys (a plaintext
+	// capture records them, like SSLKEYLOGFILE). nil in normal use.
+	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
 }
 
 // ErrServerAuth means the reply did not come from a server holding the key
@@ -131,6 +134,9 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	hkC := wire.ClientHandshakeKey(h.PSK, &hello.Salt)
 	hkS := wire.ServerHandshakeKey(h.PSK, &hello.Salt, &sh.Salt)
 	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &hello.Public, &sh.Public)
+	if h.KeyLog != nil {
+		h.KeyLog(c, &sk, h.Cipher)
+	}
 	return newKeys(h.Cipher, &sk.C2S, &sk.S2C)
 }
 
@@ -206,6 +212,9 @@ type ServerHandshake struct {
 	DrainTimeout time.Duration
 	DrainBytes   int64
 	Log          *logrus.Entry
+	// KeyLog, if set, is told each session's data keys (plaintext
+	// capture). It gets the connection Accept was given. nil normally.
+	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
 }
 
 // errReject carries why a handshake was refused (for the log only).
@@ -223,9 +232,26 @@ func (e *errReject) Unwrap() error { return ErrRejected }
 // On any failure it has already given the invalid-input reaction (Reject)
 // and returns an error wrapping ErrRejected.
 func (h *ServerHandshake) Accept(ctx context.Context, c net.Conn, accepted time.Time) (*Keys, error) {
+	keys, err := h.Handshake(ctx, c, accepted)
+	if errors.Is(err, ErrRejected) {
+		h.Reject(c, accepted)
+	}
+	return keys, err
+}
+
+// Handshake is Accept without the reaction: on an error wrapping
+// ErrRejected the caller must call Reject (a server does so outside its
+// limit on handshakes in progress, so drained junk does not hold up
+// legitimate clients).
+func (h *ServerHandshake) Handshake(ctx context.Context, c net.Conn, accepted time.Time) (*Keys, error) {
 	keys, err := h.accept(ctx, c, accepted)
 	if err != nil {
-		h.Reject(c, accepted)
+		var rej *errReject
+		if !errors.As(err, &rej) {
+			// Our own failure (randomness, write): still no distinct
+			// reaction for the peer.
+			err = &errReject{"server error: " + err.Error()}
+		}
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -289,6 +315,9 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	hkC := wire.ClientHandshakeKey(h.PSK, &ch.Salt)
 	hkS := wire.ServerHandshakeKey(h.PSK, &ch.Salt, &sh.Salt)
 	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	if h.KeyLog != nil {
+		h.KeyLog(c, &sk, ch.Cipher)
+	}
 	return newKeys(ch.Cipher, &sk.S2C, &sk.C2S)
 }
 

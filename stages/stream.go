@@ -85,7 +85,13 @@ type stream struct {
 	// answer never overtakes data the peer still expects).
 	legacy  bool
 	wantRST atomic.Bool // legacy: RST to send when the actor ends
+
+	// active is the unix-nano time of the last data in either direction;
+	// the demux's janitor resets streams idle for too long.
+	active atomic.Int64
 }
+
+func (s *stream) touch() { s.active.Store(time.Now().UnixNano()) }
 
 func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy bool) *stream {
 	s := &stream{
@@ -100,6 +106,7 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy 
 	s.recv.notify = make(chan struct{}, 1)
 	s.recv.space = make(chan struct{}, 1)
 	s.credit.Store(StreamWindow)
+	s.touch()
 	if legacy {
 		// v1 has no flow control: the peer's only brake is the backend.
 		s.credit.Store(1 << 62)
@@ -272,6 +279,7 @@ func (s *stream) up(ctx context.Context) {
 		}
 		buf := getBuf()
 		m, err := s.conn.Read(buf[:n])
+		s.touch()
 		if m < n {
 			s.addCredit(uint32(n - m))
 		}
@@ -330,6 +338,7 @@ func (s *stream) down(ctx context.Context) {
 		n := len(f.Payload)
 		_, err := s.conn.Write(f.Payload)
 		f.Release()
+		s.touch()
 		if err != nil {
 			select {
 			case <-s.aborted:

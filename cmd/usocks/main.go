@@ -28,12 +28,16 @@ usage:
   usocks client -c FILE [flags]      run the client section of FILE
   usocks demo [--once]               client, server and echo target on loopback
   usocks bench [flags]               compare throughput and latency on loopback
+  usocks replay FILE [flags]         list a capture file (--key K, --stream N,
+                                     --dir in|out, --json; see usocks replay -h)
 
 flags (server, client, demo):
   -c FILE          config file (YAML; see testdata/config/sample.yaml)
   --log-level L    trace, debug, info (default), warn, error
   --log-json       log JSON lines instead of text
   -v               same as --log-level debug
+  --capture PATH   (server, client) record every session to PATH for replay
+  --capture-plaintext  with --capture: also record payloads and session keys
 `
 
 func main() {
@@ -58,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[0], args[1:], stdout, stderr)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
+	case "replay":
+		err = runReplay(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -84,6 +90,8 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	once := fs.Bool("once", false, "demo: run the self-test and exit")
 	streams := fs.Int("streams", 8, "demo: concurrent streams in the self-test")
 	size := fs.Int("bytes", 1<<20, "demo: bytes echoed per stream")
+	capture := fs.String("capture", "", "server, client: record every session to this file")
+	capturePlain := fs.Bool("capture-plaintext", false, "with --capture: also record payloads and session keys")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,6 +109,9 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if *file != "" {
 			return errors.New("demo: takes no config file")
 		}
+		if *capture != "" || *capturePlain {
+			return errors.New("demo: --capture is for client and server")
+		}
 		if !*once {
 			logger.SetLevel(max(logger.GetLevel(), logrus.WarnLevel))
 			if *verbose || *level != "info" {
@@ -117,9 +128,15 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	if *capturePlain && *capture == "" {
+		return fmt.Errorf("%s: --capture-plaintext needs --capture PATH", cmd)
+	}
 	if cmd == "server" {
 		if cfg.Server == nil {
 			return fmt.Errorf("%s: no server: section", *file)
+		}
+		if *capture != "" {
+			cfg.Server.Capture, cfg.Server.CapturePlaintext = *capture, *capturePlain
 		}
 		s, err := runner.NewServer(cfg.Server, logger)
 		if err != nil {
@@ -129,6 +146,9 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	}
 	if cfg.Client == nil {
 		return fmt.Errorf("%s: no client: section", *file)
+	}
+	if *capture != "" {
+		cfg.Client.Capture, cfg.Client.CapturePlaintext = *capture, *capturePlain
 	}
 	c, err := runner.NewClient(cfg.Client, logger)
 	if err != nil {

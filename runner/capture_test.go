@@ -1,0 +1,495 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"usocks/wire"
+)
+
+// update regenerates testdata/captures (the captures and their goldens).
+var update = flag.Bool("update", false, "regenerate testdata/captures (captures and golden listings)")
+
+// Fixed test keys of the committed captures (public: tests only).
+const (
+	captureTestKeyV2 = "dXNvY2tzIGNhcHR1cmUgdGVzdCBrZXkgKHB1YmxpYyk=" // "usocks capture test key (public)"
+	captureTestKeyV1 = "usocks v1 capture test key (public)"
+)
+
+const capturesDir = "../testdata/captures"
+
+// captureOpts configures a tunnel whose ends capture.
+type captureOpts struct {
+	protocol        string
+	key             string
+	targetPort      int
+	relay           bool
+	clientCapture   string
+	clientPlaintext bool
+	serverCapture   string
+	serverPlaintext bool
+}
+
+// startCaptureTunnel is startTunnel with capture settings.
+func startCaptureTunnel(t testing.TB, o captureOpts) *tunnel {
+	t.Helper()
+	logger, hook := testLogger(t)
+	sln := listenLocal(t)
+	sport := sln.Addr().(*net.TCPAddr).Port
+	scfg := &ServerConfig{
+		Common: Common{Key: o.key, Protocol: o.protocol, Capture: o.serverCapture, CapturePlaintext: o.serverPlaintext,
+			Backend: BackendConfig{Address: "127.0.0.1", Port: sport}},
+		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort, DialTimeout: 2 * time.Second},
+		ProbeTimeout: 500 * time.Millisecond,
+	}
+	srv, err := NewServer(scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.UseListener(sln)
+	tn := &tunnel{t: t, key: o.key, srv: srv, hook: hook, done: make(chan struct{}), srvCfg: scfg}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn.cancel = cancel
+	backendPort := sport
+	if o.relay {
+		tn.relay = startRelay(t, sln.Addr().String())
+		backendPort = tn.relay.port()
+	}
+	cln := listenLocal(t)
+	ccfg := &ClientConfig{
+		Common: Common{Key: o.key, Protocol: o.protocol, Capture: o.clientCapture, CapturePlaintext: o.clientPlaintext,
+			Backend: BackendConfig{Server: "127.0.0.1", Port: backendPort}},
+		Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
+	}
+	cli, err := NewClient(ccfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.UseListener(cln)
+	cli.Backoff.Min = 20 * time.Millisecond
+	cli.Backoff.Max = 200 * time.Millisecond
+	tn.cli = cli
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := srv.Run(ctx); err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := cli.Run(ctx); err != nil {
+			t.Errorf("client: %v", err)
+		}
+	}()
+	go func() { wg.Wait(); close(tn.done) }()
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+// serveTargetOn starts the test target on a fixed port (after a test used
+// the port to get a refused connection).
+func serveTargetOn(t testing.TB, port int) *target {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:"+portString(port))
+	if err != nil {
+		t.Skipf("port reuse: %v", err)
+	}
+	tg := &target{ln: ln}
+	tg.wg.Add(1)
+	go func() {
+		defer tg.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tg.wg.Add(1)
+			go func() {
+				defer tg.wg.Done()
+				defer c.Close()
+				tg.serve(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); tg.wg.Wait() })
+	return tg
+}
+
+func freePort(t testing.TB) int {
+	ln := listenLocal(t)
+	p := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	return p
+}
+
+// runCaptureScenario drives the committed captures' session: a stream to
+// a refused target (reset), several concurrent streams, a half-close, a
+// tampered record (the session fails), a reconnect and a clean close.
+func runCaptureScenario(t *testing.T, protocol, key string, files captureOpts) {
+	port := freePort(t)
+	files.protocol, files.key, files.targetPort, files.relay = protocol, key, port, true
+	tn := startCaptureTunnel(t, files)
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// 1. Nothing listens on the target port: the stream is reset.
+	c := tn.dial(modeEcho)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := io.Copy(io.Discard, c); n != 0 || err == nil {
+		t.Fatalf("refused target: %d bytes, %v; want a reset", n, err)
+	}
+	c.Close()
+	serveTargetOn(t, port)
+
+	// 2. Several streams at once.
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 0; i < 3; i++ {
+		g.Go(func() error { return echoThrough(gctx, tn, 1000+500*i, uint64(i)) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	// 3. Half-close: the target answers after our FIN.
+	h := tn.dial(modeHash)
+	payload := make([]byte, 2000)
+	Pattern(payload, 42)
+	if _, err := h.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(h)
+	h.Close()
+	want := sha256.Sum256(payload)
+	if err != nil || !bytes.Equal(got, want[:]) {
+		t.Fatalf("half-close: got %x, %v", got, err)
+	}
+
+	// 4. A bit flipped in the client's next record: the server's session
+	// fails there.
+	sent := len(tn.relay.first(0))
+	tn.relay.setFlip(int64(sent + 100))
+	q := tn.dial(modeSilent)
+	_, _ = q.Write(make([]byte, 3000))
+	waitFor(t, "the tampered session to fail", 10*time.Second, func() bool { return tn.srv.Failed.Load() >= 1 })
+	tn.relay.setFlip(-1)
+	_ = q.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.Copy(io.Discard, q)
+	q.Close()
+
+	// 5. The client reconnects; one more stream; then a clean close.
+	tn.waitSession()
+	if err := echoThrough(ctx, tn, 500, 7); err != nil {
+		t.Fatal(err)
+	}
+	tn.cancel()
+	<-tn.done
+}
+
+// TestGenerateCaptures regenerates the committed captures (-update only).
+func TestGenerateCaptures(t *testing.T) {
+	if !*update {
+		t.Skip("run with -update to regenerate testdata/captures")
+	}
+	if err := os.MkdirAll(capturesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("v2", func(t *testing.T) {
+		runCaptureScenario(t, "v2", captureTestKeyV2, captureOpts{
+			clientCapture: filepath.Join(capturesDir, "v2-ciphertext.capture"),
+			serverCapture: filepath.Join(capturesDir, "v2-plaintext.capture"), serverPlaintext: true,
+		})
+	})
+	t.Run("v1", func(t *testing.T) {
+		runCaptureScenario(t, "v1", captureTestKeyV1, captureOpts{
+			serverCapture: filepath.Join(capturesDir, "v1.capture"),
+		})
+	})
+	for _, name := range []string{"v2-ciphertext.capture", "v2-plaintext.capture", "v1.capture"} {
+		// Committed files are world-readable; captures are made 0600.
+		_ = os.Chmod(filepath.Join(capturesDir, name), 0o644)
+	}
+}
+
+// replayString replays a file into a string.
+func replayString(t testing.TB, path string, o ReplayOptions) (string, ReplayStats) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	st, err := Replay(f, &out, o)
+	if err != nil {
+		t.Fatalf("replay %s: %v", path, err)
+	}
+	return out.String(), st
+}
+
+// TestCaptureEndToEnd captures both ends of a short v2 session (client
+// plaintext, server ciphertext), checks what each file may and may not
+// hold, and replays both through the decode stages.
+func TestCaptureEndToEnd(t *testing.T) {
+	for _, proto := range []string{"v2", "v1"} {
+		t.Run(proto, func(t *testing.T) {
+			dir := t.TempDir()
+			cpath, spath := filepath.Join(dir, "client.capture"), filepath.Join(dir, "server.capture")
+			key := newKey(t)
+			if proto == "v1" {
+				key = "v1 capture end-to-end key"
+			}
+			tg := startTarget(t)
+			tn := startCaptureTunnel(t, captureOpts{protocol: proto, key: key, targetPort: tg.port(),
+				clientCapture: cpath, clientPlaintext: true, serverCapture: spath})
+			tn.waitSession()
+			payload := make([]byte, 5000)
+			Pattern(payload, 5)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := echoThrough(ctx, tn, len(payload), 5); err != nil {
+				t.Fatal(err)
+			}
+			tn.cancel()
+			<-tn.done
+
+			sraw, err := os.ReadFile(spath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			craw, err := os.ReadFile(cpath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi, _ := os.Stat(spath); fi.Mode().Perm() != 0o600 {
+				t.Errorf("capture file mode %v, want 0600", fi.Mode().Perm())
+			}
+			if !bytes.HasPrefix(sraw, []byte("usocks-capture 1 protocol="+proto+" role=server plaintext=false ")) {
+				t.Fatalf("server capture header: %q", firstLine(sraw))
+			}
+			if !bytes.HasPrefix(craw, []byte("usocks-capture 1 protocol="+proto+" role=client plaintext=true ")) {
+				t.Fatalf("client capture header: %q", firstLine(craw))
+			}
+			// A ciphertext capture holds no key and no payload byte.
+			probe := hex.EncodeToString(payload[100:116])
+			if bytes.Contains(sraw, []byte(" keys ")) || bytes.Contains(sraw, []byte(" data=")) || bytes.Contains(sraw, []byte(probe)) {
+				t.Fatal("ciphertext capture holds a key or plaintext")
+			}
+			if !bytes.Contains(craw, []byte(probe)) {
+				t.Error("plaintext capture lacks the payload")
+			}
+			if proto == "v2" && !bytes.Contains(craw, []byte(" keys cipher=")) {
+				t.Error("v2 plaintext capture lacks the session keys")
+			}
+			for _, raw := range [][]byte{sraw, craw} {
+				if !bytes.Contains(raw, []byte(" 0 - close events=")) || !bytes.Contains(raw, []byte(" - end result=clean")) {
+					t.Errorf("capture lacks its clean end or trailer:\n%s", tail(raw))
+				}
+			}
+
+			// Replays: no errors; decoded records agree with the frames the
+			// stages tapped.
+			okey := key
+			for _, path := range []string{cpath, spath} {
+				out, st := replayString(t, path, ReplayOptions{Key: okey, Stream: -1, JSON: true})
+				if st.Errors != 0 {
+					text, _ := replayString(t, path, ReplayOptions{Key: okey, Stream: -1})
+					t.Errorf("%s: %d errors:\n%s", filepath.Base(path), st.Errors, text)
+				}
+				recs, frames := jsonSeq(t, out, "record"), jsonSeq(t, out, "frame")
+				decodes := proto == "v1" || path == cpath
+				if decodes {
+					if len(recs) == 0 || strings.Join(recs, "\n") != strings.Join(frames, "\n") {
+						t.Errorf("%s: decoded records differ from tapped frames:\nrecords:\n%s\nframes:\n%s", filepath.Base(path), strings.Join(recs, "\n"), strings.Join(frames, "\n"))
+					}
+				} else if len(recs) != 0 {
+					t.Errorf("%s: records decoded from a v2 ciphertext capture", filepath.Base(path))
+				}
+			}
+		})
+	}
+}
+
+func firstLine(b []byte) string { l, _, _ := bytes.Cut(b, []byte("\n")); return string(l) }
+
+func tail(b []byte) string {
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// jsonSeq lists "dir type stream flags len" of every line of one kind,
+// the in direction first.
+func jsonSeq(t testing.TB, out, kind string) []string {
+	var seq, outSeq []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r rline
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("bad JSON line %q: %v", l, err)
+		}
+		if r.Kind != kind || r.Type == "PAD" {
+			continue
+		}
+		s := r.Dir + " " + r.Type + " " + r.Flags
+		if r.Stream != nil {
+			s += " " + portString(*r.Stream)
+		}
+		if r.Len != nil {
+			s += " " + portString(*r.Len)
+		}
+		if r.Dir == "out" {
+			outSeq = append(outSeq, s)
+		} else {
+			seq = append(seq, s)
+		}
+	}
+	return append(seq, outSeq...)
+}
+
+// TestCaptureDropsWhenFull: a full queue drops and counts, never blocks.
+func TestCaptureDropsWhenFull(t *testing.T) {
+	pr, pw := io.Pipe()
+	c := NewCapture(pw, "v2", "client", false)
+	// Nobody reads the pipe: the writer goroutine blocks on its first
+	// flush, and the queue fills.
+	s := c.Session("peer")
+	chunk := make([]byte, 1<<20)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 2*captureQueueLen; i++ {
+			s.backendIn(chunk[:1000+i%100])
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("taps blocked on a full capture queue")
+	}
+	if c.Dropped() == 0 {
+		t.Fatal("no drops counted")
+	}
+	var out bytes.Buffer
+	readDone := make(chan struct{})
+	go func() { _, _ = io.Copy(&out, pr); close(readDone) }()
+	waitFor(t, "the queue to drain", 10*time.Second, func() bool { return len(c.ch) == 0 })
+	s.backendIn([]byte("after")) // writes the drop count first
+	s.End(nil)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-readDone
+	if !strings.Contains(out.String(), " drop n=") {
+		t.Fatal("no drop event written")
+	}
+	rep, st := replayReader(t, &out, ReplayOptions{Stream: -1, NoTime: true})
+	if st.Dropped == 0 || !strings.Contains(rep, "lost here") {
+		t.Fatalf("replay does not report the drops:\n%s", tail([]byte(rep)))
+	}
+}
+
+func replayReader(t testing.TB, r io.Reader, o ReplayOptions) (string, ReplayStats) {
+	t.Helper()
+	var out bytes.Buffer
+	st, err := Replay(r, &out, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), st
+}
+
+// TestCaptureEventRoundTrip: every layer formats and parses back.
+func TestCaptureEventRoundTrip(t *testing.T) {
+	evs := []CaptureEvent{
+		{T: 1234567 * time.Microsecond, Session: 3, Layer: LayerOpen, Peer: "[::1]:4194"},
+		{Session: 1, Dir: DirIn, Layer: LayerHandshake, N: 3, Data: []byte{1, 2, 3}},
+		{Session: 1, Layer: LayerKeys, Cipher: "aes-256-gcm", C2S: make([]byte, 32), S2C: bytes.Repeat([]byte{9}, 32)},
+		{Session: 1, Dir: DirOut, Layer: LayerBackend, N: 2, Data: []byte{0xff, 0}},
+		{Session: 1, Dir: DirOut, Layer: LayerFrame, Frame: CaptureFrame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | 0x40, Stream: 7, Len: 2, Pad: 3}, Data: []byte("hi")},
+		{Session: 1, Dir: DirIn, Layer: LayerFrame, Frame: CaptureFrame{Type: wire.FrameType(200), Stream: 0}},
+		{Session: 1, Dir: DirIn, Layer: LayerEOF, Err: `read tcp: "quoted" \ err`},
+		{Session: 1, Dir: DirOut, Layer: LayerEOF},
+		{Session: 1, Layer: LayerDrop, N: 17},
+		{Session: 1, Layer: LayerEnd, Result: "error", Err: "record authentication failed"},
+		{Layer: LayerClose, Events: 10, Dropped: 17},
+	}
+	for _, e := range evs {
+		line := string(e.AppendLine(nil))
+		got, err := ParseCaptureEvent(line)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if again := string(got.AppendLine(nil)); again != line {
+			t.Fatalf("round trip:\n%s\n%s", line, again)
+		}
+	}
+}
+
+// Benchmarks: the same in-process tunnel (client, server, echo target on
+// loopback) moving 1 MiB per iteration through one stream, with capture
+// off (nil taps) and on at both ends.
+func benchSession(b *testing.B, capture, plaintext bool) {
+	tg := startTarget(b)
+	o := captureOpts{protocol: "v2", key: newKey(b), targetPort: tg.port()}
+	if capture {
+		dir := b.TempDir()
+		o.clientCapture, o.serverCapture = filepath.Join(dir, "c.capture"), filepath.Join(dir, "s.capture")
+		o.clientPlaintext, o.serverPlaintext = plaintext, plaintext
+	}
+	tn := startCaptureTunnel(b, o)
+	tn.waitSession()
+	ctx := context.Background()
+	const n = 1 << 20
+	if err := echoThrough(ctx, tn, n, 1); err != nil { // warm up
+		b.Fatal(err)
+	}
+	b.SetBytes(2 * n) // each way
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := echoThrough(ctx, tn, n, uint64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if capture {
+		tn.cancel()
+		<-tn.done
+		// Events the bounded queues dropped rather than slow the tunnel.
+		b.ReportMetric(float64(tn.cli.capture.Dropped()+tn.srv.capture.Dropped())/float64(b.N), "drops/op")
+	}
+}
+
+func BenchmarkSessionNoCapture(b *testing.B)        { benchSession(b, false, false) }
+func BenchmarkSessionCapture(b *testing.B)          { benchSession(b, true, false) }
+func BenchmarkSessionCapturePlaintext(b *testing.B) { benchSession(b, true, true) }

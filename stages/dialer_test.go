@@ -1,0 +1,409 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseRule(t *testing.T) {
+	good := []struct {
+		in, prefix string
+		port       uint16
+		str        string
+	}{
+		{"127.0.0.0/8", "127.0.0.0/8", 0, "127.0.0.0/8"},
+		{"10.0.0.0/8:443", "10.0.0.0/8", 443, "10.0.0.0/8:443"},
+		{"192.0.2.7", "192.0.2.7/32", 0, "192.0.2.7/32"},
+		{"192.0.2.7:22", "192.0.2.7/32", 22, "192.0.2.7/32:22"},
+		{"0.0.0.0/0", "0.0.0.0/0", 0, "0.0.0.0/0"},
+		{" 10.1.0.0/16 ", "10.1.0.0/16", 0, "10.1.0.0/16"},
+		{"::1", "::1/128", 0, "::1/128"},
+		{"fc00::/7", "fc00::/7", 0, "fc00::/7"},
+		{"[::1]/128:22", "::1/128", 22, "[::1]/128:22"},
+		{"[::1]:22", "::1/128", 22, "[::1]/128:22"},
+		{"[2001:db8::]/32", "2001:db8::/32", 0, "2001:db8::/32"},
+		{"[2001:db8::1]", "2001:db8::1/128", 0, "2001:db8::1/128"},
+		{"::ffff:10.0.0.0/104", "10.0.0.0/8", 0, "10.0.0.0/8"},
+		{"::ffff:127.0.0.1", "127.0.0.1/32", 0, "127.0.0.1/32"},
+		{"[::ffff:127.0.0.1]:80", "127.0.0.1/32", 80, "127.0.0.1/32:80"},
+		{"10.0.0.0/8:65535", "10.0.0.0/8", 65535, "10.0.0.0/8:65535"},
+	}
+	for _, c := range good {
+		r, err := ParseRule(c.in)
+		if err != nil {
+			t.Errorf("ParseRule(%q): %v", c.in, err)
+			continue
+		}
+		if r.Prefix != netip.MustParsePrefix(c.prefix) || r.Port != c.port {
+			t.Errorf("ParseRule(%q) = %v port %d, want %s port %d", c.in, r.Prefix, r.Port, c.prefix, c.port)
+		}
+		if r.String() != c.str {
+			t.Errorf("ParseRule(%q).String() = %q, want %q", c.in, r.String(), c.str)
+		}
+		if back, err := ParseRule(r.String()); err != nil || back != r {
+			t.Errorf("round trip of %q: %v %v", r.String(), back, err)
+		}
+	}
+	bad := []string{
+		"", " ", "example.com", "10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/+8",
+		"10.0.0.0/8:", "10.0.0.0/8:0", "10.0.0.0/8:65536", "10.0.0.0/8:http", "10.0.0.0/8:+1",
+		"[::1", "[::1]x", "[::1]/129", "[10.0.0.1]:80", "fe80::1%eth0", "[fe80::1%eth0]:80",
+		"::1/128:22", "1.2.3", "10.0.0.0/", "[::1]/:22", "[::1]/128:",
+	}
+	for _, in := range bad {
+		if r, err := ParseRule(in); err == nil {
+			t.Errorf("ParseRule(%q) = %v, want an error", in, r)
+		}
+	}
+	if _, err := ParseRules([]string{"10.0.0.0/8", "nope"}); err == nil {
+		t.Error("ParseRules accepted a bad entry")
+	} else {
+		var re *RuleError
+		if !errors.As(err, &re) || re.Index != 1 {
+			t.Errorf("ParseRules error %v does not name index 1", err)
+		}
+	}
+}
+
+func TestACLCheck(t *testing.T) {
+	acl := func(allow, deny []string) *ACL {
+		a, err := NewACL(allow, deny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	def := acl(nil, nil)
+	lo := acl([]string{"127.0.0.0/8"}, nil)
+	mixed := acl([]string{"10.0.0.0/8", "192.168.1.5:8080"}, []string{"10.9.0.0/16", "203.0.113.0/24:25", "[2001:db8::]/32:22"})
+	cases := []struct {
+		name string
+		acl  *ACL
+		addr string
+		ok   bool
+	}{
+		{"nil acl", nil, "127.0.0.1:80", true},
+		{"public v4", def, "203.0.113.9:443", true},
+		{"public v6", def, "[2001:db8::1]:443", true},
+		{"loopback", def, "127.0.0.1:80", false},
+		{"loopback other", def, "127.1.2.3:80", false},
+		{"loopback v6", def, "[::1]:80", false},
+		{"mapped loopback", def, "[::ffff:127.0.0.1]:80", false},
+		{"mapped private", def, "[::ffff:10.1.2.3]:80", false},
+		{"private 10", def, "10.0.0.1:80", false},
+		{"private 172.16", def, "172.16.0.1:80", false},
+		{"private 172.31", def, "172.31.255.255:80", false},
+		{"not private 172.32", def, "172.32.0.1:80", true},
+		{"private 192.168", def, "192.168.0.1:80", false},
+		{"link-local metadata", def, "169.254.169.254:80", false},
+		{"link-local v6", def, "[fe80::1]:80", false},
+		{"link-local v6 zone", def, "[fe80::1%eth0]:80", false},
+		{"ula", def, "[fd00::1]:80", false},
+		{"unspecified", def, "0.0.0.0:80", false},
+		{"unspecified v6", def, "[::]:80", false},
+		{"this network", def, "0.1.2.3:80", false},
+		{"multicast", def, "224.0.0.1:80", false},
+		{"multicast v6", def, "[ff02::1]:80", false},
+		{"broadcast", def, "255.255.255.255:80", false},
+		{"cgnat", def, "100.64.0.1:80", false},
+		{"allow overrides default", lo, "127.0.0.1:80", true},
+		{"allow covers mapped", lo, "[::ffff:127.0.0.1]:80", true},
+		{"allow is per network", lo, "[::1]:80", false},
+		{"allow is per network 2", lo, "10.0.0.1:80", false},
+		{"allow private", mixed, "10.1.2.3:80", true},
+		{"deny beats allow", mixed, "10.9.1.1:80", false},
+		{"allow port match", mixed, "192.168.1.5:8080", true},
+		{"allow port mismatch falls to default deny", mixed, "192.168.1.5:8081", false},
+		{"deny port match", mixed, "203.0.113.7:25", false},
+		{"deny port mismatch", mixed, "203.0.113.7:587", true},
+		{"deny v6 port", mixed, "[2001:db8::5]:22", false},
+		{"deny v6 other port", mixed, "[2001:db8::5]:443", true},
+		{"no default deny", &ACL{NoDefaultDeny: true}, "127.0.0.1:80", true},
+	}
+	for _, c := range cases {
+		err := c.acl.Check(netip.MustParseAddrPort(c.addr))
+		if (err == nil) != c.ok {
+			t.Errorf("%s: Check(%s) = %v, want allowed=%v", c.name, c.addr, err, c.ok)
+		}
+		if err != nil && !errors.Is(err, ErrDenied) {
+			t.Errorf("%s: error %v is not ErrDenied", c.name, err)
+		}
+	}
+}
+
+func TestClassifyDialError(t *testing.T) {
+	op := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: err} }
+	cases := []struct {
+		err  error
+		want DialFailure
+	}{
+		{op(&DeniedError{Rule: "x"}), FailDenied},
+		{op(fmt.Errorf("%w: x", ErrDenied)), FailDenied},
+		{op(&net.DNSError{Err: "no such host", IsNotFound: true}), FailHostUnreachable},
+		{op(&net.DNSError{Err: "server misbehaving"}), FailHostUnreachable},
+		{op(&net.DNSError{Err: "i/o timeout", IsTimeout: true}), FailTimeout},
+		{op(os.NewSyscallError("connect", syscall.ECONNREFUSED)), FailRefused},
+		{op(os.NewSyscallError("connect", syscall.ENETUNREACH)), FailNetUnreachable},
+		{op(os.NewSyscallError("connect", syscall.EHOSTUNREACH)), FailHostUnreachable},
+		{op(os.NewSyscallError("connect", syscall.ETIMEDOUT)), FailTimeout},
+		{op(context.DeadlineExceeded), FailTimeout},
+		{op(os.ErrDeadlineExceeded), FailTimeout},
+		{op(errors.New("something else")), FailGeneral},
+		{op(context.Canceled), FailGeneral},
+	}
+	for _, c := range cases {
+		if got := ClassifyDialError(c.err); got != c.want {
+			t.Errorf("ClassifyDialError(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+	codes := map[DialFailure]byte{FailGeneral: 1, FailDenied: 2, FailNetUnreachable: 3, FailHostUnreachable: 4, FailRefused: 5, FailTimeout: 6}
+	status := map[DialFailure]int{FailGeneral: 502, FailDenied: 403, FailNetUnreachable: 502, FailHostUnreachable: 502, FailRefused: 502, FailTimeout: 504}
+	for f, c := range codes {
+		if SocksReplyCode(f) != c || HTTPStatus(f) != status[f] {
+			t.Errorf("%v: socks %d http %d, want %d %d", f, SocksReplyCode(f), HTTPStatus(f), c, status[f])
+		}
+	}
+}
+
+// pxResolver is a resolver that never leaves the host: /etc/hosts works,
+// and every DNS query blocks until release is closed or the query's ctx
+// ends. queries counts DNS attempts.
+func pxResolver(release <-chan struct{}, queries *atomic.Int64) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		queries.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("no DNS in tests")
+	}}
+}
+
+// pxListener accepts on 127.0.0.1 and counts connections.
+type pxListener struct {
+	ln       net.Listener
+	accepted atomic.Int64
+	wg       sync.WaitGroup
+	conns    chan net.Conn
+}
+
+func pxListen(t *testing.T) *pxListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &pxListener{ln: ln, conns: make(chan net.Conn, 16)}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.accepted.Add(1)
+			select {
+			case l.conns <- c:
+			default:
+				_ = c.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		l.wg.Wait()
+		close(l.conns)
+		for c := range l.conns {
+			_ = c.Close()
+		}
+	})
+	return l
+}
+
+// waitAccepted waits until exactly n connections were accepted (and a
+// moment more, to see any extra one).
+func (l *pxListener) waitAccepted(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.accepted.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if got := l.accepted.Load(); got != n {
+		t.Errorf("target saw %d connections, want %d", got, n)
+	}
+}
+
+func (l *pxListener) port() uint16 { return uint16(l.ln.Addr().(*net.TCPAddr).Port) }
+
+// pxClosedPort is a loopback port with nothing listening.
+func pxClosedPort(t *testing.T) uint16 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := uint16(ln.Addr().(*net.TCPAddr).Port)
+	_ = ln.Close()
+	return p
+}
+
+func pxDialer(t *testing.T, allow []string, maxDials int, queries *atomic.Int64) *Dialer {
+	acl, err := NewACL(allow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDialer(acl, 2*time.Second, maxDials)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	if queries == nil {
+		queries = new(atomic.Int64)
+	}
+	d.Resolver = pxResolver(release, queries)
+	return d
+}
+
+func TestDialerACL(t *testing.T) {
+	l := pxListen(t)
+	ctx := context.Background()
+	var queries atomic.Int64
+	def := pxDialer(t, nil, 0, &queries)
+	for _, host := range []string{"127.0.0.1", "::ffff:127.0.0.1", "localhost"} {
+		c, err := def.Dial(ctx, host, l.port())
+		if err == nil {
+			c.Close()
+			t.Fatalf("default deny: dial %s succeeded", host)
+		}
+		if f := ClassifyDialError(err); f != FailDenied {
+			t.Errorf("dial %s: %v (%v), want denied", host, err, f)
+		}
+	}
+	if n := l.accepted.Load(); n != 0 {
+		t.Fatalf("the denied target saw %d connections", n)
+	}
+	allowed := pxDialer(t, []string{"127.0.0.0/8"}, 0, &queries)
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		c, err := allowed.Dial(ctx, host, l.port())
+		if err != nil {
+			t.Fatalf("allowed dial %s: %v", host, err)
+		}
+		c.Close()
+	}
+	// A port rule: only that port is allowed.
+	portOnly := pxDialer(t, []string{fmt.Sprintf("127.0.0.1:%d", l.port()+1)}, 0, &queries)
+	if _, err := portOnly.Dial(ctx, "127.0.0.1", l.port()); ClassifyDialError(err) != FailDenied {
+		t.Errorf("port rule: %v, want denied", err)
+	}
+	if q := queries.Load(); q != 0 {
+		t.Errorf("%d DNS queries for names in /etc/hosts and literals", q)
+	}
+}
+
+func TestDialerErrors(t *testing.T) {
+	var queries atomic.Int64
+	d := pxDialer(t, []string{"127.0.0.0/8"}, 0, &queries)
+	ctx := context.Background()
+	_, err := d.Dial(ctx, "127.0.0.1", pxClosedPort(t))
+	if f := ClassifyDialError(err); f != FailRefused {
+		t.Errorf("closed port: %v (%v), want refused", err, f)
+	}
+	for _, host := range []string{"nothing.invalid", "a.b.INVALID.", "invalid"} {
+		start := time.Now()
+		_, err = d.Dial(ctx, host, 80)
+		if f := ClassifyDialError(err); f != FailHostUnreachable {
+			t.Errorf("%s: %v (%v), want host unreachable", host, err, f)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("%s took %v", host, el)
+		}
+	}
+	if q := queries.Load(); q != 0 {
+		t.Errorf(".invalid names caused %d DNS queries", q)
+	}
+	// A name that needs DNS: the test resolver blocks, so the dial times out.
+	d.Timeout = 100 * time.Millisecond
+	_, err = d.Dial(ctx, "needs-dns.test", 80)
+	if f := ClassifyDialError(err); f != FailTimeout {
+		t.Errorf("blocked resolution: %v (%v), want timeout", err, f)
+	}
+}
+
+func TestDialerMaxDials(t *testing.T) {
+	l := pxListen(t)
+	var queries atomic.Int64
+	d := pxDialer(t, []string{"127.0.0.0/8"}, 1, &queries)
+	// The one slot is taken by a dial stuck in name resolution.
+	stuckCtx, unstick := context.WithCancel(context.Background())
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := d.Dial(stuckCtx, "stuck.test", 80)
+		stuck <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for queries.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck dial never reached the resolver")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err := d.Dial(ctx, "127.0.0.1", l.port())
+	cancel()
+	if f := ClassifyDialError(err); f != FailTimeout {
+		t.Fatalf("dial over the cap: %v (%v), want a timeout waiting for a slot", err, f)
+	}
+	if n := l.accepted.Load(); n != 0 {
+		t.Fatalf("a dial over the cap connected (%d)", n)
+	}
+	unstick()
+	<-stuck
+	c, err := d.Dial(context.Background(), "127.0.0.1", l.port())
+	if err != nil {
+		t.Fatalf("dial after the slot was freed: %v", err)
+	}
+	c.Close()
+}
+
+func TestValidHost(t *testing.T) {
+	good := []string{"example.com", "example.com.", "a", "xn--bcher-kva.example", "_srv.example", "127.0.0.1", "::1", "2001:db8::1", "a-b.c_d.e"}
+	bad := []string{"", ".", "a..b", ".a", "a b", "a/b", "a@b", "a:b", "fe80::1%eth0", "ex\x00ample", "bücher.example",
+		string(make([]byte, 254)), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com"}
+	for _, h := range good {
+		if !validHost(h) {
+			t.Errorf("validHost(%q) = false", h)
+		}
+	}
+	for _, h := range bad {
+		if validHost(h) {
+			t.Errorf("validHost(%q) = true", h)
+		}
+	}
+}
+
+func FuzzParseRule(f *testing.F) {
+	for _, s := range []string{"127.0.0.0/8", "10.0.0.0/8:443", "[::1]/128:22", "::ffff:10.0.0.0/104", "[::1]:22", "1.2.3.4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRule(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseRule(r.String())
+		if err != nil || back != r {
+			t.Fatalf("%q → %v → %q → %v, %v", s, r, r.String(), back, err)
+		}
+		if r.Prefix.Addr().Is4In6() && r.Prefix.Bits() >= 96 {
+			t.Fatalf("%q: mapped prefix %v not unmapped", s, r.Prefix)
+		}
+	})
+}

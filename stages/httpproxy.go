@@ -1,0 +1,525 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The HTTP proxy frontend: CONNECT (any TCP through the proxy, what
+// browsers use for https) and plain requests in absolute form
+// ("GET http://host/path HTTP/1.1"), forwarded in origin form. A plain
+// request is one request per connection: the frontend adds
+// "Connection: close" and then splices the app with that origin.
+
+// MaxHTTPHead bounds an HTTP request head (request line and headers).
+const MaxHTTPHead = 16 << 10
+
+// maxHTTPHeaders bounds the header lines of one request, and
+// maxLeadingEmptyLines the empty lines tolerated before it. Together they
+// bound how often ReadHTTPHead parses a growing head.
+const (
+	maxHTTPHeaders       = 100
+	maxLeadingEmptyLines = 8
+)
+
+// ErrHeadIncomplete means the empty line ending the head has not arrived.
+var ErrHeadIncomplete = errors.New("http: request head incomplete")
+
+// HTTPError is a request answered with Status and then a close.
+type HTTPError struct {
+	Status int
+	Msg    string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("http %d: %s", e.Status, e.Msg) }
+
+func httpErr(status int, format string, args ...any) *HTTPError {
+	return &HTTPError{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// HTTPHeader is one header line.
+type HTTPHeader struct{ Name, Value string }
+
+// HTTPRequest is a parsed request head.
+type HTTPRequest struct {
+	Method, Target, Proto string
+	Header                []HTTPHeader
+}
+
+// Get returns the first value of the named header (case-insensitive).
+func (r *HTTPRequest) Get(name string) (string, bool) {
+	for _, h := range r.Header {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+// ParseHTTPHead parses the request head at the start of b and returns it
+// with the head's length in bytes; what follows in b is the body (or data
+// for the CONNECT tunnel). It returns ErrHeadIncomplete while the head
+// has not ended and nothing seen so far is malformed, and an *HTTPError
+// for a malformed head. Lines may end in CRLF or LF; empty lines before
+// the request line are skipped, up to a few (RFC 9112 section 2.2).
+func ParseHTTPHead(b []byte) (*HTTPRequest, int, error) {
+	i := 0
+	for empty := 0; ; empty++ {
+		if empty > maxLeadingEmptyLines {
+			return nil, 0, httpErr(400, "too many empty lines before the request")
+		}
+		if bytes.HasPrefix(b[i:], []byte("\r\n")) {
+			i += 2
+		} else if i < len(b) && b[i] == '\n' {
+			i++
+		} else {
+			break
+		}
+	}
+	var req *HTTPRequest
+	for {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			if err := checkPartialLine(b[i:]); err != nil {
+				return nil, 0, err
+			}
+			return nil, 0, ErrHeadIncomplete
+		}
+		line := b[i : i+j]
+		i += j + 1
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if req == nil {
+			r, err := parseRequestLine(line)
+			if err != nil {
+				return nil, 0, err
+			}
+			req = r
+			continue
+		}
+		if len(line) == 0 {
+			return req, i, nil
+		}
+		if len(req.Header) >= maxHTTPHeaders {
+			return nil, 0, httpErr(431, "more than %d header lines", maxHTTPHeaders)
+		}
+		h, err := parseHeaderLine(line)
+		if err != nil {
+			return nil, 0, err
+		}
+		req.Header = append(req.Header, h)
+	}
+}
+
+// checkPartialLine rejects an unfinished line that can never become valid
+// (binary input, such as a TLS ClientHello sent to the proxy port).
+func checkPartialLine(b []byte) error {
+	for k, c := range b {
+		if c == '\r' && k == len(b)-1 {
+			continue
+		}
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return httpErr(400, "control character 0x%02x in request head", c)
+		}
+	}
+	return nil
+}
+
+func isTchar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !isTchar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func parseRequestLine(line []byte) (*HTTPRequest, error) {
+	parts := bytes.Split(line, []byte(" "))
+	if len(parts) != 3 {
+		return nil, httpErr(400, "malformed request line")
+	}
+	method, target, proto := parts[0], parts[1], parts[2]
+	if !isToken(method) {
+		return nil, httpErr(400, "malformed method")
+	}
+	if len(target) == 0 {
+		return nil, httpErr(400, "empty request target")
+	}
+	for _, c := range target {
+		if c <= 0x20 || c >= 0x7f {
+			return nil, httpErr(400, "invalid character in request target")
+		}
+	}
+	switch string(proto) {
+	case "HTTP/1.1", "HTTP/1.0":
+	default:
+		if len(proto) == 8 && bytes.HasPrefix(proto, []byte("HTTP/")) && isDigit(proto[5]) && proto[6] == '.' && isDigit(proto[7]) {
+			return nil, httpErr(505, "version %s not supported", proto)
+		}
+		return nil, httpErr(400, "malformed HTTP version")
+	}
+	return &HTTPRequest{Method: string(method), Target: string(target), Proto: string(proto)}, nil
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func parseHeaderLine(line []byte) (HTTPHeader, error) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return HTTPHeader{}, httpErr(400, "obsolete line folding")
+	}
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return HTTPHeader{}, httpErr(400, "header line without colon")
+	}
+	name := line[:colon]
+	if !isToken(name) {
+		return HTTPHeader{}, httpErr(400, "malformed header name")
+	}
+	value := bytes.Trim(line[colon+1:], " \t")
+	for _, c := range value {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return HTTPHeader{}, httpErr(400, "control character in header %s", name)
+		}
+	}
+	return HTTPHeader{Name: string(name), Value: string(value)}, nil
+}
+
+// ParseAuthority splits host[:port] or [v6][:port]; defPort 0 makes the
+// port required. The host must be a valid name or IP literal.
+func ParseAuthority(a string, defPort uint16) (string, uint16, error) {
+	var host, port string
+	hasPort := false
+	if strings.HasPrefix(a, "[") {
+		end := strings.IndexByte(a, ']')
+		if end < 0 {
+			return "", 0, httpErr(400, "malformed IPv6 literal")
+		}
+		host = a[1:end]
+		rest := a[end+1:]
+		if rest != "" {
+			if rest[0] != ':' {
+				return "", 0, httpErr(400, "malformed authority")
+			}
+			port, hasPort = rest[1:], true
+		}
+		if !strings.Contains(host, ":") {
+			return "", 0, httpErr(400, "malformed IPv6 literal")
+		}
+	} else {
+		host = a
+		if i := strings.LastIndexByte(a, ':'); i >= 0 {
+			host, port, hasPort = a[:i], a[i+1:], true
+		}
+	}
+	if !validHost(host) {
+		return "", 0, httpErr(400, "invalid host %q", host)
+	}
+	if !hasPort || port == "" {
+		if defPort == 0 {
+			return "", 0, httpErr(400, "port missing")
+		}
+		return host, defPort, nil
+	}
+	n, ok := atoiDigits(port)
+	if !ok || n < 1 || n > 65535 {
+		return "", 0, httpErr(400, "invalid port %q", port)
+	}
+	return host, uint16(n), nil
+}
+
+// ProxyTarget is where a proxy request goes and, for a plain request, the
+// head to send there.
+type ProxyTarget struct {
+	Host    string
+	Port    uint16
+	Connect bool   // CONNECT: answer 200, then tunnel
+	Head    []byte // plain request: the rewritten head for the origin
+}
+
+// hopHeaders are dropped from forwarded requests (with any named in
+// Connection). Host is replaced by the target's authority.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization",
+	"Proxy-Authenticate", "TE", "Upgrade", "Host",
+}
+
+// RouteHTTPRequest decides where req goes and builds the head to forward.
+// Errors are *HTTPError.
+func RouteHTTPRequest(req *HTTPRequest) (ProxyTarget, error) {
+	if req.Method == "CONNECT" {
+		host, port, err := ParseAuthority(req.Target, 0)
+		if err != nil {
+			return ProxyTarget{}, err
+		}
+		return ProxyTarget{Host: host, Port: port, Connect: true}, nil
+	}
+	if req.Method == "TRACE" {
+		// TRACE would echo the app's headers back (cross-site tracing).
+		return ProxyTarget{}, httpErr(405, "TRACE is not forwarded")
+	}
+	scheme, rest, ok := strings.Cut(req.Target, "://")
+	if !ok || !isToken([]byte(scheme)) {
+		return ProxyTarget{}, httpErr(400, "request target must be an absolute http:// URI (or use CONNECT)")
+	}
+	if !strings.EqualFold(scheme, "http") {
+		return ProxyTarget{}, httpErr(501, "scheme %q not supported; use CONNECT", scheme)
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, path := rest[:end], rest[end:]
+	if strings.Contains(authority, "@") {
+		return ProxyTarget{}, httpErr(400, "user information in URI")
+	}
+	if i := strings.IndexByte(path, '#'); i >= 0 {
+		path = path[:i]
+	}
+	if path == "" || path[0] == '?' {
+		path = "/" + path
+	}
+	host, port, err := ParseAuthority(authority, 80)
+	if err != nil {
+		return ProxyTarget{}, err
+	}
+	drop := map[string]bool{}
+	for _, h := range hopHeaders {
+		drop[strings.ToLower(h)] = true
+	}
+	for _, h := range req.Header {
+		if strings.EqualFold(h.Name, "Connection") {
+			for _, name := range strings.Split(h.Value, ",") {
+				drop[strings.ToLower(strings.TrimSpace(name))] = true
+			}
+		}
+	}
+	head := make([]byte, 0, 256)
+	head = append(head, req.Method...)
+	head = append(head, ' ')
+	head = append(head, path...)
+	head = append(head, ' ')
+	head = append(head, req.Proto...)
+	head = append(head, "\r\nHost: "...)
+	head = append(head, authority...)
+	head = append(head, "\r\n"...)
+	for _, h := range req.Header {
+		if drop[strings.ToLower(h.Name)] {
+			continue
+		}
+		head = append(head, h.Name...)
+		head = append(head, ": "...)
+		head = append(head, h.Value...)
+		head = append(head, "\r\n"...)
+	}
+	head = append(head, "Connection: close\r\n\r\n"...)
+	return ProxyTarget{Host: host, Port: port, Head: head}, nil
+}
+
+// HTTPStatus maps a dial failure to the proxy's answer.
+func HTTPStatus(f DialFailure) int {
+	switch f {
+	case FailDenied:
+		return 403
+	case FailTimeout:
+		return 504
+	}
+	return 502
+}
+
+var statusText = map[int]string{
+	400: "Bad Request",
+	403: "Forbidden",
+	405: "Method Not Allowed",
+	407: "Proxy Authentication Required",
+	431: "Request Header Fields Too Large",
+	501: "Not Implemented",
+	502: "Bad Gateway",
+	504: "Gateway Timeout",
+	505: "HTTP Version Not Supported",
+}
+
+// AppendHTTPError encodes a complete error response (it closes the
+// connection).
+func AppendHTTPError(b []byte, status int, msg string) []byte {
+	text := statusText[status]
+	if text == "" {
+		text = "Error"
+	}
+	body := "usocks: " + msg + "\n"
+	b = fmt.Appendf(b, "HTTP/1.1 %d %s\r\n", status, text)
+	switch status {
+	case 407:
+		b = append(b, "Proxy-Authenticate: Basic realm=\"usocks\"\r\n"...)
+	case 405:
+		b = append(b, "Allow: CONNECT, GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n"...)
+	}
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	return append(b, body...)
+}
+
+// HTTPProxy is the HTTP proxy frontend.
+type HTTPProxy struct {
+	// Dialer connects to targets (nil: defaults with the default deny).
+	Dialer *Dialer
+	// Users, if not empty, requires Proxy-Authorization: Basic.
+	Users map[string]string
+	// HandshakeTimeout bounds the wait for the request head (default
+	// DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	Log              *logrus.Entry
+}
+
+// httpHead is a read request head and what came after it.
+type httpHead struct {
+	req  *HTTPRequest
+	rest []byte
+}
+
+// ReadHTTPHead reads from r until a request head is complete, at most
+// MaxHTTPHead bytes. Bytes read past the head are returned as rest.
+func ReadHTTPHead(r io.Reader) (*HTTPRequest, []byte, error) {
+	buf := make([]byte, 0, MaxHTTPHead)
+	for {
+		if len(buf) == cap(buf) {
+			return nil, nil, httpErr(431, "request head larger than %d bytes", MaxHTTPHead)
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		if n > 0 {
+			fresh := buf[len(buf) : len(buf)+n]
+			buf = buf[:len(buf)+n]
+			if bytes.IndexByte(fresh, '\n') < 0 {
+				// No line ended: only the new bytes need a look. (Parsing
+				// the whole buffer on every read would be quadratic for
+				// an app that sends a byte at a time.)
+				if perr := checkPartialLine(fresh); perr != nil {
+					return nil, nil, perr
+				}
+				if len(buf) > n && buf[len(buf)-n-1] == '\r' {
+					return nil, nil, httpErr(400, "control character 0x0d in request head")
+				}
+				if err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
+			req, hl, perr := ParseHTTPHead(buf)
+			if perr == nil {
+				return req, buf[hl:], nil
+			}
+			if !errors.Is(perr, ErrHeadIncomplete) {
+				return nil, nil, perr
+			}
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// Open reads the app's request from s, answers it and returns the target
+// connection. Refusals answer with an error status and then end the
+// stream with a FIN.
+func (f *HTTPProxy) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
+	log := frontendLog(f.Log).WithFields(logrus.Fields{"stream": s.ID(), "frontend": "http"})
+	h, err := readRequest(ctx, f.HandshakeTimeout, func() (httpHead, error) {
+		req, rest, err := ReadHTTPHead(s)
+		return httpHead{req, rest}, err
+	})
+	var he *HTTPError
+	if errors.As(err, &he) {
+		log.WithError(err).Debug("http request refused")
+		return f.refuse(s, he.Status, he.Msg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(f.Users) > 0 && !f.authorized(h.req) {
+		if _, ok := h.req.Get("Proxy-Authorization"); ok {
+			log.Info("http proxy authentication failed")
+		}
+		return f.refuse(s, 407, "proxy authentication required")
+	}
+	t, err := RouteHTTPRequest(h.req)
+	if errors.As(err, &he) {
+		log.WithError(err).Debug("http request refused")
+		return f.refuse(s, he.Status, he.Msg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log = log.WithField("target", net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))))
+	d := dialerOr(f.Dialer)
+	c, err := d.Dial(ctx, t.Host, t.Port)
+	if err != nil {
+		fail := ClassifyDialError(err)
+		if fail == FailDenied {
+			log.WithError(err).Info("http proxy target denied")
+		} else {
+			log.WithError(err).Debug("http proxy dial failed")
+		}
+		return f.refuse(s, HTTPStatus(fail), fail.String())
+	}
+	if t.Connect {
+		if _, err := s.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	} else {
+		h.rest = append(t.Head, h.rest...)
+	}
+	if err := writeEarly(c, h.rest, d.Timeout); err != nil {
+		_ = c.Close()
+		if t.Connect {
+			return nil, err // the app already has its 200: reset
+		}
+		return f.refuse(s, 502, "writing the request to the target failed")
+	}
+	return c, nil
+}
+
+func (f *HTTPProxy) authorized(req *HTTPRequest) bool {
+	v, ok := req.Get("Proxy-Authorization")
+	if !ok {
+		return false
+	}
+	scheme, cred, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return false
+	}
+	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
+	if err != nil {
+		return false
+	}
+	user, pass, ok := strings.Cut(string(dec), ":")
+	return ok && checkCredentials(f.Users, user, pass)
+}
+
+func (f *HTTPProxy) refuse(s StreamIO, status int, msg string) (net.Conn, error) {
+	if _, err := s.Write(AppendHTTPError(nil, status, msg)); err != nil {
+		return nil, err
+	}
+	return closedConn{}, nil
+}

@@ -1,0 +1,344 @@
+package stages
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The SOCKS5 frontend (RFC 1928, with RFC 1929 username/password): the app
+// speaks SOCKS5 through its stream; the server dials what it asks for.
+// Only CONNECT is served; BIND and UDP ASSOCIATE get "command not
+// supported" (UDP would need datagram frames on the mux).
+
+// SOCKS5 protocol numbers.
+const (
+	socksVersion         = 5
+	socksUserPassVersion = 1
+
+	SocksAuthNone         byte = 0x00
+	SocksAuthUserPass     byte = 0x02
+	SocksAuthNoAcceptable byte = 0xff
+
+	SocksCmdConnect      byte = 1
+	SocksCmdBind         byte = 2
+	SocksCmdUDPAssociate byte = 3
+
+	SocksAtypIPv4   byte = 1
+	SocksAtypDomain byte = 3
+	SocksAtypIPv6   byte = 4
+)
+
+// SOCKS5 reply codes (RFC 1928 section 6).
+const (
+	SocksSucceeded        byte = 0
+	SocksGeneralFailure   byte = 1
+	SocksNotAllowed       byte = 2
+	SocksNetUnreachable   byte = 3
+	SocksHostUnreachable  byte = 4
+	SocksConnRefused      byte = 5
+	SocksTTLExpired       byte = 6
+	SocksCmdNotSupported  byte = 7
+	SocksAtypNotSupported byte = 8
+)
+
+// ErrSocksVersion is input that is not SOCKS5 at all.
+var ErrSocksVersion = errors.New("socks5: wrong protocol version")
+
+// SocksError is a request that gets the reply Code and then a close.
+type SocksError struct {
+	Code byte
+	Msg  string
+}
+
+func (e *SocksError) Error() string { return fmt.Sprintf("socks5: %s (reply %d)", e.Msg, e.Code) }
+
+// SocksRequest is a parsed SOCKS5 request.
+type SocksRequest struct {
+	Cmd  byte
+	Atyp byte
+	// Host is the IP address in text form (Atyp 1 or 4) or the name as
+	// sent (Atyp 3).
+	Host string
+	Port uint16
+}
+
+// ReadSocksGreeting reads VER NMETHODS METHODS and returns the methods.
+// It reads exactly the greeting's bytes.
+func ReadSocksGreeting(r io.Reader) ([]byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	if h[0] != socksVersion {
+		return nil, ErrSocksVersion
+	}
+	m := make([]byte, h[1])
+	if _, err := io.ReadFull(r, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// ReadSocksUserPass reads an RFC 1929 request: VER ULEN UNAME PLEN PASSWD.
+// A wrong VER is a *SocksError (the caller answers with failure).
+func ReadSocksUserPass(r io.Reader) (user, pass string, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return "", "", err
+	}
+	if h[0] != socksUserPassVersion {
+		return "", "", &SocksError{Code: 1, Msg: fmt.Sprintf("username/password version %d", h[0])}
+	}
+	// ULEN ≤ 255, PLEN ≤ 255 and its own length byte: one bounded buffer.
+	buf := make([]byte, int(h[1])+1)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return "", "", err
+	}
+	user = string(buf[:h[1]])
+	p := make([]byte, buf[h[1]])
+	if _, err := io.ReadFull(r, p); err != nil {
+		return "", "", err
+	}
+	return user, string(p), nil
+}
+
+// ReadSocksRequest reads VER CMD RSV ATYP DST.ADDR DST.PORT, exactly. A
+// request that can be answered (unknown address type, bad name) is a
+// *SocksError; ErrSocksVersion and read errors mean "just close". The
+// command is returned as sent: the caller decides what it serves.
+func ReadSocksRequest(r io.Reader) (SocksRequest, error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return SocksRequest{}, err
+	}
+	if h[0] != socksVersion {
+		return SocksRequest{}, ErrSocksVersion
+	}
+	req := SocksRequest{Cmd: h[1], Atyp: h[3]}
+	var a [16 + 2]byte
+	switch req.Atyp {
+	case SocksAtypIPv4:
+		if _, err := io.ReadFull(r, a[:4+2]); err != nil {
+			return SocksRequest{}, err
+		}
+		req.Host = netip.AddrFrom4([4]byte(a[:4])).String()
+		req.Port = binary.BigEndian.Uint16(a[4:6])
+	case SocksAtypIPv6:
+		if _, err := io.ReadFull(r, a[:16+2]); err != nil {
+			return SocksRequest{}, err
+		}
+		req.Host = netip.AddrFrom16([16]byte(a[:16])).String()
+		req.Port = binary.BigEndian.Uint16(a[16:18])
+	case SocksAtypDomain:
+		var n [1]byte
+		if _, err := io.ReadFull(r, n[:]); err != nil {
+			return SocksRequest{}, err
+		}
+		b := make([]byte, int(n[0])+2)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return SocksRequest{}, err
+		}
+		req.Host = string(b[:n[0]])
+		req.Port = binary.BigEndian.Uint16(b[n[0]:])
+		if n[0] == 0 {
+			return req, &SocksError{Code: SocksGeneralFailure, Msg: "empty domain name"}
+		}
+		if !validHost(req.Host) {
+			return req, &SocksError{Code: SocksHostUnreachable, Msg: fmt.Sprintf("invalid domain name %q", req.Host)}
+		}
+	default:
+		return req, &SocksError{Code: SocksAtypNotSupported, Msg: fmt.Sprintf("address type %d", req.Atyp)}
+	}
+	return req, nil
+}
+
+// AppendSocksRequest encodes req (the client's side; tests and tools).
+func AppendSocksRequest(b []byte, req SocksRequest) []byte {
+	b = append(b, socksVersion, req.Cmd, 0, req.Atyp)
+	switch req.Atyp {
+	case SocksAtypIPv4, SocksAtypIPv6:
+		a, _ := netip.ParseAddr(req.Host)
+		if req.Atyp == SocksAtypIPv4 {
+			a4 := a.Unmap().As4()
+			b = append(b, a4[:]...)
+		} else {
+			a16 := a.As16()
+			b = append(b, a16[:]...)
+		}
+	default:
+		b = append(b, byte(len(req.Host)))
+		b = append(b, req.Host...)
+	}
+	return binary.BigEndian.AppendUint16(b, req.Port)
+}
+
+// AppendSocksReply encodes a reply: VER REP RSV ATYP BND.ADDR BND.PORT.
+// An invalid bound address is sent as 0.0.0.0:0.
+func AppendSocksReply(b []byte, code byte, bound netip.AddrPort) []byte {
+	b = append(b, socksVersion, code, 0)
+	a := bound.Addr().Unmap()
+	switch {
+	case a.Is4():
+		a4 := a.As4()
+		b = append(b, SocksAtypIPv4)
+		b = append(b, a4[:]...)
+	case a.Is6():
+		a16 := a.As16()
+		b = append(b, SocksAtypIPv6)
+		b = append(b, a16[:]...)
+	default:
+		b = append(b, SocksAtypIPv4, 0, 0, 0, 0)
+		return append(b, 0, 0)
+	}
+	return binary.BigEndian.AppendUint16(b, bound.Port())
+}
+
+// SocksReplyCode maps a dial failure to its reply code.
+func SocksReplyCode(f DialFailure) byte {
+	switch f {
+	case FailDenied:
+		return SocksNotAllowed
+	case FailNetUnreachable:
+		return SocksNetUnreachable
+	case FailHostUnreachable:
+		return SocksHostUnreachable
+	case FailRefused:
+		return SocksConnRefused
+	case FailTimeout:
+		return SocksTTLExpired
+	}
+	return SocksGeneralFailure
+}
+
+// Socks5 is the SOCKS5 frontend.
+type Socks5 struct {
+	// Dialer connects to targets (nil: defaults with the default deny).
+	Dialer *Dialer
+	// Users, if not empty, makes username/password (RFC 1929) the only
+	// method offered; otherwise only "no authentication" is.
+	Users map[string]string
+	// HandshakeTimeout bounds greeting, authentication and request
+	// (default DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	Log              *logrus.Entry
+}
+
+// socksOutcome is how the request phase ended.
+type socksOutcome struct {
+	req  SocksRequest
+	code byte // reply to send without dialing (0: dial req)
+	done bool // the final answer was sent already
+}
+
+// Open runs the SOCKS5 exchange on s and returns the target connection.
+// Refusals answer the app and then end the stream with a FIN; a stream
+// that does not speak SOCKS5 is reset.
+func (f *Socks5) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
+	out, err := readRequest(ctx, f.HandshakeTimeout, func() (socksOutcome, error) { return f.handshake(s) })
+	if err != nil {
+		return nil, err
+	}
+	if out.done {
+		return closedConn{}, nil
+	}
+	log := f.log(s).WithField("target", net.JoinHostPort(out.req.Host, fmt.Sprint(out.req.Port)))
+	if out.code != 0 {
+		log.WithField("reply", out.code).Debug("socks5 request refused")
+		return f.refuse(s, out.code)
+	}
+	c, err := dialerOr(f.Dialer).Dial(ctx, out.req.Host, out.req.Port)
+	if err != nil {
+		fail := ClassifyDialError(err)
+		if fail == FailDenied {
+			log.WithError(err).Info("socks5 target denied")
+		} else {
+			log.WithError(err).Debug("socks5 dial failed")
+		}
+		return f.refuse(s, SocksReplyCode(fail))
+	}
+	var bound netip.AddrPort
+	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		bound = ta.AddrPort()
+	}
+	if _, err := s.Write(AppendSocksReply(nil, SocksSucceeded, bound)); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (f *Socks5) refuse(s StreamIO, code byte) (net.Conn, error) {
+	if _, err := s.Write(AppendSocksReply(nil, code, netip.AddrPort{})); err != nil {
+		return nil, err
+	}
+	return closedConn{}, nil
+}
+
+func (f *Socks5) log(s StreamIO) *logrus.Entry {
+	return frontendLog(f.Log).WithFields(logrus.Fields{"stream": s.ID(), "frontend": "socks5"})
+}
+
+// handshake reads greeting, credentials and request.
+func (f *Socks5) handshake(s StreamIO) (socksOutcome, error) {
+	methods, err := ReadSocksGreeting(s)
+	if err != nil {
+		return socksOutcome{}, err
+	}
+	want := SocksAuthNone
+	if len(f.Users) > 0 {
+		want = SocksAuthUserPass
+	}
+	offered := false
+	for _, m := range methods {
+		if m == want {
+			offered = true
+		}
+	}
+	if !offered {
+		_, err := s.Write([]byte{socksVersion, SocksAuthNoAcceptable})
+		return socksOutcome{done: true}, err
+	}
+	if _, err := s.Write([]byte{socksVersion, want}); err != nil {
+		return socksOutcome{}, err
+	}
+	if want == SocksAuthUserPass {
+		user, pass, err := ReadSocksUserPass(s)
+		var se *SocksError
+		if err != nil && !errors.As(err, &se) {
+			return socksOutcome{}, err
+		}
+		if err != nil || !checkCredentials(f.Users, user, pass) {
+			f.log(s).WithField("user", user).Info("socks5 authentication failed")
+			_, err := s.Write([]byte{socksUserPassVersion, 1})
+			return socksOutcome{done: true}, err
+		}
+		if _, err := s.Write([]byte{socksUserPassVersion, 0}); err != nil {
+			return socksOutcome{}, err
+		}
+	}
+	req, err := ReadSocksRequest(s)
+	if err != nil {
+		var se *SocksError
+		if errors.As(err, &se) {
+			return socksOutcome{req: req, code: se.Code}, nil
+		}
+		if errors.Is(err, ErrSocksVersion) {
+			return socksOutcome{req: req, code: SocksGeneralFailure}, nil
+		}
+		return socksOutcome{}, err
+	}
+	if req.Cmd != SocksCmdConnect {
+		// BIND and UDP ASSOCIATE are not served (UDP would need datagram
+		// frames in the tunnel).
+		return socksOutcome{req: req, code: SocksCmdNotSupported}, nil
+	}
+	return socksOutcome{req: req}, nil
+}
