@@ -115,7 +115,8 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 				w.Tap(h.B)
 			}
 		}
-		if _, err := bufs.WriteTo(w.Conn); err != nil {
+		wb := bufs // WriteTo consumes its receiver; keep bufs' array
+		if _, err := wb.WriteTo(w.Conn); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

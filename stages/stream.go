@@ -315,12 +315,15 @@ func (s *stream) up(ctx context.Context) {
 // down writes received data to the local socket and returns credit.
 func (s *stream) down(ctx context.Context) {
 	consumed := 0
+	batch := make([]Frame, 0, downBatch)
+	var bufs net.Buffers
 	for {
-		f, eof, ok := s.recv.pop(s.aborted)
+		var eof, ok bool
+		batch, eof, ok = s.recv.popBatch(s.aborted, batch[:0])
 		if !ok {
 			return
 		}
-		if eof {
+		if len(batch) == 0 && eof {
 			s.finRecv.Store(true)
 			s.updateHalfClose()
 			if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
@@ -335,9 +338,18 @@ func (s *stream) down(ctx context.Context) {
 			}
 			return
 		}
-		n := len(f.Payload)
-		_, err := s.conn.Write(f.Payload)
-		f.Release()
+		// Everything buffered goes out in one vectored write.
+		n := 0
+		bufs = bufs[:0]
+		for i := range batch {
+			bufs = append(bufs, batch[i].Payload)
+			n += len(batch[i].Payload)
+		}
+		wb := bufs // WriteTo consumes its receiver; keep bufs' array
+		_, err := wb.WriteTo(s.conn)
+		for i := range batch {
+			batch[i].Release()
+		}
 		s.touch()
 		if err != nil {
 			select {
@@ -511,6 +523,36 @@ func (r *recvBuf) finish() {
 	r.eof = true
 	r.mu.Unlock()
 	r.wake()
+}
+
+// downBatch bounds how many buffered chunks one vectored write takes.
+const downBatch = 16
+
+// popBatch appends up to cap(dst) buffered frames to dst, waiting for at
+// least one; eof is true once the data before FIN is all out (then dst is
+// empty); ok=false if the stream was aborted.
+func (r *recvBuf) popBatch(aborted <-chan struct{}, dst []Frame) ([]Frame, bool, bool) {
+	f, eof, ok := r.pop(aborted)
+	if !ok || eof {
+		return dst, eof, ok
+	}
+	dst = append(dst, f)
+	r.mu.Lock()
+	k := min(len(r.chunks), cap(dst)-len(dst))
+	for i := 0; i < k; i++ {
+		dst = append(dst, r.chunks[i])
+		r.size -= len(r.chunks[i].Payload)
+		r.chunks[i] = Frame{}
+	}
+	r.chunks = r.chunks[k:]
+	if len(r.chunks) == 0 {
+		r.chunks = nil
+	}
+	r.mu.Unlock()
+	if k > 0 {
+		r.signalSpace()
+	}
+	return dst, false, true
 }
 
 // pop returns the next frame, or eof once the data before FIN is out, or
