@@ -239,3 +239,64 @@ func FuzzReplay(f *testing.F) {
 		}
 	})
 }
+
+// Editing the last record of a committed capture shows the two bad ends
+// of a direction: EOF without CLOSE, and EOF inside a record.
+func TestReplayInsecureCloseAndTruncation(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(capturesDir, "v2-plaintext.capture"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	last := -1 // session 2's last chunk read: the peer's CLOSE record
+	for i, l := range lines {
+		if strings.Contains(l, " 2 in backend ") {
+			last = i
+		}
+	}
+	if last < 0 || !strings.Contains(lines[last], " n=40 ") {
+		t.Fatal("capture layout changed: no 40-byte CLOSE record read in session 2")
+	}
+	edit := func(repl string) string {
+		l := append([]string(nil), lines...)
+		l[last] = repl
+		rep, _ := replayReader(t, strings.NewReader(strings.Join(l, "\n")), ReplayOptions{Key: captureTestKeyV2, Stream: -1, NoTime: true})
+		return rep
+	}
+	// The CLOSE record never arrived.
+	rep := edit("# removed")
+	if !strings.Contains(rep, "s2   in  error   ERROR insecure close: EOF without a CLOSE record") {
+		t.Errorf("no insecure close reported:\n%s", tail([]byte(rep)))
+	}
+	// Only half of it arrived.
+	f := strings.Fields(lines[last])
+	half := strings.Join(f[:4], " ") + " n=20 hex=" + strings.TrimPrefix(f[5], "hex=")[:40]
+	rep = edit(half)
+	if !strings.Contains(rep, "s2   in  error   ERROR truncated: the backend ended inside a record") {
+		t.Errorf("no truncation reported:\n%s", tail([]byte(rep)))
+	}
+}
+
+// Frames for a stream the capturing side does not have are named, as its
+// demux would answer them with RST.
+func TestReplayUnknownStream(t *testing.T) {
+	capture := `usocks-capture 1 protocol=v2 role=server plaintext=false start=2026-01-01T00:00:00Z
+0.000001 1 - open peer=127.0.0.1:1
+0.000002 1 in frame type=STREAM stream=3 flags=SYN len=0 pad=0
+0.000003 1 in frame type=STREAM stream=3 flags=DAT len=5 pad=0
+0.000004 1 out frame type=STREAM stream=3 flags=RST len=0 pad=0
+0.000005 1 in frame type=STREAM stream=3 flags=DAT len=7 pad=0
+0.000006 1 in frame type=STREAM stream=4 flags=DAT|FIN len=1 pad=0
+0.000007 1 in frame type=WINDOW stream=3 flags=- len=4 pad=0
+0.000008 1 - end result=clean
+0.000009 0 - close events=8 dropped=0
+`
+	rep, st := replayReader(t, strings.NewReader(capture), ReplayOptions{Stream: -1, NoTime: true})
+	if st.Errors != 2 || !strings.Contains(rep, "ERROR unknown stream 3") || !strings.Contains(rep, "ERROR unknown stream 4") {
+		t.Errorf("want unknown stream 3 (after its RST) and 4 (never opened), nothing else:\n%s", rep)
+	}
+	only3, _ := replayReader(t, strings.NewReader(capture), ReplayOptions{Stream: 3, NoTime: true})
+	if strings.Contains(only3, "stream=4") || strings.Contains(only3, "stream 4") || !strings.Contains(only3, "unknown stream 3") {
+		t.Errorf("--stream 3:\n%s", only3)
+	}
+}

@@ -175,18 +175,17 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	b.logf("bench: making %d payloads of %d bytes", opts.Scale.ManyStreams, opts.Scale.ManyBytes)
 	b.payloads = NewPayloads(opts.Scale.ManyStreams, opts.Scale.ManyBytes)
 
-	for i, key := range opts.Tunnels {
-		// Each tunnel gets an equal share of what is left, so that one that
-		// hangs cannot take the time of the others.
-		tctx, tcancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok {
-			tctx, tcancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(len(opts.Tunnels)-i))
-		}
-		rep.Tunnels = append(rep.Tunnels, b.runTunnel(tctx, key))
-		tcancel()
+	cpu0 := sampleCPU()
+	rep.Tunnels = b.runAll(ctx)
+	if d, ok := othersSince(cpu0); ok {
+		rep.OtherCPU = d.Seconds()
 	}
 	rep.Seconds = time.Since(started).Seconds()
 	rep.LoadAvg[1] = loadAvg()
+	if share := rep.OtherCPU / (rep.Seconds * float64(max(1, b.cpus))); share > 0.05 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("other processes used %.0f CPU-s (%.0f%% of the machine) during the run: the figures may be skewed (the tunnels are interleaved, so the ratios less so)",
+			rep.OtherCPU, 100*share))
+	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return rep, err
 	}
@@ -217,173 +216,211 @@ func (b *bencher) logf(format string, a ...any) {
 	fmt.Fprintf(b.log, format+"\n", a...)
 }
 
-// runTunnel starts one tunnel, runs every workload through it and stops it.
-func (b *bencher) runTunnel(ctx context.Context, key string) *TunnelResult {
-	res := &TunnelResult{Key: key, Name: tunnelName(key), Metrics: map[string]*Metric{}, Errors: map[string]string{}}
-	if ctx.Err() != nil {
-		res.Unavailable = "time budget exhausted"
-		return res
+// live is a tunnel that is up, and its measurements so far.
+type live struct {
+	res  *TunnelResult
+	s    *setup
+	vals map[string][]float64
+	down bool // a process of it exited: skip it
+}
+
+func (l *live) add(key string, v float64) { l.vals[key] = append(l.vals[key], v) }
+
+// alive checks the tunnel's processes before a workload.
+func (l *live) alive() bool {
+	if l.down {
+		return false
 	}
-	switch key {
-	case SS:
-		res.Detail = ssVersion() + ", " + SSMethod + ", --no-delay"
-	case V2:
-		res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto)"
-	case V1:
-		res.Detail = "protocol: v1"
-	}
-	b.logf("bench: %s: starting", res.Name)
-	t0 := time.Now()
-	cpu0 := sampleCPU()
-	s, err := b.startTunnel(ctx, key)
-	if err != nil {
-		var un *errUnavailable
-		if errors.As(err, &un) {
-			res.Unavailable = un.reason
-		} else {
-			res.Unavailable = "start failed: " + err.Error()
+	for _, p := range []*proc{l.s.client, l.s.server, l.s.target} {
+		if p != nil && p.exited() {
+			l.res.Notes = append(l.res.Notes, fmt.Sprintf("%s exited during the bench: %s; later workloads skipped", p.name, p.reason()))
+			l.down = true
+			return false
 		}
-		b.logf("bench: %s: n/a (%s)", res.Name, res.Unavailable)
-		return res
 	}
+	return true
+}
+
+// runAll starts every tunnel, then runs each workload through each tunnel
+// in turn, run after run (the first tunnel rotating), so that any other
+// load on the machine falls on all of them alike; then it stops them.
+func (b *bencher) runAll(ctx context.Context) []*TunnelResult {
+	var results []*TunnelResult
+	var tunnels []*live
 	defer func() {
-		for _, p := range []*proc{s.client, s.server, s.target} {
-			if p != nil && p.exited() {
-				res.Notes = append(res.Notes, fmt.Sprintf("%s exited during the bench: %s", p.name, p.reason()))
+		for _, l := range tunnels {
+			l.s.stop()
+		}
+	}()
+	for _, key := range b.opts.Tunnels {
+		res := &TunnelResult{Key: key, Name: tunnelName(key), Metrics: map[string]*Metric{}, Errors: map[string]string{}}
+		results = append(results, res)
+		if ctx.Err() != nil {
+			res.Unavailable = "time budget exhausted"
+			continue
+		}
+		switch key {
+		case SS:
+			res.Detail = ssVersion() + ", " + SSMethod + ", --no-delay"
+		case V2:
+			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto)"
+		case V1:
+			res.Detail = "protocol: v1"
+		}
+		b.logf("bench: %s: starting", res.Name)
+		s, err := b.startTunnel(ctx, key)
+		if err != nil {
+			var un *errUnavailable
+			if errors.As(err, &un) {
+				res.Unavailable = un.reason
+			} else {
+				res.Unavailable = "start failed: " + err.Error()
 			}
+			b.logf("bench: %s: n/a (%s)", res.Name, res.Unavailable)
+			continue
+		}
+		tunnels = append(tunnels, &live{res: res, s: s, vals: map[string][]float64{}})
+	}
+
+	// Resident memory with every tunnel up and one stream done.
+	time.Sleep(200 * time.Millisecond)
+	for _, l := range tunnels {
+		b.rss(l.res, l.s, "rss_idle")
+	}
+	sc := b.opts.Scale
+	for run := range sc.Runs {
+		n := len(tunnels)
+		order := make([]*live, 0, n)
+		for i := range n {
+			order = append(order, tunnels[(run+i)%n])
+		}
+		for _, w := range []func(context.Context, *live, int){b.bulk, b.roundTrips, b.connects, b.many} {
+			for _, l := range order {
+				if ctx.Err() != nil || !l.alive() {
+					continue
+				}
+				w(ctx, l, run)
+			}
+		}
+	}
+	for _, l := range tunnels {
+		if ctx.Err() != nil || !l.alive() {
+			continue
+		}
+		b.idle(ctx, l)
+	}
+	for _, l := range tunnels {
+		l.alive() // notes a process that exited
+		for k, v := range l.vals {
+			if k != "lost" && k != "bad" {
+				l.res.set(k, v...)
+			}
+		}
+		if len(l.vals["lost"]) > 0 { // totals over every run
+			l.res.set("many_lost_bytes", sum(l.vals["lost"]))
+			l.res.set("many_bad_streams", sum(l.vals["bad"]))
 		}
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			res.Notes = append(res.Notes, "its share of the time budget ran out; later workloads were skipped")
+			l.res.Notes = append(l.res.Notes, "the time budget ran out: later workloads were skipped")
 		case ctx.Err() != nil:
-			res.Notes = append(res.Notes, "interrupted")
+			l.res.Notes = append(l.res.Notes, "interrupted")
 		}
-		s.stop()
-		res.Seconds = time.Since(t0).Seconds()
-		if d, ok := othersSince(cpu0); ok {
-			res.OtherCPU = d.Seconds()
-			if share := d.Seconds() / (res.Seconds * float64(max(1, b.cpus))); share > 0.05 {
-				res.Notes = append(res.Notes, fmt.Sprintf("other processes used %.1f CPU-s (%.0f%% of the machine) while it ran: its figures are skewed",
-					d.Seconds(), 100*share))
-			}
-		}
-	}()
+	}
+	return results
+}
+
+func sum(v []float64) float64 {
+	t := 0.0
+	for _, x := range v {
+		t += x
+	}
+	return t
+}
+
+// bulk is workload 1: one stream up, then one down.
+func (b *bencher) bulk(ctx context.Context, l *live, run int) {
 	sc := b.opts.Scale
-
-	// Resident memory with the tunnel up and one stream done.
-	time.Sleep(200 * time.Millisecond)
-	b.rss(res, s, "rss_idle")
-
-	// 1. Bulk throughput, alternating up and down.
-	var up, down []float64
-	for run := range sc.Runs {
-		if ctx.Err() != nil {
-			break
-		}
-		if v, err := BulkUp(ctx, s.addr, sc.Bulk); err != nil {
-			res.fail("up_gbps", err)
-		} else {
-			up = append(up, v)
-		}
-		if v, err := BulkDown(ctx, s.addr, sc.Bulk); err != nil {
-			res.fail("down_gbps", err)
-		} else {
-			down = append(down, v)
-		}
-		b.logf("bench: %s: bulk run %d/%d: up %s down %s Gbit/s", res.Name, run+1, sc.Runs, last(up), last(down))
+	if v, err := BulkUp(ctx, l.s.addr, sc.Bulk); err != nil {
+		l.res.fail("up_gbps", err)
+	} else {
+		l.add("up_gbps", v)
 	}
-	res.set("up_gbps", up...)
-	res.set("down_gbps", down...)
+	if v, err := BulkDown(ctx, l.s.addr, sc.Bulk); err != nil {
+		l.res.fail("down_gbps", err)
+	} else {
+		l.add("down_gbps", v)
+	}
+	b.logf("bench: %s: bulk run %d/%d: up %s down %s Gbit/s", l.res.Name, run+1, sc.Runs, last(l.vals["up_gbps"]), last(l.vals["down_gbps"]))
+}
 
-	// 2. Request/response round trips on one connection.
-	var p50, p99 []float64
-	for run := range sc.Runs {
-		if ctx.Err() != nil {
-			break
-		}
-		lat, err := RoundTrips(ctx, s.addr, sc.RoundTrips, sc.MsgSize, time.Minute)
-		if err != nil {
-			res.fail("rr_p50_us", err)
-			res.fail("rr_p99_us", err)
-			continue
-		}
-		p50 = append(p50, Micros(Percentile(lat, 50)))
-		p99 = append(p99, Micros(Percentile(lat, 99)))
-		b.logf("bench: %s: round trips run %d/%d: p50 %s µs p99 %s µs", res.Name, run+1, sc.Runs, last(p50), last(p99))
+// roundTrips is workload 2: request/response on one stream.
+func (b *bencher) roundTrips(ctx context.Context, l *live, run int) {
+	sc := b.opts.Scale
+	lat, err := RoundTrips(ctx, l.s.addr, sc.RoundTrips, sc.MsgSize, time.Minute)
+	if err != nil {
+		l.res.fail("rr_p50_us", err)
+		l.res.fail("rr_p99_us", err)
+		return
 	}
-	res.set("rr_p50_us", p50...)
-	res.set("rr_p99_us", p99...)
+	l.add("rr_p50_us", Micros(Percentile(lat, 50)))
+	l.add("rr_p99_us", Micros(Percentile(lat, 99)))
+	b.logf("bench: %s: round trips run %d/%d: p50 %s µs p99 %s µs", l.res.Name, run+1, sc.Runs, last(l.vals["rr_p50_us"]), last(l.vals["rr_p99_us"]))
+}
 
-	// 3. New streams per second.
-	var rate, cp99 []float64
-	for run := range sc.Runs {
-		if ctx.Err() != nil {
-			break
-		}
-		r := Connects(ctx, s.addr, sc.ConnConcurrency, sc.Connect)
-		if r.Failed > 0 {
-			res.fail("conn_per_s", fmt.Errorf("%d of %d streams failed, first: %w", r.Failed, r.Failed+r.Done, r.FirstEr))
-		}
-		if r.Done == 0 {
-			continue
-		}
-		rate = append(rate, float64(r.Done)/r.Elapsed.Seconds())
-		cp99 = append(cp99, Millis(Percentile(r.Latency, 99)))
-		b.logf("bench: %s: new streams run %d/%d: %s/s, p99 %s ms", res.Name, run+1, sc.Runs, last(rate), last(cp99))
+// connects is workload 3: new streams per second.
+func (b *bencher) connects(ctx context.Context, l *live, run int) {
+	sc := b.opts.Scale
+	r := Connects(ctx, l.s.addr, sc.ConnConcurrency, sc.Connect)
+	if r.Failed > 0 {
+		l.res.fail("conn_per_s", fmt.Errorf("%d of %d streams failed, first: %w", r.Failed, r.Failed+r.Done, r.FirstEr))
 	}
-	res.set("conn_per_s", rate...)
-	res.set("conn_p99_ms", cp99...)
+	if r.Done == 0 {
+		return
+	}
+	l.add("conn_per_s", float64(r.Done)/r.Elapsed.Seconds())
+	l.add("conn_p99_ms", Millis(Percentile(r.Latency, 99)))
+	b.logf("bench: %s: new streams run %d/%d: %s/s, p99 %s ms", l.res.Name, run+1, sc.Runs, last(l.vals["conn_per_s"]), last(l.vals["conn_p99_ms"]))
+}
 
-	// 4. Concurrent checked streams, with the CPU time of each side.
-	var secs, cpuC, cpuS []float64
-	var lost int64
-	bad := 0
-	for run := range sc.Runs {
-		if ctx.Err() != nil {
-			break
-		}
-		c0, s0 := cpuOf(s.client), cpuOf(s.server)
-		r := Many(ctx, s.addr, b.payloads, 2*time.Minute)
-		c1, s1 := cpuOf(s.client), cpuOf(s.server)
-		lost += r.Lost
-		bad += r.Bad
-		if r.Bad > 0 {
-			res.fail("many_s", fmt.Errorf("%d of %d streams bad, %d bytes lost, first: %w", r.Bad, len(b.payloads.Data), r.Lost, r.FirstEr))
-			continue
-		}
-		secs = append(secs, r.Elapsed.Seconds())
-		if c0 >= 0 && c1 >= 0 {
-			cpuC = append(cpuC, (c1 - c0).Seconds())
-		}
-		if s0 >= 0 && s1 >= 0 {
-			cpuS = append(cpuS, (s1 - s0).Seconds())
-		}
-		b.logf("bench: %s: %d streams run %d/%d: %s s, %.1f Gbit/s each way", res.Name, sc.ManyStreams, run+1, sc.Runs,
-			last(secs), Gbps(r.Sent, r.Elapsed))
+// many is workload 4: concurrent checked streams, with the CPU time each
+// side of the tunnel used for them.
+func (b *bencher) many(ctx context.Context, l *live, run int) {
+	sc := b.opts.Scale
+	c0, s0 := cpuOf(l.s.client), cpuOf(l.s.server)
+	r := Many(ctx, l.s.addr, b.payloads, 2*time.Minute)
+	c1, s1 := cpuOf(l.s.client), cpuOf(l.s.server)
+	l.add("lost", float64(r.Lost))
+	l.add("bad", float64(r.Bad))
+	if r.Bad > 0 {
+		l.res.fail("many_s", fmt.Errorf("%d of %d streams bad, %d bytes lost, first: %w", r.Bad, len(b.payloads.Data), r.Lost, r.FirstEr))
+		return
 	}
-	res.set("many_s", secs...)
-	res.set("cpu_client_s", cpuC...)
-	res.set("cpu_server_s", cpuS...)
-	if ctx.Err() == nil {
-		res.set("many_lost_bytes", float64(lost))
-		res.set("many_bad_streams", float64(bad))
+	l.add("many_s", r.Elapsed.Seconds())
+	if c0 >= 0 && c1 >= 0 {
+		l.add("cpu_client_s", (c1 - c0).Seconds())
 	}
+	if s0 >= 0 && s1 >= 0 {
+		l.add("cpu_server_s", (s1 - s0).Seconds())
+	}
+	b.logf("bench: %s: %d streams run %d/%d: %s s, %.1f Gbit/s each way", l.res.Name, sc.ManyStreams, run+1, sc.Runs,
+		last(l.vals["many_s"]), Gbps(r.Sent, r.Elapsed))
+}
 
-	// 5. Resident memory while holding idle streams.
-	if ctx.Err() == nil {
-		conns, err := HoldIdle(ctx, s.addr, sc.IdleStreams, 32)
-		if err != nil {
-			res.fail("rss_streams_client_mib", err)
-			res.fail("rss_streams_server_mib", err)
-		} else {
-			time.Sleep(500 * time.Millisecond)
-			b.rss(res, s, "rss_streams")
-			closeAll(conns)
-			b.logf("bench: %s: RSS with %d idle streams: client %s server %s MiB", res.Name, sc.IdleStreams,
-				metricStr(res.Metrics["rss_streams_client_mib"]), metricStr(res.Metrics["rss_streams_server_mib"]))
-		}
+// idle is workload 5: resident memory while holding idle streams.
+func (b *bencher) idle(ctx context.Context, l *live) {
+	sc := b.opts.Scale
+	conns, err := HoldIdle(ctx, l.s.addr, sc.IdleStreams, 32)
+	if err != nil {
+		l.res.fail("rss_streams_client_mib", err)
+		l.res.fail("rss_streams_server_mib", err)
+		return
 	}
-	return res
+	defer closeAll(conns)
+	time.Sleep(500 * time.Millisecond)
+	b.rss(l.res, l.s, "rss_streams")
+	b.logf("bench: %s: RSS with %d idle streams: client %s server %s MiB", l.res.Name, sc.IdleStreams,
+		metricStr(l.res.Metrics["rss_streams_client_mib"]), metricStr(l.res.Metrics["rss_streams_server_mib"]))
 }
 
 // rss records the resident memory of the tunnel's client and server.

@@ -21,25 +21,25 @@ type Report struct {
 	Kernel    string    `json:"kernel,omitempty"`
 	// LoadAvg is the 1-minute load average at the start and at the end:
 	// anything else busy on the machine skews the figures.
-	LoadAvg [2]float64      `json:"loadavg"`
-	Scale   Scale           `json:"scale"`
-	Columns []Column        `json:"columns"`
-	Tunnels []*TunnelResult `json:"tunnels"`
-	Notes   []string        `json:"notes,omitempty"`
+	LoadAvg [2]float64 `json:"loadavg"`
+	// OtherCPU is the CPU time that other processes used during the run.
+	OtherCPU float64         `json:"other_cpu_s"`
+	Scale    Scale           `json:"scale"`
+	Columns  []Column        `json:"columns"`
+	Tunnels  []*TunnelResult `json:"tunnels"`
+	Notes    []string        `json:"notes,omitempty"`
 }
 
 // TunnelResult is one row: a tunnel's figures, keyed by Column.Key.
 type TunnelResult struct {
-	Key         string  `json:"key"`
-	Name        string  `json:"name"`
-	Detail      string  `json:"detail,omitempty"`
-	Unavailable string  `json:"unavailable,omitempty"` // why the row is n/a
-	Seconds     float64 `json:"seconds,omitempty"`
-	// OtherCPU is the CPU time other processes used while this row ran.
-	OtherCPU float64            `json:"other_cpu_s"`
-	Metrics  map[string]*Metric `json:"metrics"`
-	Errors   map[string]string  `json:"errors,omitempty"` // first error per column
-	Notes    []string           `json:"notes,omitempty"`
+	Key         string             `json:"key"`
+	Name        string             `json:"name"`
+	Detail      string             `json:"detail,omitempty"`
+	Unavailable string             `json:"unavailable,omitempty"` // why the row is n/a
+	Seconds     float64            `json:"seconds,omitempty"`
+	Metrics     map[string]*Metric `json:"metrics"`
+	Errors      map[string]string  `json:"errors,omitempty"` // first error per column
+	Notes       []string           `json:"notes,omitempty"`
 }
 
 func (t *TunnelResult) set(key string, runs ...float64) {
@@ -222,8 +222,8 @@ func (r *Report) WriteTable(w io.Writer, markdown bool) error {
 	if r.Pinned {
 		pin = "CPU 0: load generator + tunnel client, CPU 1: tunnel server + target"
 	}
-	fmt.Fprintf(&b, "usocks bench: loopback, %s; median of %d runs; %.0f s in all; load average %.2f at the start, %.2f at the end\n\n",
-		pin, r.Scale.Runs, r.Seconds, r.LoadAvg[0], r.LoadAvg[1])
+	fmt.Fprintf(&b, "usocks bench: loopback, %s; median of %d interleaved runs; %.0f s in all; other processes used %.1f CPU-s (load average %.2f at the start, %.2f at the end)\n\n",
+		pin, r.Scale.Runs, r.Seconds, r.OtherCPU, r.LoadAvg[0], r.LoadAvg[1])
 	writeRows(&b, head, med, markdown)
 	fmt.Fprintf(&b, "\nranges (min–max of %d runs):\n\n", r.Scale.Runs)
 	writeRows(&b, head, rng, markdown)
