@@ -32,14 +32,9 @@ func echoThrough(ctx context.Context, tn *tunnel, n int, seed uint64) error {
 	return err
 }
 
-func TestManyConcurrentStreams(t *testing.T) {
-	tg := startTarget(t)
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
-	tn.waitSession()
-	streams, size := 50, 2<<20
-	if testing.Short() {
-		streams, size = 20, 256<<10
-	}
+// echoMany echoes size checked bytes on each of streams concurrent streams.
+func echoMany(t *testing.T, tn *tunnel, streams, size int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -49,6 +44,17 @@ func TestManyConcurrentStreams(t *testing.T) {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestManyConcurrentStreams(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
+	tn.waitSession()
+	streams, size := 50, 2<<20
+	if testing.Short() {
+		streams, size = 20, 256<<10
+	}
+	echoMany(t, tn, streams, size)
 	if got := tn.srv.Sessions.Load(); got != 1 {
 		t.Errorf("sessions = %d, want 1 (all streams share one tunnel)", got)
 	}

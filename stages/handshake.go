@@ -131,13 +131,23 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	if err != nil {
 		return nil, ErrServerAuth
 	}
-	hkC := wire.ClientHandshakeKey(h.PSK, &hello.Salt)
-	hkS := wire.ServerHandshakeKey(h.PSK, &hello.Salt, &sh.Salt)
-	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &hello.Public, &sh.Public)
-	if h.KeyLog != nil {
-		h.KeyLog(c, &sk, h.Cipher)
+	return sessionKeys(h.PSK, &hello, sh, shared, Client, c, h.KeyLog)
+}
+
+// sessionKeys runs the key schedule of a finished handshake and returns the
+// record state of the given side (its sealer is its sending direction).
+func sessionKeys(psk *wire.PSK, ch *wire.ClientHello, sh *wire.ServerHello, shared []byte, side Role,
+	c net.Conn, keyLog func(net.Conn, *wire.SessionKeys, wire.CipherID)) (*Keys, error) {
+	hkC := wire.ClientHandshakeKey(psk, &ch.Salt)
+	hkS := wire.ServerHandshakeKey(psk, &ch.Salt, &sh.Salt)
+	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	if keyLog != nil {
+		keyLog(c, &sk, ch.Cipher)
 	}
-	return newKeys(h.Cipher, &sk.C2S, &sk.S2C)
+	if side == Client {
+		return newKeys(ch.Cipher, &sk.C2S, &sk.S2C)
+	}
+	return newKeys(ch.Cipher, &sk.S2C, &sk.C2S)
 }
 
 func withinSkew(now time.Time, ts uint64, skew time.Duration) bool {
@@ -312,13 +322,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if _, err := c.Write(wire.AppendServerHello(nil, h.PSK, &sh)); err != nil {
 		return nil, &BackendError{Op: "write", Err: err}
 	}
-	hkC := wire.ClientHandshakeKey(h.PSK, &ch.Salt)
-	hkS := wire.ServerHandshakeKey(h.PSK, &ch.Salt, &sh.Salt)
-	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
-	if h.KeyLog != nil {
-		h.KeyLog(c, &sk, ch.Cipher)
-	}
-	return newKeys(ch.Cipher, &sk.S2C, &sk.C2S)
+	return sessionKeys(h.PSK, ch, &sh, shared, Server, c, h.KeyLog)
 }
 
 func (h *ServerHandshake) cipherAllowed(c wire.CipherID) bool {

@@ -52,44 +52,63 @@ func (e *Encrypt) freeList() chan []byte {
 
 // Run seals until In is closed (then closes Out) or ctx is done.
 func (e *Encrypt) Run(ctx context.Context) error {
-	defer close(e.Out)
 	free := e.freeList()
+	start := func() []byte {
+		select {
+		case out := <-free:
+			return out
+		default:
+			return nil
+		}
+	}
+	seal := func(out []byte, f *wire.Frame) ([]byte, error) {
+		pad := 0
+		if e.Pad != nil {
+			pad = e.Pad(f)
+		}
+		out, err := e.Sealer.SealFrame(out, f, pad)
+		if err != nil {
+			err = fmt.Errorf("seal: %w", err)
+		}
+		return out, err
+	}
+	return sealLoop(ctx, e.In, e.Out, e.Tap, start, seal)
+}
+
+// sealLoop is the loop of both encrypt stages (v2 and v1): take a batch,
+// seal its frames into one buffer that start provides, release each frame,
+// hand the buffer to the writer. It closes out when it returns.
+func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(*wire.Frame),
+	start func() []byte, seal func([]byte, *wire.Frame) ([]byte, error)) error {
+	defer close(out)
 	for {
 		var b Batch
 		var ok bool
 		select {
-		case b, ok = <-e.In:
+		case b, ok = <-in:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		if !ok {
 			return nil
 		}
-		var out []byte
-		select {
-		case out = <-free:
-		default:
-		}
+		buf := start()
 		var err error
 		for i := range b {
 			f := &b[i]
-			pad := 0
-			if e.Pad != nil {
-				pad = e.Pad(&f.Frame)
-			}
-			if e.Tap != nil {
-				e.Tap(&f.Frame)
+			if tap != nil {
+				tap(&f.Frame)
 			}
 			if err == nil {
-				out, err = e.Sealer.SealFrame(out, &f.Frame, pad)
+				buf, err = seal(buf, &f.Frame)
 			}
 			f.Release()
 		}
 		if err != nil {
-			return fmt.Errorf("seal: %w", err)
+			return err
 		}
 		select {
-		case e.Out <- Sealed{B: out}:
+		case out <- Sealed{B: buf}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -37,43 +37,14 @@ type EncryptV1 struct {
 // sync block goes out with the first record, never alone, as the original
 // does: a peer with nothing to say sends nothing at all.
 func (e *EncryptV1) Run(ctx context.Context) error {
-	defer close(e.Out)
-	for {
-		var b Batch
-		var ok bool
-		select {
-		case b, ok = <-e.In:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if !ok {
+	start := func() []byte {
+		if e.synced {
 			return nil
 		}
-		var out []byte
-		if !e.synced {
-			out = append(out, e.Sealer.Sync()...)
-			e.synced = true
-		}
-		var err error
-		for i := range b {
-			f := &b[i]
-			if e.Tap != nil {
-				e.Tap(&f.Frame)
-			}
-			if err == nil {
-				out, err = e.seal(out, &f.Frame)
-			}
-			f.Release()
-		}
-		if err != nil {
-			return err
-		}
-		select {
-		case e.Out <- Sealed{B: out}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		e.synced = true
+		return append([]byte(nil), e.Sealer.Sync()...)
 	}
+	return sealLoop(ctx, e.In, e.Out, e.Tap, start, e.seal)
 }
 
 func (e *EncryptV1) seal(out []byte, f *wire.Frame) ([]byte, error) {
