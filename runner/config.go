@@ -90,6 +90,11 @@ type Common struct {
 	// HalfClosedTimeout resets a stream that one side finished and that
 	// then carried no data for this long (default 2m; -1s disables).
 	HalfClosedTimeout time.Duration `yaml:"half_closed_timeout"`
+	// KeepAlive is the client's PING interval on v2 backends (default
+	// 15s; -1s disables): a backend silent for 2.5 intervals is declared
+	// dead and the client reconnects. Servers answer pings; this key is
+	// ignored there.
+	KeepAlive time.Duration `yaml:"keepalive"`
 	// Capture, if set, records the session's frames to this file.
 	Capture string `yaml:"capture"`
 	// CapturePlaintext also records decrypted frame payloads. Off by
@@ -274,6 +279,9 @@ func (c *Common) validate(section string, server bool) error {
 	}
 	if c.MaxStreams < 1 || c.MaxStreams > 65534 {
 		return &ConfigError{key("max_streams"), "must be 1..65534"}
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 15 * time.Second
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = time.Hour

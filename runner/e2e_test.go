@@ -453,3 +453,35 @@ func TestHalfClosedStreamTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBlackholedBackendIsDetected(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, keepalive: 200 * time.Millisecond})
+	tn.waitSession()
+	c := tn.dial(modeEcho)
+	defer c.Close()
+	if _, err := c.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	// The network silently stops: no FIN, no RST, nothing.
+	tn.relay.blackhole.Store(true)
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stream over a dead backend: %v after %v; want a reset", err, time.Since(start))
+	}
+	t.Logf("stream reset %v after the backend went silent", time.Since(start).Round(time.Millisecond))
+	// Once the network is back, new streams work.
+	tn.relay.blackhole.Store(false)
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 10_000, 3); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -143,6 +143,7 @@ type tunnelOpts struct {
 	noClient   bool
 	protocol   string // "" (v2) or "v1"
 	halfClosed time.Duration
+	keepalive  time.Duration
 	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
@@ -237,7 +238,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		}
 		cln := listenLocal(t)
 		ccfg := &ClientConfig{
-			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams,
+			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 		}

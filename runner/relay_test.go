@@ -1,9 +1,9 @@
 package runner
 
 import (
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -19,6 +19,9 @@ type relay struct {
 	recorded [][]byte
 	conns    []net.Conn
 	wg       sync.WaitGroup
+	// blackhole, while set, makes the relay swallow traffic both ways
+	// (the connections stay up): a network that silently stopped.
+	blackhole atomic.Bool
 }
 
 func startRelay(t testing.TB, target string) *relay {
@@ -48,8 +51,7 @@ func startRelay(t testing.TB, target string) *relay {
 			}()
 			go func() {
 				defer r.wg.Done()
-				_, _ = io.Copy(c, s)
-				_ = c.(*net.TCPConn).CloseWrite()
+				r.pipeS2C(c, s)
 			}()
 		}
 	}()
@@ -71,12 +73,31 @@ func (r *relay) pipeC2S(idx int, c, s net.Conn) {
 			}
 			r.mu.Unlock()
 			off += int64(n)
+			if r.blackhole.Load() {
+				continue
+			}
 			if _, werr := s.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
 		if err != nil {
 			_ = s.(*net.TCPConn).CloseWrite()
+			return
+		}
+	}
+}
+
+func (r *relay) pipeS2C(c, s net.Conn) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 && !r.blackhole.Load() {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = c.(*net.TCPConn).CloseWrite()
 			return
 		}
 	}

@@ -53,6 +53,7 @@ type sessionParams struct {
 	frontend   stages.Frontend
 	maxStreams int
 	idle, half time.Duration // stream timeouts (≤ 0: off)
+	keepalive  time.Duration // PING interval (0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *SessionCapture // nil: capture off (nil taps)
@@ -153,7 +154,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
-		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0),
+		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive,
 		Closing: closing, PeerClosing: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 

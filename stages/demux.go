@@ -35,6 +35,7 @@ var (
 	ErrInsecureClose = errors.New("backend ended without a CLOSE record (insecure close: possible truncation)")
 	ErrPeerReset     = errors.New("peer reset the session")
 	ErrProtocol      = errors.New("protocol error")
+	ErrPeerDead      = errors.New("peer stopped answering (keepalive)")
 )
 
 // Role says which end of the tunnel a session is.
@@ -78,6 +79,10 @@ type Demux struct {
 	Log         *logrus.Entry
 	// Stats, if set, is updated as streams open and close.
 	Stats *Stats
+	// KeepAlive, if set, sends a PING this often (v2) and ends the session
+	// with ErrPeerDead when nothing has arrived for 2.5 intervals, so a
+	// blackholed backend is noticed and the client reconnects.
+	KeepAlive time.Duration
 	// IdleTimeout resets a stream with no data either way for this long
 	// (0: never). HalfClosedTimeout does the same, sooner, for a stream
 	// that one side has finished (0: never).
@@ -113,16 +118,29 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 	defer d.shutdown()
 	accept := d.Accept
 	closing := d.Closing
-	var janitor <-chan time.Time
+	var janitor, keepalive <-chan time.Time
 	if d.IdleTimeout > 0 || d.HalfClosedTimeout > 0 {
 		t := time.NewTicker(janitorPeriod(d.IdleTimeout, d.HalfClosedTimeout))
 		defer t.Stop()
 		janitor = t.C
 	}
+	lastRecv := time.Now()
+	if d.KeepAlive > 0 && !d.Legacy {
+		t := time.NewTicker(d.KeepAlive)
+		defer t.Stop()
+		keepalive = t.C
+	}
 	for {
 		select {
 		case now := <-janitor:
 			d.reapIdle(now)
+		case now := <-keepalive:
+			// Anything from the peer proves it alive; silence for two
+			// intervals (pings unanswered) declares the backend dead.
+			if now.Sub(lastRecv) > 2*d.KeepAlive+d.KeepAlive/2 {
+				return fmt.Errorf("%w: nothing received for %v", ErrPeerDead, now.Sub(lastRecv).Round(time.Millisecond))
+			}
+			d.control(Frame{Frame: wire.Frame{Type: wire.FramePing}})
 		case <-closing:
 			closing, accept = nil, nil
 			d.closed = true
@@ -136,6 +154,7 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 				}
 				return ErrInsecureClose
 			}
+			lastRecv = time.Now()
 			if err := d.handle(ctx, f); err != nil {
 				return err
 			}

@@ -8,7 +8,10 @@
 // a separate process (echo, sink and source on one port); the tunnels are
 // real processes (`usocks client`/`usocks server` of the same binary,
 // ss-tunnel/ss-server from PATH) started on free loopback ports and stopped
-// by PID. Every workload has a deadline.
+// by PID. All tunnels are up at once and each workload runs through each
+// tunnel in turn, run after run, so that other load on the machine falls
+// on all of them alike. Every workload has a deadline, and the whole run a
+// budget.
 package bench
 
 import (
@@ -40,7 +43,7 @@ type Scale struct {
 	IdleStreams     int           `json:"idle_streams"`     // open idle streams for the RSS figure
 }
 
-// DefaultScale is the full bench (about 40 s per tunnel).
+// DefaultScale is the full bench (about 35 s per tunnel).
 func DefaultScale() Scale {
 	return Scale{Runs: 3, Bulk: 3 * time.Second, RoundTrips: 20000, MsgSize: 64,
 		Connect: 2 * time.Second, ConnConcurrency: 16, ManyStreams: 200, ManyBytes: 1 << 20, IdleStreams: 1000}
