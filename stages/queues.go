@@ -26,6 +26,9 @@ const (
 	// StreamWindow is the initial per-stream receive window in bytes. Each
 	// side starts with this much credit toward the other (SPEC-v2.md).
 	StreamWindow = 256 * 1024
+	// MaxStreamWindow caps a stream's receive window as auto-tuning grows
+	// it for a fast reader (see stream.down).
+	MaxStreamWindow = 2 << 20
 	// windowUpdateThreshold: the receiver returns credit once this much
 	// has been consumed, so WINDOW frames are rare.
 	windowUpdateThreshold = StreamWindow / 4

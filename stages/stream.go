@@ -53,6 +53,9 @@ func (s streamState) String() string {
 	return [...]string{"opening", "open", "local-fin", "remote-fin", "closed", "reset"}[s]
 }
 
+// smallReadSize is the per-stream buffer a quiet stream reads into.
+const smallReadSize = 2048
+
 // LegacyFINLinger bounds how long a v1 stream keeps reading its local side
 // after the peer's FIN before it answers with its own.
 const LegacyFINLinger = 10 * time.Second
@@ -61,11 +64,15 @@ const LegacyFINLinger = 10 * time.Second
 var ErrFlowControl = errors.New("stream flow-control window exceeded")
 
 type stream struct {
-	id      uint16
-	conn    net.Conn // set before the pumps start
-	data    chan<- Frame
-	control chan<- Frame
-	log     *logrus.Entry
+	id uint16
+	// conn is set (under connMu) before the pumps start; abort resets it
+	// so a pump blocked in Read or Write wakes up.
+	conn     net.Conn
+	connMu   sync.Mutex
+	connDone bool // the actor closed conn itself
+	data     chan<- Frame
+	control  chan<- Frame
+	log      *logrus.Entry
 
 	recv recvBuf
 
@@ -105,6 +112,7 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy 
 	}
 	s.recv.notify = make(chan struct{}, 1)
 	s.recv.space = make(chan struct{}, 1)
+	s.recv.window.Store(StreamWindow)
 	s.credit.Store(StreamWindow)
 	s.touch()
 	if legacy {
@@ -149,6 +157,12 @@ func (s *stream) abort(sendRST bool) {
 			s.sendRST()
 		}
 		s.recv.wake()
+		// Resetting the socket is what unblocks a pump in Read or Write.
+		s.connMu.Lock()
+		if s.conn != nil && !s.connDone {
+			resetConn(s.conn)
+		}
+		s.connMu.Unlock()
 	})
 }
 
@@ -223,21 +237,17 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 		}
 		return
 	}
+	s.connMu.Lock()
 	s.conn = c
+	s.connMu.Unlock()
+	select {
+	case <-s.aborted: // reset while opening
+		resetConn(c)
+	default:
+	}
 	s.setState(stateOpen)
 	stop := context.AfterFunc(ctx, func() { s.abort(false) })
 	defer stop()
-	// Closing the socket is what unblocks a pump stuck in Read or Write.
-	finished := make(chan struct{})
-	closerDone := make(chan struct{})
-	go func() {
-		defer close(closerDone)
-		select {
-		case <-s.aborted:
-			resetConn(c)
-		case <-finished:
-		}
-	}()
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
@@ -245,8 +255,9 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	}()
 	s.down(ctx)
 	<-upDone
-	close(finished)
-	<-closerDone
+	s.connMu.Lock()
+	s.connDone = true
+	s.connMu.Unlock()
 	_ = c.Close()
 	if s.legacy {
 		s.legacyReply(ctx)
@@ -269,16 +280,39 @@ func (s *stream) legacyReply(ctx context.Context) {
 }
 
 // up pumps the local socket into DAT frames until EOF (then FIN).
+//
+// While a stream is quiet it waits in Read with a small buffer of its own,
+// so idle streams hold no pooled payload buffer; once a read fills it, the
+// stream is busy and reads straight into pooled buffers of a whole frame.
 func (s *stream) up(ctx context.Context) {
+	var small []byte
+	bulk := false
 	for {
-		// Wait for data before taking a buffer, so idle streams hold none.
-		waitReadable(s.conn)
-		n, ok := s.takeCredit(ctx, wire.MaxPayloadLen)
+		want := smallReadSize
+		if bulk {
+			want = wire.MaxPayloadLen
+		}
+		n, ok := s.takeCredit(ctx, want)
 		if !ok {
 			return
 		}
-		buf := getBuf()
-		m, err := s.conn.Read(buf[:n])
+		var buf *Buf
+		var m int
+		var err error
+		if bulk {
+			buf = getBuf()
+			m, err = s.conn.Read(buf[:n])
+		} else {
+			if small == nil {
+				small = make([]byte, smallReadSize)
+			}
+			m, err = s.conn.Read(small[:n])
+			if m > 0 {
+				buf = getBuf()
+				copy(buf[:m], small[:m])
+			}
+		}
+		bulk = m == n && n > 0
 		s.touch()
 		if m < n {
 			s.addCredit(uint32(n - m))
@@ -362,7 +396,15 @@ func (s *stream) down(ctx context.Context) {
 		}
 		consumed += n
 		if !s.legacy && consumed >= windowUpdateThreshold {
-			w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(consumed))}}
+			// Auto-tuning: if the app has already taken everything, the
+			// window, not the app, limits this stream: double it (up to
+			// MaxStreamWindow). A slow reader never grows its window.
+			grant := consumed
+			if win := s.recv.window.Load(); win < MaxStreamWindow && s.recv.buffered() == 0 {
+				s.recv.window.Store(win * 2)
+				grant += int(win)
+			}
+			w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(grant))}}
 			select {
 			case s.control <- w:
 				consumed = 0
@@ -448,6 +490,9 @@ type recvBuf struct {
 	mu     sync.Mutex
 	chunks []Frame
 	size   int
+	// window is the credit this side has granted in all: the most that may
+	// be buffered. It starts at StreamWindow and only the down pump grows it.
+	window atomic.Int64
 	eof    bool
 	notify chan struct{} // cap 1: data or EOF arrived
 	space  chan struct{} // cap 1: data was taken (legacy back-pressure)
@@ -492,7 +537,14 @@ func (r *recvBuf) wake() {
 
 // push adds f's payload; it takes ownership of f. ErrFlowControl if the
 // peer overran its window.
-func (r *recvBuf) push(f Frame) error { return r.pushLimit(f, StreamWindow) }
+func (r *recvBuf) push(f Frame) error { return r.pushLimit(f, int(r.window.Load())) }
+
+// buffered is how many bytes wait for the socket.
+func (r *recvBuf) buffered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.size
+}
 
 func (r *recvBuf) pushLimit(f Frame, limit int) error {
 	r.mu.Lock()

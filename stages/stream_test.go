@@ -17,7 +17,9 @@ func payloadFrame(n int, b byte) Frame {
 }
 
 func newRecv() *recvBuf {
-	return &recvBuf{notify: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+	r := &recvBuf{notify: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+	r.window.Store(StreamWindow)
+	return r
 }
 
 func TestRecvBufOrderAndEOF(t *testing.T) {
