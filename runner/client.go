@@ -74,7 +74,10 @@ func (c *Client) Listen() error {
 	if c.ln != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", c.cfg.ListenAddr())
+	// App connections need no TCP keepalive (they are local, and streams
+	// have idle timeouts); skipping it saves syscalls on every accept.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", c.cfg.ListenAddr())
 	if err != nil {
 		return fmt.Errorf("client: listen on %s: %w", c.cfg.ListenAddr(), err)
 	}

@@ -359,6 +359,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (net.Conn, 
 		}
 	}
 	nd := net.Dialer{
+		KeepAlive:     -1, // streams have idle timeouts; saves syscalls per dial
 		FallbackDelay: d.FallbackDelay,
 		Resolver:      d.Resolver,
 		ControlContext: func(_ context.Context, _, address string, _ syscall.RawConn) error {

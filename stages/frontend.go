@@ -44,6 +44,8 @@ func (r *Redirect) Open(ctx context.Context, _ StreamIO) (net.Conn, error) {
 	if t == 0 {
 		t = DefaultDialTimeout
 	}
-	d := net.Dialer{Timeout: t}
+	// No TCP keepalive on target connections: streams have their own idle
+	// timeouts, and the four setsockopt calls per dial cost stream setup.
+	d := net.Dialer{Timeout: t, KeepAlive: -1}
 	return d.DialContext(ctx, "tcp", r.Addr)
 }
