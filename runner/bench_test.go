@@ -113,3 +113,21 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNewStream is one short stream per op: connect, 1-byte echo,
+// close.
+func BenchmarkNewStream(b *testing.B) {
+	_, tunnel := benchDialers(b, "")
+	one := []byte{modeEcho, 'x'}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := tunnel()
+		if _, err := c.Write(one); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, one[1:]); err != nil {
+			b.Fatal(err)
+		}
+		_ = c.Close()
+	}
+}

@@ -911,17 +911,10 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// tapEncrypt sets the v2 encrypt stage's tap; if a padder is set it is
-// wrapped so the tap learns each frame's padding (both run in the encrypt
-// goroutine, padder first).
+// tapEncrypt sets the v2 encrypt stage's tap, which also learns each
+// frame's padding.
 func (s *SessionCapture) tapEncrypt(e *stages.Encrypt) {
-	if e.Pad == nil {
-		e.Tap = s.frameOut
-		return
-	}
-	pad, last := e.Pad, 0
-	e.Pad = func(f *wire.Frame) int { last = pad(f); return last }
-	e.Tap = func(f *wire.Frame) { s.frame(DirOut, f, last) }
+	e.Tap = func(f *wire.Frame, pad int) { s.frame(DirOut, f, pad) }
 }
 
 // tapBackend sets the backend taps and returns the reader's and writer's

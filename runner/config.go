@@ -90,6 +90,9 @@ type Common struct {
 	// HalfClosedTimeout resets a stream that one side finished and that
 	// then carried no data for this long (default 2m; -1s disables).
 	HalfClosedTimeout time.Duration `yaml:"half_closed_timeout"`
+	// Padding is the traffic-analysis padding of what this side sends on
+	// v2: off, low (default) or high (stages/padding.go has the budgets).
+	Padding string `yaml:"padding"`
 	// KeepAlive is the client's PING interval on v2 backends (default
 	// 15s; -1s disables): a backend silent for 2.5 intervals is declared
 	// dead and the client reconnects. Servers answer pings; this key is
@@ -279,6 +282,12 @@ func (c *Common) validate(section string, server bool) error {
 	}
 	if c.MaxStreams < 1 || c.MaxStreams > 65534 {
 		return &ConfigError{key("max_streams"), "must be 1..65534"}
+	}
+	if c.Padding == "" {
+		c.Padding = "low"
+	}
+	if _, err := stages.ParsePadLevel(c.Padding); err != nil {
+		return &ConfigError{key("padding"), err.Error()}
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 15 * time.Second

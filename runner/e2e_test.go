@@ -485,3 +485,37 @@ func TestBlackholedBackendIsDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPaddingOverheadWithinBudget uploads bulk data through a counting
+// relay at each padding level and compares the bytes on the wire with the
+// bytes sent: padding stays within its documented budget, and the echo
+// stays byte-exact (padding never reaches the application).
+func TestPaddingOverheadWithinBudget(t *testing.T) {
+	const size = 8 << 20
+	overhead := map[string]float64{}
+	for _, level := range []string{"off", "low", "high"} {
+		tg := startTarget(t)
+		tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, padding: level})
+		tn.waitSession()
+		before := tn.relay.c2s.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := echoThrough(ctx, tn, size, 77)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", level, err)
+		}
+		overhead[level] = float64(tn.relay.c2s.Load()-before)/size - 1
+		tn.stop()
+	}
+	t.Logf("bulk overhead on the wire: off %.2f%%, low %.2f%%, high %.2f%%", 100*overhead["off"], 100*overhead["low"], 100*overhead["high"])
+	// Budgets from stages/padding.go, over the record overhead of "off".
+	if d := overhead["low"] - overhead["off"]; d > 0.02 {
+		t.Errorf("low padding costs %.2f%%, budget 2%%", 100*d)
+	}
+	if d := overhead["high"] - overhead["off"]; d > 0.06 {
+		t.Errorf("high padding costs %.2f%%, budget 6%%", 100*d)
+	}
+	if overhead["low"] <= overhead["off"] {
+		t.Errorf("low padding added nothing (%.4f vs %.4f)", overhead["low"], overhead["off"])
+	}
+}

@@ -144,6 +144,7 @@ type tunnelOpts struct {
 	protocol   string // "" (v2) or "v1"
 	halfClosed time.Duration
 	keepalive  time.Duration
+	padding    string
 	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
@@ -238,7 +239,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		}
 		cln := listenLocal(t)
 		ccfg := &ClientConfig{
-			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive,
+			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Padding: o.padding,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 		}

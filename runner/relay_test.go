@@ -22,6 +22,8 @@ type relay struct {
 	// blackhole, while set, makes the relay swallow traffic both ways
 	// (the connections stay up): a network that silently stopped.
 	blackhole atomic.Bool
+	// c2s counts bytes relayed client → server on all connections.
+	c2s atomic.Int64
 }
 
 func startRelay(t testing.TB, target string) *relay {
@@ -73,6 +75,7 @@ func (r *relay) pipeC2S(idx int, c, s net.Conn) {
 			}
 			r.mu.Unlock()
 			off += int64(n)
+			r.c2s.Add(int64(n))
 			if r.blackhole.Load() {
 				continue
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -54,6 +55,7 @@ type sessionParams struct {
 	maxStreams int
 	idle, half time.Duration // stream timeouts (≤ 0: off)
 	keepalive  time.Duration // PING interval (0: off)
+	padding    string        // v2 padding level (validated config value)
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *SessionCapture // nil: capture off (nil taps)
@@ -134,7 +136,14 @@ func runSession(ctx context.Context, p sessionParams) error {
 		}
 		enc, dec = e.Run, d.Run
 	} else {
-		e := &stages.Encrypt{Sealer: p.keys.Seal, In: batches, Out: sealed, Log: stage("encrypt")}
+		level, _ := stages.ParsePadLevel(p.padding)
+		var seed [32]byte
+		_, _ = rand.Read(seed[:])
+		pad, err := stages.NewPadding(level, mrand.NewChaCha8(seed))
+		if err != nil {
+			return err
+		}
+		e := &stages.Encrypt{Sealer: p.keys.Seal, Padding: pad, In: batches, Out: sealed, Log: stage("encrypt")}
 		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
 			Chaff: func() { p.stats.ChaffReceived.Add(1) }}
 		if p.capture != nil {

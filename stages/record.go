@@ -17,19 +17,17 @@ import (
 // ErrTruncated means the backend ended in the middle of a record.
 var ErrTruncated = errors.New("backend ended inside a record")
 
-// Padder chooses the padding length for a frame about to be sealed. nil
-// means no padding.
-type Padder func(f *wire.Frame) int
-
 // Encrypt is the mux → backend writer stage.
 type Encrypt struct {
 	Sealer *wire.Sealer
 	In     <-chan Batch
 	Out    chan<- Sealed
-	Pad    Padder
-	Log    *logrus.Entry
-	// Tap, if set, sees every frame before it is sealed (capture).
-	Tap func(*wire.Frame)
+	// Padding is the session's padding policy; nil means none.
+	Padding *Padding
+	Log     *logrus.Entry
+	// Tap, if set, sees every frame and its padding as it is sealed
+	// (capture).
+	Tap func(f *wire.Frame, padLen int)
 
 	free chan []byte
 }
@@ -61,25 +59,39 @@ func (e *Encrypt) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	seal := func(out []byte, f *wire.Frame) ([]byte, error) {
+	burst := 0 // sealed bytes of the burst so far
+	seal := func(out []byte, f *wire.Frame, last bool) ([]byte, error) {
 		pad := 0
-		if e.Pad != nil {
-			pad = e.Pad(f)
+		if e.Padding != nil {
+			if last {
+				unpadded := burst + wire.RecordOverhead + wire.FrameHeaderLen + len(f.Payload)
+				pad = e.Padding.burstPad(f, unpadded)
+			} else {
+				pad = e.Padding.recordPad(f)
+			}
 		}
+		if e.Tap != nil {
+			e.Tap(f, pad)
+		}
+		n := len(out)
 		out, err := e.Sealer.SealFrame(out, f, pad)
+		burst += len(out) - n
+		if last {
+			burst = 0
+		}
 		if err != nil {
 			err = fmt.Errorf("seal: %w", err)
 		}
 		return out, err
 	}
-	return sealLoop(ctx, e.In, e.Out, e.Tap, start, seal)
+	return sealLoop(ctx, e.In, e.Out, nil, start, seal)
 }
 
 // sealLoop is the loop of both encrypt stages (v2 and v1): take a batch,
 // seal its frames into one buffer that start provides, release each frame,
 // hand the buffer to the writer. It closes out when it returns.
 func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(*wire.Frame),
-	start func() []byte, seal func([]byte, *wire.Frame) ([]byte, error)) error {
+	start func() []byte, seal func(buf []byte, f *wire.Frame, last bool) ([]byte, error)) error {
 	defer close(out)
 	for {
 		var b Batch
@@ -100,7 +112,7 @@ func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(
 				tap(&f.Frame)
 			}
 			if err == nil {
-				buf, err = seal(buf, &f.Frame)
+				buf, err = seal(buf, &f.Frame, i == len(b)-1)
 			}
 			f.Release()
 		}

@@ -1,0 +1,133 @@
+package stages
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+
+	"usocks/wire"
+)
+
+// Padding of v2 records against traffic analysis (SPEC-v2.md, "Padding").
+//
+// The unit is the write burst: everything the encrypt stage seals from one
+// batch, which the backend writer sends in one write. Without padding the
+// size of the burst's last TCP segment (burst length mod the segment size)
+// follows the application. With padding the last frame of every burst
+// carries enough padding that this tail length is drawn instead from a
+// distribution chosen at random for each session (obfs4's padBurst idea):
+// two sessions show different packet-size histograms, and neither shows the
+// application's. Padding is encrypted and ignored by the receiver.
+//
+// Levels and their overhead budgets (bulk transfer, measured on the wire):
+//
+//	off   no padding
+//	low   every burst grows by a draw from the session's distribution over
+//	      [0, 512): at most 511 bytes per burst, ≤ 2 % on bulk transfers
+//	      (more, relatively, on tiny interactive messages)
+//	high  the burst's tail length becomes a draw over [0, 1448), and every
+//	      record body is rounded up to a multiple of 64 bytes: ≤ 6 % on
+//	      bulk transfers
+
+// PadLevel selects a padding policy.
+type PadLevel int
+
+// Padding levels.
+const (
+	PadOff PadLevel = iota
+	PadLow
+	PadHigh
+)
+
+func (l PadLevel) String() string { return [...]string{"off", "low", "high"}[l] }
+
+// ParsePadLevel maps a config value to a level.
+func ParsePadLevel(s string) (PadLevel, error) {
+	switch s {
+	case "", "off":
+		return PadOff, nil
+	case "low":
+		return PadLow, nil
+	case "high":
+		return PadHigh, nil
+	}
+	return 0, fmt.Errorf("%q: want off, low or high", s)
+}
+
+// segmentSize is the TCP payload size padding aims at (1500-byte MTU).
+const segmentSize = 1448
+
+// padPoints is how many tail lengths a session's distribution has.
+const padPoints = 24
+
+// Padding is one session's padding policy. Only the encrypt stage uses it.
+type Padding struct {
+	level  PadLevel
+	values [padPoints]int    // candidate tail lengths
+	cum    [padPoints]uint32 // cumulative weights
+	rand   io.Reader
+	buf    [4]byte
+}
+
+// NewPadding draws a session's distribution from r (which it keeps for
+// sampling). It returns nil for PadOff.
+func NewPadding(level PadLevel, r io.Reader) (*Padding, error) {
+	if level == PadOff {
+		return nil, nil
+	}
+	p := &Padding{level: level, rand: r}
+	max := 512
+	if level == PadHigh {
+		max = segmentSize
+	}
+	var b [padPoints * 4]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return nil, err
+	}
+	var total uint32
+	for i := range p.values {
+		v := binary.LittleEndian.Uint32(b[i*4:])
+		p.values[i] = int(v % uint32(max))
+		total += 1 + (v>>16)%64 // weight 1..64
+		p.cum[i] = total
+	}
+	sort.Ints(p.values[:])
+	return p, nil
+}
+
+// sample draws one tail length.
+func (p *Padding) sample() int {
+	if _, err := io.ReadFull(p.rand, p.buf[:]); err != nil {
+		return 0
+	}
+	x := binary.LittleEndian.Uint32(p.buf[:]) % p.cum[padPoints-1]
+	i := sort.Search(padPoints, func(i int) bool { return p.cum[i] > x })
+	return p.values[i]
+}
+
+// recordPad is the padding for a frame that is not the last of its burst.
+func (p *Padding) recordPad(f *wire.Frame) int {
+	if p.level != PadHigh {
+		return 0
+	}
+	body := wire.FrameHeaderLen + len(f.Payload)
+	return (64 - body%64) % 64
+}
+
+// burstPad is the padding for the last frame of a burst whose records so
+// far (this frame included, unpadded) take sealed bytes: it makes the
+// burst's tail length a draw from the session's distribution.
+func (p *Padding) burstPad(f *wire.Frame, sealed int) int {
+	pad := p.recordPad(f)
+	if p.level == PadLow {
+		pad += p.sample() // a draw from the session's distribution
+	} else {
+		tail := (sealed + pad) % segmentSize
+		pad += (p.sample() - tail + segmentSize) % segmentSize
+	}
+	if room := wire.MaxBodyLen - wire.FrameHeaderLen - len(f.Payload); pad > room {
+		pad = room
+	}
+	return pad
+}
