@@ -2,24 +2,46 @@ package stages
 
 import "sync"
 
-// PayloadBufSize is the size of a pooled frame buffer: the largest record
-// body a v2 sender produces, with room for padding.
-const PayloadBufSize = 20 * 1024
+// Payload buffers come in two size classes, so that a stream sending small
+// messages (keystrokes, requests, acknowledgements) does not pin a whole
+// frame's worth of memory per message.
+const (
+	// PayloadBufSize is the large class: the largest record body a v2
+	// sender produces, with room for padding.
+	PayloadBufSize = 20 * 1024
+	// SmallBufSize is the small class.
+	SmallBufSize = 2048
+)
 
 // Buf is a pooled payload buffer. Frames that carry one say so in their
 // buf field; the stage that consumes the frame last releases it: encrypt
 // after sealing, a stream's writer after writing to its socket.
-type Buf [PayloadBufSize]byte
+type Buf struct {
+	B     []byte // len == cap == the class size
+	small bool
+}
 
-var bufPool = sync.Pool{New: func() any { return new(Buf) }}
+var (
+	bigPool   = sync.Pool{New: func() any { return &Buf{B: make([]byte, PayloadBufSize)} }}
+	smallPool = sync.Pool{New: func() any { return &Buf{B: make([]byte, SmallBufSize), small: true} }}
+)
 
-// getBuf returns a buffer from the pool.
-func getBuf() *Buf { return bufPool.Get().(*Buf) }
+// getBuf returns a buffer of at least n bytes (n ≤ PayloadBufSize).
+func getBuf(n int) *Buf {
+	if n <= SmallBufSize {
+		return smallPool.Get().(*Buf)
+	}
+	return bigPool.Get().(*Buf)
+}
 
-// putBuf returns b to the pool; nil is ignored.
+// putBuf returns b to its pool; nil is ignored.
 func putBuf(b *Buf) {
-	if b != nil {
-		bufPool.Put(b)
+	switch {
+	case b == nil:
+	case b.small:
+		smallPool.Put(b)
+	default:
+		bigPool.Put(b)
 	}
 }
 

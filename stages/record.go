@@ -145,8 +145,6 @@ type Decrypt struct {
 func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
 	pend := make([]byte, 0, 2*ChunkSize+wire.MaxBodyLen+wire.RecordOverhead)
-	var cur *Buf
-	defer func() { putBuf(cur) }()
 	for {
 		var c Chunk
 		var ok bool
@@ -165,21 +163,27 @@ func (d *Decrypt) Run(ctx context.Context) error {
 		c.Release()
 		off := 0
 		for {
-			if cur == nil {
-				cur = getBuf()
-			}
-			body, n, err := d.Opener.Open(cur[:0], pend[off:])
+			// The body length is known (and authenticated) first, so the
+			// plaintext goes straight into a buffer of the right class.
+			bl, err := d.Opener.BodyLen(pend[off:])
 			if err != nil {
 				return err
 			}
-			if n == 0 {
+			if bl < 0 || len(pend)-off < wire.LengthBoxSize+bl+wire.TagSize {
 				break
 			}
-			off += n
 			var owner *Buf
-			if len(body) > 0 && &body[0] == &cur[0] {
-				owner, cur = cur, nil
+			var dst []byte
+			if bl+wire.TagSize <= PayloadBufSize {
+				owner = getBuf(bl + wire.TagSize)
+				dst = owner.B[:0]
 			}
+			body, n, err := d.Opener.Open(dst, pend[off:])
+			if err != nil {
+				putBuf(owner)
+				return err
+			}
+			off += n
 			wf, padLen, err := wire.ParseFrame(body)
 			if err != nil {
 				putBuf(owner)

@@ -126,8 +126,8 @@ func (d *DecryptV1) Run(ctx context.Context) error {
 				if len(m.Payload) > 0 && f.Flags.Has(wire.FlagDAT) {
 					// ev.Payload is valid only until the next call: copy.
 					if len(m.Payload) <= PayloadBufSize {
-						f.buf = getBuf()
-						f.Payload = append(f.buf[:0], m.Payload...)
+						f.buf = getBuf(len(m.Payload))
+						f.Payload = append(f.buf.B[:0], m.Payload...)
 					} else {
 						f.Payload = append([]byte(nil), m.Payload...)
 					}

@@ -300,16 +300,16 @@ func (s *stream) up(ctx context.Context) {
 		var m int
 		var err error
 		if bulk {
-			buf = getBuf()
-			m, err = s.conn.Read(buf[:n])
+			buf = getBuf(n)
+			m, err = s.conn.Read(buf.B[:n])
 		} else {
 			if small == nil {
 				small = make([]byte, smallReadSize)
 			}
 			m, err = s.conn.Read(small[:n])
 			if m > 0 {
-				buf = getBuf()
-				copy(buf[:m], small[:m])
+				buf = getBuf(m)
+				copy(buf.B, small[:m])
 			}
 		}
 		bulk = m == n && n > 0
@@ -318,7 +318,7 @@ func (s *stream) up(ctx context.Context) {
 			s.addCredit(uint32(n - m))
 		}
 		if m > 0 {
-			f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf[:m]}, buf: buf}
+			f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf.B[:m]}, buf: buf}
 			if !s.sendData(ctx, f) {
 				return
 			}
@@ -470,9 +470,9 @@ func (s *stream) Write(p []byte) (int, error) {
 		if !ok {
 			return done, net.ErrClosed
 		}
-		buf := getBuf()
-		copy(buf[:n], p[done:done+n])
-		f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf[:n]}, buf: buf}
+		buf := getBuf(n)
+		copy(buf.B, p[done:done+n])
+		f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf.B[:n]}, buf: buf}
 		if !s.sendData(context.Background(), f) {
 			return done, net.ErrClosed
 		}

@@ -260,6 +260,32 @@ func (o *Opener) Need() int {
 	return LengthBoxSize + o.bodyLen + TagSize
 }
 
+// BodyLen opens the length box at the front of b, if it is not open yet,
+// and returns the length of the record's body; -1 if b is too short to
+// tell. It lets a caller pick a buffer before Open. Failures are ErrAuth,
+// as in Open.
+func (o *Opener) BodyLen(b []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	if o.bodyLen < 0 {
+		if len(b) < LengthBoxSize {
+			return -1, nil
+		}
+		lb, err := o.OpenBox(o.lbuf[:0], b[:LengthBoxSize])
+		if err != nil {
+			return 0, err
+		}
+		bl := int(binary.BigEndian.Uint16(lb))
+		if bl < FrameHeaderLen {
+			o.err = ErrAuth
+			return 0, o.err
+		}
+		o.bodyLen = bl
+	}
+	return o.bodyLen, nil
+}
+
 // Open opens the record at the front of b. It returns the record body
 // appended to dst and the number of bytes of b the record took. n == 0 with
 // a nil error means b holds less than a whole record: call again with more.
@@ -269,23 +295,8 @@ func (o *Opener) Need() int {
 //
 // To decrypt in place pass dst = b[LengthBoxSize:LengthBoxSize].
 func (o *Opener) Open(dst, b []byte) (out []byte, n int, err error) {
-	if o.err != nil {
-		return dst, 0, o.err
-	}
-	if o.bodyLen < 0 {
-		if len(b) < LengthBoxSize {
-			return dst, 0, nil
-		}
-		lb, err := o.OpenBox(o.lbuf[:0], b[:LengthBoxSize])
-		if err != nil {
-			return dst, 0, err
-		}
-		bl := int(binary.BigEndian.Uint16(lb))
-		if bl < FrameHeaderLen {
-			o.err = ErrAuth
-			return dst, 0, o.err
-		}
-		o.bodyLen = bl
+	if bl, err := o.BodyLen(b); err != nil || bl < 0 {
+		return dst, 0, err
 	}
 	total := LengthBoxSize + o.bodyLen + TagSize
 	if len(b) < total {
