@@ -2,11 +2,16 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"usocks/wire"
+	v1 "usocks/wire/v1"
 )
 
 // Protocol v1 end to end: our v1 client against our v1 server, over both
@@ -104,5 +109,56 @@ func TestV1AndV2DoNotMix(t *testing.T) {
 	waitFor(t, "v2 server to reject v1 bytes", 10*time.Second, func() bool { return v2srv.srv.Rejected.Load() >= 1 })
 	if v2srv.srv.Sessions.Load() != 0 || tg.accepted.Load() != 0 {
 		t.Fatal("v1 bytes opened a session or stream at a v2 server")
+	}
+}
+
+// TestV1ServerErrorBehaviour: the original's error rules. A bad first
+// packet (garbage, or a v2 client's first flight) gets no reply at all; a
+// bad packet after a good one gets a reset record.
+func TestV1ServerErrorBehaviour(t *testing.T) {
+	tg := startTarget(t)
+	const key = "v1 error test key"
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), protocol: "v1", noClient: true, key: key})
+	garbage := make([]byte, 64)
+	_, _ = rand.Read(garbage)
+	var psk wire.PSK
+	h := wire.ClientHello{Time: uint64(time.Now().Unix()), Cipher: wire.CipherAES256GCM}
+	v2flight := wire.AppendClientHello(nil, &psk, &h)
+	for name, b := range map[string][]byte{"garbage": garbage, "v2 first flight": v2flight} {
+		r, _ := probe(tn.serverAddr(), b, 5*time.Second)
+		if r.bytesBack != 0 || r.how != "FIN" {
+			t.Errorf("%s at a v1 server: %d bytes back, %s; want nothing and FIN", name, r.bytesBack, r.how)
+		}
+	}
+	// One good packet, then one whose header is damaged.
+	k := v1.DeriveKey(key)
+	s, err := v1.NewRandomSealer(k, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := v1.AppendMessage(nil, v1.Message{Flags: v1.SYN | v1.DAT, ID: 1, Payload: []byte{modeSilent, 'a'}})
+	stream := s.AppendMessage(s.Sync(), good)
+	bad := s.AppendMessage(nil, v1.AppendMessage(nil, v1.Message{Flags: v1.DAT, ID: 1, Payload: []byte("bbbb")}))
+	bad[3] ^= 0x40 // lands in the next block's plaintext: header or digest breaks
+	c, err := net.Dial("tcp", tn.serverAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(append(stream, bad...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply, _ := io.ReadAll(c)
+	o := v1.NewOpener(k)
+	o.Feed(reply)
+	for {
+		_, err := o.Next()
+		if errors.Is(err, v1.ErrRemoteReset) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("server's reply to a damaged packet (%d bytes): %v; want a reset record", len(reply), err)
+		}
 	}
 }

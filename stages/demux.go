@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"usocks/wire"
+	v1 "usocks/wire/v1"
 )
 
 // Demux is the decrypt → stream actors stage and the owner of the stream
@@ -92,6 +93,7 @@ type Demux struct {
 	// replaces the old stream.
 	Legacy bool
 
+	v1ids     *v1.IDAllocator // legacy client: the original's id allocator
 	streams   map[uint16]*stream
 	done      chan *stream
 	nextID    uint16
@@ -207,6 +209,9 @@ func (d *Demux) finish(s *stream) {
 	s.recv.drain()
 	if d.streams[s.id] == s {
 		delete(d.streams, s.id)
+		if d.v1ids != nil {
+			_ = d.v1ids.Recycle(s.id)
+		}
 	}
 	d.live--
 }
@@ -260,8 +265,26 @@ func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 
 // allocID picks the next free id after the last one used, so that an id
 // is reused as late as possible (the peer has long forgotten it).
+//
+// A v1 client allocates as the original does (wire/v1 IDAllocator: freed
+// ids first), since v1 peers expect ids to come back quickly.
 func (d *Demux) allocID() (uint16, bool) {
 	if len(d.streams) >= d.MaxStreams || len(d.streams) >= 65534 {
+		return 0, false
+	}
+	if d.Legacy {
+		if d.v1ids == nil {
+			d.v1ids = new(v1.IDAllocator)
+		}
+		for i := 0; i < 65534; i++ {
+			id, err := d.v1ids.Allocate()
+			if err != nil {
+				return 0, false
+			}
+			if _, used := d.streams[id]; !used {
+				return id, true
+			}
+		}
 		return 0, false
 	}
 	for {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -107,8 +108,12 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	r := wire.NewServerHelloReader(h.PSK, hello.Salt)
 	prefix := make([]byte, wire.ServerPrefixLen)
 	if _, err := io.ReadFull(c, prefix); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 			return nil, fmt.Errorf("%w: server closed the connection", ErrServerAuth)
+		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil:
+			// A server that does not know our key stays silent on purpose.
+			return nil, fmt.Errorf("%w: no reply within %v", ErrServerAuth, timeout)
 		}
 		return nil, &BackendError{Op: "read", Err: err}
 	}
