@@ -290,6 +290,16 @@ func (b *bencher) runAll(ctx context.Context) []*TunnelResult {
 	for _, l := range tunnels {
 		b.rss(l.res, l.s, "rss_idle")
 	}
+	// Idle streams next, on fresh processes: the figure is then what
+	// holding the streams costs, not what the bulk workloads below leave in
+	// a garbage-collected heap (Go returns freed memory to the OS lazily;
+	// a C tunnel's free() returns it at once).
+	for _, l := range tunnels {
+		if ctx.Err() != nil || !l.alive() {
+			continue
+		}
+		b.idle(ctx, l)
+	}
 	sc := b.opts.Scale
 	for run := range sc.Runs {
 		n := len(tunnels)
@@ -305,12 +315,6 @@ func (b *bencher) runAll(ctx context.Context) []*TunnelResult {
 				w(ctx, l, run)
 			}
 		}
-	}
-	for _, l := range tunnels {
-		if ctx.Err() != nil || !l.alive() {
-			continue
-		}
-		b.idle(ctx, l)
 	}
 	for _, l := range tunnels {
 		l.alive() // notes a process that exited

@@ -246,7 +246,7 @@ func (r *Report) legend() []string {
 		fmt.Sprintf("up/down: one stream, %v each way per run. RR: %d round trips of %d bytes on one stream (p50/p99).", s.Bulk, s.RoundTrips, s.MsgSize),
 		fmt.Sprintf("streams/s: connect, 1-byte echo, close (the target first), %d at a time for %v; stream p99: connect to first echo.", s.ConnConcurrency, s.Connect),
 		fmt.Sprintf("%d×%s: that many streams at once, each echoed and SHA-256-checked; lost B: bytes not echoed intact, all runs.", s.ManyStreams, sizeStr(s.ManyBytes)),
-		fmt.Sprintf("RSS: VmRSS of the tunnel's client (cli) and server (srv), idle and holding %d open idle streams. CPU: user+system seconds of each side for one %d-stream run.", s.IdleStreams, s.ManyStreams),
+		fmt.Sprintf("RSS: VmRSS of the tunnel's client (cli) and server (srv), idle and holding %d open idle streams, on fresh processes before the other workloads. CPU: user+system seconds of each side for one %d-stream run.", s.IdleStreams, s.ManyStreams),
 	}
 	for _, t := range r.Tunnels {
 		if t.Detail != "" {
