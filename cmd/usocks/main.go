@@ -112,12 +112,10 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if *capture != "" || *capturePlain {
 			return errors.New("demo: --capture is for client and server")
 		}
-		if !*once {
-			logger.SetLevel(max(logger.GetLevel(), logrus.WarnLevel))
-			if *verbose || *level != "info" {
-				l, _ := logrus.ParseLevel(*level)
-				logger.SetLevel(l)
-			}
+		if !*once && !*verbose && *level == "info" {
+			// The demo prints its own summary; only problems are logged
+			// unless a level was asked for.
+			logger.SetLevel(logrus.WarnLevel)
 		}
 		return runner.Demo(ctx, logger, runner.DemoOptions{Streams: *streams, Bytes: *size, Once: *once, Out: stdout})
 	}
