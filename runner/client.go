@@ -40,6 +40,7 @@ type Client struct {
 
 	ln       net.Listener
 	accepted chan net.Conn
+	udp      *stages.UDPRelay
 	capture  *Capture // nil unless cfg.Capture is set
 }
 
@@ -111,6 +112,18 @@ func (c *Client) Run(ctx context.Context) error {
 		c.log.WithFields(logrus.Fields{"file": c.cfg.Capture, "plaintext": c.cfg.CapturePlaintext}).Warn("capturing every session to a file")
 	}
 	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "server": c.cfg.ServerAddr(), "protocol": c.cfg.Protocol}).Info("client started")
+	if c.cfg.Protocol == "v2" && (c.cfg.UDP == nil || *c.cfg.UDP) {
+		// The UDP relay for SOCKS5 associations shares the TCP listener's
+		// address and port; without it UDP is simply not offered.
+		if pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(c.ln.Addr().(*net.TCPAddr).AddrPort())); err != nil {
+			c.log.WithError(err).Warn("no UDP relay: SOCKS5 UDP associations will fail")
+		} else {
+			c.udp = stages.NewUDPRelay(pc, c.log.WithField("layer", "udp"))
+			relayDone := make(chan struct{})
+			go func() { defer close(relayDone); c.udp.Run() }()
+			defer func() { _ = pc.Close(); <-relayDone }()
+		}
+	}
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
@@ -213,7 +226,7 @@ func (c *Client) session(ctx context.Context) error {
 		role: stages.Client, conn: conn, accept: c.accepted,
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
-		padding: c.cfg.Padding,
+		padding: c.cfg.Padding, udp: c.udp,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
 	}
 	if c.cfg.Protocol == "v1" {

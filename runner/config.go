@@ -65,6 +65,11 @@ type FrontendConfig struct {
 	// MaxDials caps concurrent target dials of the proxy frontends
 	// (default 64); more wait for a free slot within dial_timeout.
 	MaxDials int `yaml:"max_dials"`
+	// UDP serves SOCKS5 UDP ASSOCIATE (socks5 only; default true).
+	UDP *bool `yaml:"udp"`
+	// UDPRefuse443 drops UDP to port 443, so browsers fall back from QUIC
+	// to TCP (socks5 only; default false).
+	UDPRefuse443 bool `yaml:"udp_refuse_443"`
 }
 
 // Common holds the settings both sides share.
@@ -112,6 +117,9 @@ type ClientConfig struct {
 	// (defaults 127.0.0.1:8000, as the original).
 	Address string `yaml:"address"`
 	Port    int    `yaml:"port"`
+	// UDP binds a UDP relay on the same address and port for SOCKS5 UDP
+	// associations served by a socks5 frontend (v2; default true).
+	UDP *bool `yaml:"udp"`
 }
 
 // ServerConfig is the `server:` section.

@@ -40,7 +40,8 @@ func newFrontend(cfg *ServerConfig, log *logrus.Entry) (stages.Frontend, error) 
 	}
 	flog := log.WithField("layer", "frontend")
 	if fc.Type == "socks5" {
-		return &stages.Socks5{Dialer: d, Users: users, Log: flog}, nil
+		udp := fc.UDP == nil || *fc.UDP
+		return &stages.Socks5{Dialer: d, Users: users, Log: flog, UDP: udp, RefuseUDP443: fc.UDPRefuse443}, nil
 	}
 	return &stages.HTTPProxy{Dialer: d, Users: users, Log: flog}, nil
 }
@@ -77,6 +78,10 @@ func proxyOnlyKey(fc *FrontendConfig) string {
 		return "users"
 	case fc.MaxDials != 0:
 		return "max_dials"
+	case fc.UDP != nil:
+		return "udp"
+	case fc.UDPRefuse443:
+		return "udp_refuse_443"
 	}
 	return ""
 }

@@ -196,7 +196,8 @@ func closedLoopbackPort(t *testing.T) uint16 {
 func TestFrontendSocks5(t *testing.T) {
 	requireCurl(t)
 	o := startOrigin(t)
-	tn, proxy := frontendTunnel(t, FrontendConfig{Type: "socks5", Allow: loopbackOnly})
+	noUDP := false // UDP ASSOCIATE is then refused (udp_e2e_test.go serves it)
+	tn, proxy := frontendTunnel(t, FrontendConfig{Type: "socks5", Allow: loopbackOnly, UDP: &noUDP})
 	host, _ := o.hostPort()
 	for _, n := range []int{0, 1, 100_000, 3 << 20} {
 		checkBlob(t, o, n, "--socks5-hostname", proxy)
@@ -214,7 +215,7 @@ func TestFrontendSocks5(t *testing.T) {
 		{"refused", socksConnect("127.0.0.1", closed), socksRefusal(stages.SocksConnRefused)},
 		{"unknown host", socksConnect("no-such-host.invalid", 80), socksRefusal(stages.SocksHostUnreachable)},
 		{"bind", []byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, socksRefusal(stages.SocksCmdNotSupported)},
-		{"udp associate", []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}, socksRefusal(stages.SocksCmdNotSupported)},
+		{"udp associate with udp: false", []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}, socksRefusal(stages.SocksCmdNotSupported)},
 		{"address type 9", []byte{5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80}, socksRefusal(stages.SocksAtypNotSupported)},
 		{"bad domain", append([]byte{5, 1, 0, 5, 1, 0, 3, 3, 'a', ' ', 'b'}, 0, 80), socksRefusal(stages.SocksHostUnreachable)},
 		{"user/pass not offered", []byte{5, 1, 2}, []byte{5, 0xff}},

@@ -53,9 +53,10 @@ type sessionParams struct {
 	accept     <-chan net.Conn
 	frontend   stages.Frontend
 	maxStreams int
-	idle, half time.Duration // stream timeouts (≤ 0: off)
-	keepalive  time.Duration // PING interval (0: off)
-	padding    string        // v2 padding level (validated config value)
+	idle, half time.Duration    // stream timeouts (≤ 0: off)
+	keepalive  time.Duration    // PING interval (0: off)
+	padding    string           // v2 padding level (validated config value)
+	udp        *stages.UDPRelay // client: relay for UDP associations
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *SessionCapture // nil: capture off (nil taps)
@@ -163,7 +164,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
-		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive,
+		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, UDP: p.udp,
 		Closing: closing, PeerClosing: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 

@@ -88,6 +88,8 @@ type Demux struct {
 	// (0: never). HalfClosedTimeout does the same, sooner, for a stream
 	// that one side has finished (0: never).
 	IdleTimeout, HalfClosedTimeout time.Duration
+	// UDP is the client's relay for SOCKS5 UDP associations (nil: none).
+	UDP *UDPRelay
 	// Legacy selects protocol v1's tunnel rules (wire/v1, spec §4): no
 	// windows, FIN/RST answered, unknown ids ignored, a duplicate SYN
 	// replaces the old stream.
@@ -209,6 +211,9 @@ func (d *Demux) finish(s *stream) {
 	s.recv.drain()
 	if d.streams[s.id] == s {
 		delete(d.streams, s.id)
+		if d.UDP != nil && d.Role == Client {
+			d.UDP.Close(s.id)
+		}
 		if d.v1ids != nil {
 			_ = d.v1ids.Recycle(s.id)
 		}
@@ -253,6 +258,9 @@ func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 		return
 	}
 	s := newStream(id, d.Data, d.Control, d.Log, d.Legacy)
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		s.appIP = ta.AddrPort().Addr().Unmap()
+	}
 	d.spawn(ctx, s, func() (net.Conn, error) {
 		syn := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: id}}
 		if !s.sendData(ctx, syn) {
@@ -312,6 +320,8 @@ func (d *Demux) handle(ctx context.Context, f Frame) error {
 		pong := Frame{Frame: wire.Frame{Type: wire.FramePong, Payload: append([]byte(nil), f.Payload...)}}
 		f.Release()
 		d.control(pong)
+	case wire.FrameDatagram:
+		d.handleDatagram(f)
 	case wire.FramePong, wire.FramePad:
 		f.Release()
 	case wire.FrameClose:
@@ -453,5 +463,51 @@ func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
 	}
 	if fin {
 		s.recv.finish()
+	}
+}
+
+// handleDatagram routes a DATAGRAM frame (SPEC-v2.md §6a). On the server it
+// goes to the stream's association; on the client an empty one opens the
+// association (the client answers the app's UDP ASSOCIATE itself, naming
+// its relay) and others go to the app through the relay. Datagrams that
+// have nowhere to go are dropped: UDP may lose packets, a tunnel may not
+// queue them without bound.
+func (d *Demux) handleDatagram(f Frame) {
+	defer f.Release()
+	s, ok := d.streams[f.Stream]
+	if !ok || d.Legacy {
+		return
+	}
+	if d.Role == Server {
+		s.deliverDatagram(f.Payload)
+		return
+	}
+	if d.UDP == nil {
+		return
+	}
+	if len(f.Payload) > 0 {
+		d.UDP.Deliver(f.Stream, f.Payload)
+		return
+	}
+	id, control := s.id, d.Control
+	d.UDP.Open(id, s.appIP, func(p []byte) bool {
+		if len(p) > MaxDatagram {
+			return false
+		}
+		buf := getBuf(len(p))
+		df := Frame{Frame: wire.Frame{Type: wire.FrameDatagram, Stream: id, Payload: append(buf.B[:0], p...)}, buf: buf}
+		select {
+		case control <- df:
+			return true
+		default:
+			df.Release()
+			return false
+		}
+	})
+	reply := AppendSocksReply(nil, SocksSucceeded, d.UDP.Addr())
+	buf := getBuf(len(reply))
+	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: id, Payload: append(buf.B[:0], reply...)}, buf: buf}
+	if err := s.recv.push(rf); err != nil {
+		s.abort(true)
 	}
 }

@@ -373,6 +373,41 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (net.Conn, 
 	return nd.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
 }
 
+// Resolve turns host:port into one address a datagram may be sent to:
+// IP literals as they are, names through the resolver (the first address
+// the access rules allow). The ACL is checked as for Dial.
+func (d *Dialer) Resolve(ctx context.Context, host string, port uint16) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		ap := netip.AddrPortFrom(a.Unmap(), port)
+		return ap, d.ACL.Check(ap)
+	}
+	if isInvalidName(host) {
+		return netip.AddrPort{}, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	t := d.Timeout
+	if t <= 0 {
+		t = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, t)
+	defer cancel()
+	r := d.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	err = &net.DNSError{Err: "no address", Name: host, IsNotFound: true}
+	for _, a := range addrs {
+		ap := netip.AddrPortFrom(a.Unmap(), port)
+		if err = d.ACL.Check(ap); err == nil {
+			return ap, nil
+		}
+	}
+	return netip.AddrPort{}, err
+}
+
 // isInvalidName reports a name under the reserved TLD "invalid".
 func isInvalidName(host string) bool {
 	h := strings.ToLower(strings.TrimSuffix(host, "."))

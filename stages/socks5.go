@@ -15,8 +15,8 @@ import (
 
 // The SOCKS5 frontend (RFC 1928, with RFC 1929 username/password): the app
 // speaks SOCKS5 through its stream; the server dials what it asks for.
-// Only CONNECT is served; BIND and UDP ASSOCIATE get "command not
-// supported" (UDP would need datagram frames on the mux).
+// CONNECT and (when enabled) UDP ASSOCIATE are served; BIND gets "command
+// not supported".
 
 // SOCKS5 protocol numbers.
 const (
@@ -228,7 +228,13 @@ type Socks5 struct {
 	// HandshakeTimeout bounds greeting, authentication and request
 	// (default DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
-	Log              *logrus.Entry
+	// UDP serves UDP ASSOCIATE (datagrams as DATAGRAM frames, SPEC-v2.md
+	// §6a); RefuseUDP443 drops datagrams to port 443 so that browsers give
+	// up on QUIC and use TCP.
+	UDP, RefuseUDP443 bool
+	// UDPStats counts the associations' datagrams.
+	UDPStats UDPStats
+	Log      *logrus.Entry
 }
 
 // socksOutcome is how the request phase ended.
@@ -250,6 +256,9 @@ func (f *Socks5) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
 		return closedConn{}, nil
 	}
 	log := f.log(s).WithField("target", net.JoinHostPort(out.req.Host, fmt.Sprint(out.req.Port)))
+	if out.code == 0 && out.req.Cmd == SocksCmdUDPAssociate {
+		return f.associate(ctx, s, log)
+	}
 	if out.code != 0 {
 		log.WithField("reply", out.code).Debug("socks5 request refused")
 		return f.refuse(s, out.code)
@@ -273,6 +282,31 @@ func (f *Socks5) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// associate serves UDP ASSOCIATE: a UDP socket of its own on the server,
+// the app's datagrams over the tunnel. The client sends the SOCKS reply
+// (it names the client's relay), so nothing is written here on success.
+func (f *Socks5) associate(ctx context.Context, s StreamIO, log *logrus.Entry) (net.Conn, error) {
+	ds, ok := s.(DatagramStream)
+	if !ok {
+		return f.refuse(s, SocksCmdNotSupported)
+	}
+	pc, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		log.WithError(err).Warn("udp associate: no socket")
+		return f.refuse(s, SocksGeneralFailure)
+	}
+	in, err := ds.OpenAssociation()
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	a := &association{s: ds, in: in, pc: pc, dialer: dialerOr(f.Dialer), refuse443: f.RefuseUDP443, log: log, stats: &f.UDPStats}
+	go a.run(actx)
+	log.Debug("udp association open")
+	return newAssocConn(cancel), nil
 }
 
 func (f *Socks5) refuse(s StreamIO, code byte) (net.Conn, error) {
@@ -335,9 +369,8 @@ func (f *Socks5) handshake(s StreamIO) (socksOutcome, error) {
 		}
 		return socksOutcome{}, err
 	}
-	if req.Cmd != SocksCmdConnect {
-		// BIND and UDP ASSOCIATE are not served (UDP would need datagram
-		// frames in the tunnel).
+	if req.Cmd != SocksCmdConnect && (req.Cmd != SocksCmdUDPAssociate || !f.UDP) {
+		// BIND is not served; UDP ASSOCIATE only when enabled.
 		return socksOutcome{req: req, code: SocksCmdNotSupported}, nil
 	}
 	return socksOutcome{req: req}, nil

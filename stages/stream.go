@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,11 @@ type stream struct {
 	// answer never overtakes data the peer still expects).
 	legacy  bool
 	wantRST atomic.Bool // legacy: RST to send when the actor ends
+
+	// dgrams, once set by OpenAssociation (server), receives the app's
+	// datagrams; appIP is where a client stream's app connected from.
+	dgrams atomic.Pointer[chan []byte]
+	appIP  netip.Addr
 
 	// active is the unix-nano time of the last data in either direction;
 	// the demux's janitor resets streams idle for too long.

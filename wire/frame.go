@@ -45,7 +45,10 @@ const (
 	FramePong FrameType = 6
 	// FrameKeyUpdate is reserved for in-band rekeying (salt in payload).
 	FrameKeyUpdate FrameType = 7
-	// FrameDatagram is reserved for UDP associations.
+	// FrameDatagram carries one UDP datagram of the association opened on
+	// stream `stream` (SOCKS5 UDP ASSOCIATE). Payload: the RFC 1928 UDP
+	// request header (RSV RSV FRAG ATYP DST.ADDR DST.PORT) and the data. An
+	// empty DATAGRAM from the server says the association is open.
 	FrameDatagram FrameType = 8
 	// FrameAck is reserved for acknowledged stream offsets.
 	FrameAck FrameType = 9
@@ -173,6 +176,10 @@ func (f *Frame) check() error {
 	case FramePad, FrameClose, FrameReset:
 		if len(f.Payload) != 0 {
 			return fmt.Errorf("%w: %s with payload", ErrBadFrame, f.Type)
+		}
+	case FrameDatagram:
+		if f.Stream == 0 || f.Stream == 0xffff {
+			return fmt.Errorf("%w: datagram on stream %d", ErrBadFrame, f.Stream)
 		}
 	case FramePing, FramePong:
 		if len(f.Payload) > 8 {

@@ -137,7 +137,7 @@ func TestParseFrameErrors(t *testing.T) {
 		{"pong 9 bytes", "060000000000" + "010203040506070809", ErrBadFrame},
 		{"keyupdate reserved", "070000000000" + strings.Repeat("11", 32), ErrUnknownFrame},
 		{"keyupdate empty", "070000000000", ErrUnknownFrame},
-		{"datagram reserved", "080000010000" + "abcd", ErrUnknownFrame},
+		{"datagram on stream 0", "080000000000" + "abcd", ErrBadFrame},
 		{"ack reserved", "090000010000" + "00000001", ErrUnknownFrame},
 	}
 	for typ := 10; typ <= 255; typ++ {

@@ -1,0 +1,347 @@
+package stages
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// UDP associations (SPEC-v2.md §6a). A SOCKS5 UDP ASSOCIATE travels in a
+// stream; its datagrams travel as DATAGRAM frames on that stream's id.
+//
+//	app ─UDP─► client UDPRelay ─DATAGRAM─► demux ─► stream.dgrams ─► association ─UDP─► target
+//	app ◄─UDP─ client UDPRelay ◄─ demux ◄─DATAGRAM─ stream.SendDatagram ◄─ association ◄─UDP─ target
+//
+// Datagrams are droppable: every queue on their way is bounded and a full
+// queue drops (and counts) rather than waits.
+
+// DatagramQueueLen bounds datagrams waiting for an association.
+const DatagramQueueLen = 64
+
+// MaxDatagram is the largest datagram carried (header included).
+const MaxDatagram = wire.MaxPayloadLen
+
+// DatagramStream is what a stream offers a frontend that serves UDP.
+type DatagramStream interface {
+	StreamIO
+	// OpenAssociation tells the client, in order after what the stream
+	// has sent, that datagrams may flow; it returns the app's datagrams.
+	OpenAssociation() (<-chan []byte, error)
+	// SendDatagram sends one datagram toward the app; false if dropped.
+	SendDatagram(p []byte) bool
+}
+
+// OpenAssociation implements DatagramStream (server side).
+func (s *stream) OpenAssociation() (<-chan []byte, error) {
+	ch := make(chan []byte, DatagramQueueLen)
+	s.dgrams.Store(&ch)
+	f := Frame{Frame: wire.Frame{Type: wire.FrameDatagram, Stream: s.id}}
+	if !s.sendData(context.Background(), f) {
+		return nil, net.ErrClosed
+	}
+	return ch, nil
+}
+
+// SendDatagram implements DatagramStream.
+func (s *stream) SendDatagram(p []byte) bool {
+	if len(p) == 0 || len(p) > MaxDatagram {
+		return false
+	}
+	buf := getBuf(len(p))
+	f := Frame{Frame: wire.Frame{Type: wire.FrameDatagram, Stream: s.id, Payload: append(buf.B[:0], p...)}, buf: buf}
+	select {
+	case s.control <- f:
+		return true
+	default:
+		f.Release()
+		return false
+	}
+}
+
+// deliverDatagram hands a datagram from the peer to the association (server).
+func (s *stream) deliverDatagram(p []byte) bool {
+	ch := s.dgrams.Load()
+	if ch == nil {
+		return false
+	}
+	select {
+	case *ch <- append([]byte(nil), p...):
+		return true
+	default:
+		return false
+	}
+}
+
+// UDPHeader is the RFC 1928 UDP request header.
+type UDPHeader struct {
+	Frag byte
+	Host string // IP in text form, or a name
+	Port uint16
+}
+
+// ErrBadDatagram is a datagram whose header cannot be parsed.
+var ErrBadDatagram = errors.New("socks5: malformed UDP datagram")
+
+// ParseUDPDatagram splits a SOCKS5 UDP datagram into header and data.
+func ParseUDPDatagram(p []byte) (UDPHeader, []byte, error) {
+	var h UDPHeader
+	if len(p) < 4 || p[0] != 0 || p[1] != 0 {
+		return h, nil, ErrBadDatagram
+	}
+	h.Frag = p[2]
+	atyp, p := p[3], p[4:]
+	switch atyp {
+	case SocksAtypIPv4:
+		if len(p) < 4+2 {
+			return h, nil, ErrBadDatagram
+		}
+		h.Host = netip.AddrFrom4([4]byte(p[:4])).String()
+		p = p[4:]
+	case SocksAtypIPv6:
+		if len(p) < 16+2 {
+			return h, nil, ErrBadDatagram
+		}
+		h.Host = netip.AddrFrom16([16]byte(p[:16])).String()
+		p = p[16:]
+	case SocksAtypDomain:
+		if len(p) < 1 || len(p) < 1+int(p[0])+2 || p[0] == 0 {
+			return h, nil, ErrBadDatagram
+		}
+		h.Host = string(p[1 : 1+p[0]])
+		if !validHost(h.Host) {
+			return h, nil, ErrBadDatagram
+		}
+		p = p[1+p[0]:]
+	default:
+		return h, nil, ErrBadDatagram
+	}
+	h.Port = binary.BigEndian.Uint16(p[:2])
+	return h, p[2:], nil
+}
+
+// AppendUDPDatagram encodes a datagram from addr with data.
+func AppendUDPDatagram(b []byte, from netip.AddrPort, data []byte) []byte {
+	b = append(b, 0, 0, 0)
+	a := from.Addr().Unmap()
+	if a.Is4() {
+		a4 := a.As4()
+		b = append(append(b, SocksAtypIPv4), a4[:]...)
+	} else {
+		a16 := a.As16()
+		b = append(append(b, SocksAtypIPv6), a16[:]...)
+	}
+	b = binary.BigEndian.AppendUint16(b, from.Port())
+	return append(b, data...)
+}
+
+// association is the server side of one UDP ASSOCIATE: a UDP socket of
+// its own, fed from the stream's datagrams, answering through them.
+type association struct {
+	s         DatagramStream
+	in        <-chan []byte
+	pc        *net.UDPConn
+	dialer    *Dialer
+	refuse443 bool
+	log       *logrus.Entry
+	stats     *UDPStats
+}
+
+// UDPStats counts datagrams of a frontend's associations.
+type UDPStats struct {
+	Sent, Received, Refused, Dropped atomic.Int64
+}
+
+// run moves datagrams until ctx ends or the stream's datagram channel is
+// gone; it closes the socket.
+func (a *association) run(ctx context.Context) {
+	defer a.pc.Close()
+	go a.replies()
+	for {
+		var p []byte
+		select {
+		case p = <-a.in:
+		case <-ctx.Done():
+			return
+		}
+		h, data, err := ParseUDPDatagram(p)
+		if err != nil || h.Frag != 0 {
+			a.stats.Dropped.Add(1) // fragments are not supported (RFC 1928 allows dropping)
+			continue
+		}
+		if a.refuse443 && h.Port == 443 {
+			a.stats.Refused.Add(1) // no QUIC: browsers fall back to TCP
+			continue
+		}
+		dst, err := a.dialer.Resolve(ctx, h.Host, h.Port)
+		if err != nil {
+			a.stats.Refused.Add(1)
+			a.log.WithError(err).Debug("udp datagram refused")
+			continue
+		}
+		if _, err := a.pc.WriteToUDPAddrPort(data, dst); err == nil {
+			a.stats.Sent.Add(1)
+		}
+	}
+}
+
+// replies reads answers from targets and sends them to the app.
+func (a *association) replies() {
+	buf := make([]byte, MaxDatagram)
+	out := make([]byte, 0, MaxDatagram+32)
+	for {
+		n, from, err := a.pc.ReadFromUDPAddrPort(buf[:MaxDatagram-32])
+		if err != nil {
+			return
+		}
+		out = AppendUDPDatagram(out[:0], from, buf[:n])
+		if a.s.SendDatagram(out) {
+			a.stats.Received.Add(1)
+		} else {
+			a.stats.Dropped.Add(1)
+		}
+	}
+}
+
+// assocConn stands for the TCP side of an association: the stream stays
+// open while the app keeps its control connection. Reads end (EOF) when the
+// app closes it; writes (the app has nothing to say) are discarded.
+type assocConn struct {
+	done    chan struct{}
+	once    sync.Once
+	onClose func()
+}
+
+func newAssocConn(onClose func()) *assocConn {
+	return &assocConn{done: make(chan struct{}), onClose: onClose}
+}
+
+func (c *assocConn) Read([]byte) (int, error) {
+	<-c.done
+	return 0, io.EOF
+}
+func (c *assocConn) Write(p []byte) (int, error) { return len(p), nil }
+func (c *assocConn) CloseWrite() error           { c.end(); return nil }
+func (c *assocConn) Close() error                { c.end(); return nil }
+func (c *assocConn) end() {
+	c.once.Do(func() {
+		close(c.done)
+		c.onClose()
+	})
+}
+func (c *assocConn) LocalAddr() net.Addr              { return &net.UDPAddr{} }
+func (c *assocConn) RemoteAddr() net.Addr             { return &net.UDPAddr{} }
+func (c *assocConn) SetDeadline(time.Time) error      { return nil }
+func (c *assocConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *assocConn) SetWriteDeadline(time.Time) error { return nil }
+
+// UDPRelay is the client's UDP socket for associations: apps send their
+// SOCKS5 UDP datagrams here (the address the client's SOCKS reply names),
+// and it forwards them as DATAGRAM frames of the matching stream. An app
+// source address is matched to an association by the first datagram it
+// sends: the oldest open association of a stream whose app connection came
+// from the same IP claims it (RFC 1928 leaves the matching to the server).
+type UDPRelay struct {
+	conn *net.UDPConn
+	log  *logrus.Entry
+
+	mu     sync.Mutex
+	assocs map[uint16]*relayAssoc
+	bySrc  map[netip.AddrPort]*relayAssoc
+	order  []uint16 // association ids, oldest first
+}
+
+type relayAssoc struct {
+	id    uint16
+	appIP netip.Addr
+	src   netip.AddrPort // the app's UDP address, once known
+	send  func([]byte) bool
+}
+
+// NewUDPRelay wraps a bound UDP socket.
+func NewUDPRelay(conn *net.UDPConn, log *logrus.Entry) *UDPRelay {
+	return &UDPRelay{conn: conn, log: log, assocs: map[uint16]*relayAssoc{}, bySrc: map[netip.AddrPort]*relayAssoc{}}
+}
+
+// Addr is where apps send datagrams.
+func (r *UDPRelay) Addr() netip.AddrPort { return r.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Open registers the association of stream id, whose app connected from
+// appIP; send forwards a datagram into the tunnel.
+func (r *UDPRelay) Open(id uint16, appIP netip.Addr, send func([]byte) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.assocs[id] = &relayAssoc{id: id, appIP: appIP.Unmap(), send: send}
+	r.order = append(r.order, id)
+}
+
+// Close forgets the association of stream id.
+func (r *UDPRelay) Close(id uint16) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.assocs[id]
+	if a == nil {
+		return
+	}
+	delete(r.assocs, id)
+	if a.src.IsValid() {
+		delete(r.bySrc, a.src)
+	}
+	for i, o := range r.order {
+		if o == id {
+			r.order = append(r.order[:i], r.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// Deliver sends a datagram from the tunnel to the app of stream id.
+func (r *UDPRelay) Deliver(id uint16, p []byte) {
+	r.mu.Lock()
+	a := r.assocs[id]
+	var dst netip.AddrPort
+	if a != nil {
+		dst = a.src
+	}
+	r.mu.Unlock()
+	if dst.IsValid() {
+		_, _ = r.conn.WriteToUDPAddrPort(p, dst)
+	}
+}
+
+// Run forwards the apps' datagrams until the socket is closed.
+func (r *UDPRelay) Run() {
+	buf := make([]byte, MaxDatagram)
+	for {
+		n, src, err := r.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		r.mu.Lock()
+		a := r.bySrc[src]
+		if a == nil {
+			for _, id := range r.order {
+				c := r.assocs[id]
+				if !c.src.IsValid() && c.appIP == src.Addr() {
+					c.src, a = src, c
+					r.bySrc[src] = c
+					break
+				}
+			}
+		}
+		r.mu.Unlock()
+		if a == nil || !a.send(buf[:n]) {
+			r.log.WithField("from", src.String()).Debug("udp datagram dropped")
+		}
+	}
+}
