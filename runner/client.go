@@ -226,7 +226,7 @@ func (c *Client) session(ctx context.Context) error {
 		role: stages.Client, conn: conn, accept: c.accepted,
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
-		padding: c.cfg.Padding, udp: c.udp,
+		padding: c.cfg.Padding, udp: c.udp, rekeyAfter: c.cfg.RekeyAfter,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
 	}
 	if c.cfg.Protocol == "v1" {

@@ -98,6 +98,10 @@ type Common struct {
 	// Padding is the traffic-analysis padding of what this side sends on
 	// v2: off, low (default) or high (stages/padding.go has the budgets).
 	Padding string `yaml:"padding"`
+	// RekeyAfter is how many records a v2 sender seals under one key
+	// before it rekeys in band (default 4194304; at least 1000). It rekeys
+	// hourly in any case.
+	RekeyAfter uint64 `yaml:"rekey_after"`
 	// KeepAlive is the client's PING interval on v2 backends (default
 	// 15s; -1s disables): a backend silent for 2.5 intervals is declared
 	// dead and the client reconnects. Servers answer pings; this key is
@@ -296,6 +300,12 @@ func (c *Common) validate(section string, server bool) error {
 	}
 	if _, err := stages.ParsePadLevel(c.Padding); err != nil {
 		return &ConfigError{key("padding"), err.Error()}
+	}
+	if c.RekeyAfter == 0 {
+		c.RekeyAfter = stages.DefaultRekeyAfter
+	}
+	if c.RekeyAfter < 1000 || c.RekeyAfter > 1<<23 {
+		return &ConfigError{key("rekey_after"), "must be 1000..8388608 records"}
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 15 * time.Second

@@ -519,3 +519,20 @@ func TestPaddingOverheadWithinBudget(t *testing.T) {
 		t.Errorf("low padding added nothing (%.4f vs %.4f)", overhead["low"], overhead["off"])
 	}
 }
+
+// TestRekeyingIsSeamless moves data with a key lifetime of 1,000 records:
+// both directions rekey in band repeatedly and every byte arrives.
+func TestRekeyingIsSeamless(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), rekeyAfter: 1000})
+	tn.waitSession()
+	echoMany(t, tn, 4, 8<<20)
+	cr, sr := tn.cli.Stats.Rekeys.Load(), tn.srv.Stats.Rekeys.Load()
+	t.Logf("rekeys: client %d, server %d", cr, sr)
+	if cr < 2 || sr < 2 { // 32 MiB each way is 2,048 records of 16 KiB
+		t.Fatalf("rekeys: client %d, server %d; want at least 2 each way", cr, sr)
+	}
+	if tn.srv.Sessions.Load() != 1 || tn.srv.Failed.Load() != 0 {
+		t.Fatal("rekeying must not end the session")
+	}
+}

@@ -556,7 +556,7 @@ func (rp *replayer) keys(s *rsess, e *CaptureEvent) {
 		if !rp.roomFor(s) {
 			return
 		}
-		s.dec[d] = startV2Decoder(wire.NewOpener(a), &rp.live)
+		s.dec[d] = startV2Decoder(wire.NewOpener(a), &stages.Rekeyer{Cipher: c, Key: key}, &rp.live)
 	}
 }
 
@@ -882,9 +882,9 @@ func (d *recDecoder) log() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func startV2Decoder(o *wire.Opener, live *int) *recDecoder {
+func startV2Decoder(o *wire.Opener, rk *stages.Rekeyer, live *int) *recDecoder {
 	d, ctx, out := newRecDecoder(live)
-	st := &stages.Decrypt{Opener: o, In: d.in, Out: out, Log: d.log(), Tap: d.tap}
+	st := &stages.Decrypt{Opener: o, Rekey: rk, In: d.in, Out: out, Log: d.log(), Tap: d.tap}
 	d.start(ctx, out, st.Run)
 	return d
 }

@@ -57,6 +57,7 @@ type sessionParams struct {
 	keepalive  time.Duration    // PING interval (0: off)
 	padding    string           // v2 padding level (validated config value)
 	udp        *stages.UDPRelay // client: relay for UDP associations
+	rekeyAfter uint64           // records under one key (0: default)
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *SessionCapture // nil: capture off (nil taps)
@@ -144,9 +145,12 @@ func runSession(ctx context.Context, p sessionParams) error {
 		if err != nil {
 			return err
 		}
-		e := &stages.Encrypt{Sealer: p.keys.Seal, Padding: pad, In: batches, Out: sealed, Log: stage("encrypt")}
+		e := &stages.Encrypt{Sealer: p.keys.Seal, Padding: pad, In: batches, Out: sealed, Log: stage("encrypt"),
+			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.SealKey, After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
 		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) }}
+			Chaff: func() { p.stats.ChaffReceived.Add(1) },
+			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.OpenKey},
+		}
 		if p.capture != nil {
 			p.capture.tapEncrypt(e)
 			d.Tap = p.capture.frameIn

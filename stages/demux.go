@@ -107,6 +107,8 @@ type Demux struct {
 // Stats counts what happened in a session; safe to read concurrently.
 type Stats struct {
 	StreamsOpened, StreamsReset, ControlDropped, ChaffReceived atomic.Int64
+	// Rekeys counts keys replaced in our sending direction (v2).
+	Rekeys atomic.Int64
 }
 
 // Run demultiplexes until the input ends, ctx is done or a session error.

@@ -25,6 +25,8 @@ type Keys struct {
 	Seal   *wire.Sealer
 	Open   *wire.Opener
 	Cipher wire.CipherID
+	// SealKey and OpenKey are the keys behind Seal and Open, for rekeying.
+	SealKey, OpenKey [wire.KeySize]byte
 }
 
 // Handshake padding ranges: the client's first flight is
@@ -55,7 +57,7 @@ func newKeys(c wire.CipherID, sealKey, openKey *[wire.KeySize]byte) (*Keys, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Keys{Seal: wire.NewSealer(sa), Open: wire.NewOpener(oa), Cipher: c}, nil
+	return &Keys{Seal: wire.NewSealer(sa), Open: wire.NewOpener(oa), Cipher: c, SealKey: *sealKey, OpenKey: *openKey}, nil
 }
 
 // ClientHandshake is the client's side of the handshake.

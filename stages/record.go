@@ -24,7 +24,11 @@ type Encrypt struct {
 	Out    chan<- Sealed
 	// Padding is the session's padding policy; nil means none.
 	Padding *Padding
-	Log     *logrus.Entry
+	// Rekey, if set, makes the stage rekey its direction in band (a
+	// KEYUPDATE frame, then the next key) when its key has been used long
+	// enough.
+	Rekey *Rekeyer
+	Log   *logrus.Entry
 	// Tap, if set, sees every frame and its padding as it is sealed
 	// (capture).
 	Tap func(f *wire.Frame, padLen int)
@@ -52,12 +56,18 @@ func (e *Encrypt) freeList() chan []byte {
 func (e *Encrypt) Run(ctx context.Context) error {
 	free := e.freeList()
 	start := func() []byte {
+		var out []byte
 		select {
-		case out := <-free:
-			return out
+		case out = <-free:
 		default:
-			return nil
 		}
+		if e.Rekey != nil && e.Rekey.due(e.Sealer.Count()) {
+			var err error
+			if out, e.Sealer, err = e.Rekey.rekey(out, e.Sealer); err != nil {
+				e.Log.WithError(err).Error("rekey failed")
+			}
+		}
+		return out
 	}
 	burst := 0 // sealed bytes of the burst so far
 	seal := func(out []byte, f *wire.Frame, last bool) ([]byte, error) {
@@ -137,6 +147,9 @@ type Decrypt struct {
 	Tap func(*wire.Frame, int)
 	// Chaff counts PAD frames verified and discarded.
 	Chaff func()
+	// Rekey, if set, follows the peer's KEYUPDATE frames; without it a
+	// KEYUPDATE is a protocol error.
+	Rekey *Rekeyer
 }
 
 // Run opens records until In is closed (then closes Out) or an error. A
@@ -191,6 +204,19 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			}
 			if d.Tap != nil {
 				d.Tap(&wf, padLen)
+			}
+			if wf.Type == wire.FrameKeyUpdate {
+				if d.Rekey == nil {
+					putBuf(owner)
+					return fmt.Errorf("%w: unexpected KEYUPDATE", ErrProtocol)
+				}
+				a, err := d.Rekey.next(wf.Payload)
+				putBuf(owner)
+				if err != nil {
+					return err
+				}
+				d.Opener = wire.NewOpener(a)
+				continue
 			}
 			if wf.Type == wire.FramePad {
 				putBuf(owner)

@@ -43,7 +43,9 @@ const (
 	FramePing FrameType = 5
 	// FramePong answers a ping.
 	FramePong FrameType = 6
-	// FrameKeyUpdate is reserved for in-band rekeying (salt in payload).
+	// FrameKeyUpdate rekeys the sender's direction: payload is a fresh
+	// 32-byte salt; every record after this one is sealed under
+	// RekeyKey(old key, salt) with the nonce counter back at 0.
 	FrameKeyUpdate FrameType = 7
 	// FrameDatagram carries one UDP datagram of the association opened on
 	// stream `stream` (SOCKS5 UDP ASSOCIATE). Payload: the RFC 1928 UDP
@@ -176,6 +178,10 @@ func (f *Frame) check() error {
 	case FramePad, FrameClose, FrameReset:
 		if len(f.Payload) != 0 {
 			return fmt.Errorf("%w: %s with payload", ErrBadFrame, f.Type)
+		}
+	case FrameKeyUpdate:
+		if len(f.Payload) != SaltSize || f.Stream != 0 {
+			return fmt.Errorf("%w: key update", ErrBadFrame)
 		}
 	case FrameDatagram:
 		if f.Stream == 0 || f.Stream == 0xffff {

@@ -135,8 +135,8 @@ func TestParseFrameErrors(t *testing.T) {
 		{"reset with payload", "040000000000ff", ErrBadFrame},
 		{"ping 9 bytes", "050000000000" + "010203040506070809", ErrBadFrame},
 		{"pong 9 bytes", "060000000000" + "010203040506070809", ErrBadFrame},
-		{"keyupdate reserved", "070000000000" + strings.Repeat("11", 32), ErrUnknownFrame},
-		{"keyupdate empty", "070000000000", ErrUnknownFrame},
+		{"keyupdate on a stream", "070000010000" + strings.Repeat("11", 32), ErrBadFrame},
+		{"keyupdate empty", "070000000000", ErrBadFrame},
 		{"datagram on stream 0", "080000000000" + "abcd", ErrBadFrame},
 		{"ack reserved", "090000010000" + "00000001", ErrUnknownFrame},
 	}

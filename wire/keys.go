@@ -34,6 +34,7 @@ const (
 	labelS2C     = "usocks v2 s2c"
 	labelDataC2S = "usocks v2 data c2s"
 	labelDataS2C = "usocks v2 data s2c"
+	labelRekey   = "usocks v2 rekey"
 )
 
 // PSK is the 32-byte pre-shared key of protocol v2.
@@ -142,4 +143,10 @@ func DeriveSessionKeys(shared []byte, hkC2S, hkS2C *[KeySize]byte, pubC, pubS *[
 		C2S: derive(shared, salt, info(labelDataC2S)),
 		S2C: derive(shared, salt, info(labelDataS2C)),
 	}
+}
+
+// RekeyKey is the next key of a direction after a KEYUPDATE frame carrying
+// salt: HKDF(secret = k, salt = salt, info = "usocks v2 rekey").
+func RekeyKey(k *[KeySize]byte, salt []byte) [KeySize]byte {
+	return derive(k[:], salt, labelRekey)
 }

@@ -354,3 +354,22 @@ func TestSessionsDiffer(t *testing.T) {
 		t.Fatal("hk_c2s ignores the PSK")
 	}
 }
+
+// TestRekeyKey: the next key is HKDF(k, salt, "usocks v2 rekey"),
+// recomputed here from the formula, and it differs for each salt.
+func TestRekeyKey(t *testing.T) {
+	var k [KeySize]byte
+	for i := range k {
+		k[i] = byte(i)
+	}
+	salt := bytes.Repeat([]byte{0xa5}, SaltSize)
+	got := RekeyKey(&k, salt)
+	want := hkdfIndep(t, k[:], salt, "usocks v2 rekey")
+	if !bytes.Equal(got[:], want) {
+		t.Fatalf("RekeyKey = %x, want %x", got, want)
+	}
+	other := RekeyKey(&k, bytes.Repeat([]byte{0x5a}, SaltSize))
+	if other == got || got == k {
+		t.Fatal("rekeyed keys must differ from each other and from the old key")
+	}
+}

@@ -1,0 +1,91 @@
+package stages
+
+import (
+	"crypto/cipher"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"usocks/wire"
+)
+
+// In-band rekeying (SPEC-v2.md §4a). Each record stage owns its direction's
+// key material: the encrypt stage decides when to rekey and seals a
+// KEYUPDATE frame under the old key before switching; the decrypt stage
+// switches when it opens one. Keys are replaced, never kept.
+
+// Rekeying defaults: well below the 2^24-record limit of a key, and at
+// least hourly (as WireGuard does).
+const (
+	DefaultRekeyAfter = 1 << 22 // records
+	DefaultRekeyEvery = time.Hour
+)
+
+// Rekeyer is one direction's key material.
+type Rekeyer struct {
+	Cipher wire.CipherID
+	Key    [wire.KeySize]byte
+	// After and Every say when the sender rekeys: after this many records,
+	// or this long, under one key (zero: the defaults).
+	After uint64
+	Every time.Duration
+	// Rand draws salts (sender only).
+	Rand io.Reader
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Counter, if set, counts rekeys done.
+	Counter *atomic.Int64
+
+	since time.Time
+}
+
+func (r *Rekeyer) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// due reports whether a sender that has sealed boxes AEAD boxes under the
+// current key should rekey now.
+func (r *Rekeyer) due(boxes uint64) bool {
+	after, every := r.After, r.Every
+	if after == 0 {
+		after = DefaultRekeyAfter
+	}
+	if every == 0 {
+		every = DefaultRekeyEvery
+	}
+	if r.since.IsZero() {
+		r.since = r.now()
+	}
+	return boxes/2 >= after || r.now().Sub(r.since) >= every
+}
+
+// next moves to the key after salt and returns its AEAD.
+func (r *Rekeyer) next(salt []byte) (cipher.AEAD, error) {
+	r.Key = wire.RekeyKey(&r.Key, salt)
+	r.since = r.now()
+	if r.Counter != nil {
+		r.Counter.Add(1)
+	}
+	return wire.NewAEAD(r.Cipher, &r.Key)
+}
+
+// rekey seals a KEYUPDATE under s into buf and returns the sealer of the
+// next key.
+func (r *Rekeyer) rekey(buf []byte, s *wire.Sealer) ([]byte, *wire.Sealer, error) {
+	salt := make([]byte, wire.SaltSize)
+	if _, err := io.ReadFull(r.Rand, salt); err != nil {
+		return buf, s, err
+	}
+	buf, err := s.SealFrame(buf, &wire.Frame{Type: wire.FrameKeyUpdate, Payload: salt}, 0)
+	if err != nil {
+		return buf, s, err
+	}
+	a, err := r.next(salt)
+	if err != nil {
+		return buf, s, err
+	}
+	return buf, wire.NewSealer(a), nil
+}
