@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,59 +46,9 @@ type captureOpts struct {
 // startCaptureTunnel is startTunnel with capture settings.
 func startCaptureTunnel(t testing.TB, o captureOpts) *tunnel {
 	t.Helper()
-	logger, hook := testLogger(t)
-	sln := listenLocal(t)
-	sport := sln.Addr().(*net.TCPAddr).Port
-	scfg := &ServerConfig{
-		Common: Common{Key: o.key, Protocol: o.protocol, Capture: o.serverCapture, CapturePlaintext: o.serverPlaintext,
-			Backend: BackendConfig{Address: "127.0.0.1", Port: sport}},
-		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort, DialTimeout: 2 * time.Second},
-		ProbeTimeout: 500 * time.Millisecond,
-	}
-	srv, err := NewServer(scfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.UseListener(sln)
-	tn := &tunnel{t: t, key: o.key, srv: srv, hook: hook, done: make(chan struct{}), srvCfg: scfg}
-	ctx, cancel := context.WithCancel(context.Background())
-	tn.cancel = cancel
-	backendPort := sport
-	if o.relay {
-		tn.relay = startRelay(t, sln.Addr().String())
-		backendPort = tn.relay.port()
-	}
-	cln := listenLocal(t)
-	ccfg := &ClientConfig{
-		Common: Common{Key: o.key, Protocol: o.protocol, Capture: o.clientCapture, CapturePlaintext: o.clientPlaintext,
-			Backend: BackendConfig{Server: "127.0.0.1", Port: backendPort}},
-		Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
-	}
-	cli, err := NewClient(ccfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli.UseListener(cln)
-	cli.Backoff.Min = 20 * time.Millisecond
-	cli.Backoff.Max = 200 * time.Millisecond
-	tn.cli = cli
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := cli.Run(ctx); err != nil {
-			t.Errorf("client: %v", err)
-		}
-	}()
-	go func() { wg.Wait(); close(tn.done) }()
-	t.Cleanup(tn.stop)
-	return tn
+	return startTunnel(t, tunnelOpts{protocol: o.protocol, key: o.key, targetPort: o.targetPort, relay: o.relay,
+		probe: 500 * time.Millisecond, clientCapture: o.clientCapture, clientPlaintext: o.clientPlaintext,
+		serverCapture: o.serverCapture, serverPlaintext: o.serverPlaintext})
 }
 
 // serveTargetOn starts the test target on a fixed port (after a test used
@@ -110,25 +59,7 @@ func serveTargetOn(t testing.TB, port int) *target {
 	if err != nil {
 		t.Skipf("port reuse: %v", err)
 	}
-	tg := &target{ln: ln}
-	tg.wg.Add(1)
-	go func() {
-		defer tg.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tg.wg.Add(1)
-			go func() {
-				defer tg.wg.Done()
-				defer c.Close()
-				tg.serve(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); tg.wg.Wait() })
-	return tg
+	return serveTarget(t, ln)
 }
 
 func freePort(t testing.TB) int {

@@ -146,21 +146,7 @@ func TestRefusedTargetResetsOnlyThatStream(t *testing.T) {
 		t.Fatalf("refused target: read %d bytes, err %v; want a reset", n, err)
 	}
 	// The same tunnel still carries new streams once the target is up.
-	tl, err := net.Listen("tcp", "127.0.0.1:"+portString(port))
-	if err != nil {
-		t.Skipf("port reuse: %v", err)
-	}
-	tg := &target{ln: tl, hold: make(chan struct{})}
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); tg.serve(c.(*net.TCPConn)) }()
-		}
-	}()
-	defer tl.Close()
+	serveTargetOn(t, port)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := echoThrough(ctx, tn, 100_000, 1); err != nil {

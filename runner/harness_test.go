@@ -49,6 +49,11 @@ func startTarget(t testing.TB) *target {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveTarget(t, ln)
+}
+
+// serveTarget runs the test target on ln until the test ends.
+func serveTarget(t testing.TB, ln net.Listener) *target {
 	tg := &target{ln: ln, hold: make(chan struct{})}
 	tg.wg.Add(1)
 	go func() {
@@ -150,6 +155,9 @@ type tunnelOpts struct {
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
 	frontend *FrontendConfig
+	// capture settings of each end
+	clientCapture, serverCapture     string
+	clientPlaintext, serverPlaintext bool
 }
 
 func testLogger(t testing.TB) (*logrus.Logger, *test.Hook) {
@@ -209,6 +217,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
 	}
+	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
 	if o.frontend != nil {
 		scfg.Frontend = *o.frontend
 	}
@@ -244,6 +253,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 		}
+		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
 		cli, err := NewClient(ccfg, logger)
 		if err != nil {
 			t.Fatal(err)
