@@ -98,6 +98,11 @@ type Common struct {
 	// Padding is the traffic-analysis padding of what this side sends on
 	// v2: off, low (default) or high (stages/padding.go has the budgets).
 	Padding string `yaml:"padding"`
+	// Chaff sends a FRONT-style burst of PAD frames in the first seconds
+	// of each v2 backend (default true; stages/chaff.go).
+	Chaff *bool `yaml:"chaff"`
+	// ChaffWindow is how long the burst lasts (default 6s, 100ms..60s).
+	ChaffWindow time.Duration `yaml:"chaff_window"`
 	// RekeyAfter is how many records a v2 sender seals under one key
 	// before it rekeys in band (default 4194304; at least 1000). It rekeys
 	// hourly in any case.
@@ -300,6 +305,12 @@ func (c *Common) validate(section string, server bool) error {
 	}
 	if _, err := stages.ParsePadLevel(c.Padding); err != nil {
 		return &ConfigError{key("padding"), err.Error()}
+	}
+	if c.ChaffWindow == 0 {
+		c.ChaffWindow = stages.DefaultChaffWindow
+	}
+	if c.ChaffWindow < 100*time.Millisecond || c.ChaffWindow > time.Minute {
+		return &ConfigError{key("chaff_window"), "must be 100ms..60s"}
 	}
 	if c.RekeyAfter == 0 {
 		c.RekeyAfter = stages.DefaultRekeyAfter

@@ -522,3 +522,26 @@ func TestRekeyingIsSeamless(t *testing.T) {
 		t.Fatal("rekeying must not end the session")
 	}
 }
+
+// TestChaffIsVerifiedAndDiscarded: both ends send their FRONT burst of PAD
+// frames at the start of a backend; the peer verifies and drops every one,
+// the tunnel stays up with no stream open, and data is still byte-exact.
+func TestChaffIsVerifiedAndDiscarded(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), chaffFor: 300 * time.Millisecond})
+	tn.waitSession()
+	waitFor(t, "the chaff bursts to arrive", 10*time.Second, func() bool {
+		cs, ss := tn.cli.Stats.ChaffSent.Load(), tn.srv.Stats.ChaffSent.Load()
+		return cs > 0 && ss > 0 && tn.srv.Stats.ChaffReceived.Load() == cs && tn.cli.Stats.ChaffReceived.Load() == ss
+	})
+	time.Sleep(500 * time.Millisecond) // past the window: a chaff-only tunnel stays up
+	t.Logf("chaff: client sent %d, server sent %d", tn.cli.Stats.ChaffSent.Load(), tn.srv.Stats.ChaffSent.Load())
+	if tn.srv.Failed.Load() != 0 || tn.srv.Sessions.Load() != 1 || tn.srv.Stats.StreamsOpened.Load() != 0 {
+		t.Fatal("chaff disturbed the session or opened a stream")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 1<<20, 8); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -151,6 +151,7 @@ type tunnelOpts struct {
 	keepalive  time.Duration
 	padding    string
 	rekeyAfter uint64
+	chaffFor   time.Duration
 	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
@@ -212,7 +213,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	sln := listenLocal(t)
 	sport := sln.Addr().(*net.TCPAddr).Port
 	scfg := &ServerConfig{
-		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams, HalfClosedTimeout: o.halfClosed, RekeyAfter: o.rekeyAfter,
+		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams, HalfClosedTimeout: o.halfClosed, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
 			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport}},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
@@ -249,7 +250,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		}
 		cln := listenLocal(t)
 		ccfg := &ClientConfig{
-			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Padding: o.padding, RekeyAfter: o.rekeyAfter,
+			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Padding: o.padding, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 		}

@@ -58,6 +58,8 @@ type sessionParams struct {
 	padding    string           // v2 padding level (validated config value)
 	udp        *stages.UDPRelay // client: relay for UDP associations
 	rekeyAfter uint64           // records under one key (0: default)
+	chaff      bool             // v2: FRONT-style chaff at the start
+	chaffFor   time.Duration    // its window
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *SessionCapture // nil: capture off (nil taps)
@@ -200,6 +202,11 @@ func runSession(ctx context.Context, p sessionParams) error {
 			}
 			return err
 		})
+	}
+	if p.chaff && !legacy {
+		ch := &stages.Chaff{Out: control, Rand: rand.Reader, MaxFrames: stages.DefaultChaffFrames,
+			Window: p.chaffFor, Stop: closing, Sent: func() { p.stats.ChaffSent.Add(1) }}
+		run("chaff", ch.Run, false)
 	}
 	run("backend-reader", readRun, true)
 	run("decrypt", dec, false)

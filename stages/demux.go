@@ -106,7 +106,7 @@ type Demux struct {
 
 // Stats counts what happened in a session; safe to read concurrently.
 type Stats struct {
-	StreamsOpened, StreamsReset, ControlDropped, ChaffReceived atomic.Int64
+	StreamsOpened, StreamsReset, ControlDropped, ChaffSent, ChaffReceived atomic.Int64
 	// Rekeys counts keys replaced in our sending direction (v2).
 	Rekeys atomic.Int64
 }

@@ -70,15 +70,17 @@ func (e *Encrypt) Run(ctx context.Context) error {
 		return out
 	}
 	burst := 0 // sealed bytes of the burst so far
-	seal := func(out []byte, f *wire.Frame, last bool) ([]byte, error) {
-		pad := 0
+	seal := func(out []byte, sf *Frame, last bool) ([]byte, error) {
+		f := &sf.Frame
+		pad := sf.padLen
 		if e.Padding != nil {
 			if last {
-				unpadded := burst + wire.RecordOverhead + wire.FrameHeaderLen + len(f.Payload)
-				pad = e.Padding.burstPad(f, unpadded)
+				unpadded := burst + wire.RecordOverhead + wire.FrameHeaderLen + len(f.Payload) + pad
+				pad += e.Padding.burstPad(f, unpadded)
 			} else {
-				pad = e.Padding.recordPad(f)
+				pad += e.Padding.recordPad(f)
 			}
+			pad = min(pad, wire.MaxBodyLen-wire.FrameHeaderLen-len(f.Payload))
 		}
 		if e.Tap != nil {
 			e.Tap(f, pad)
@@ -101,7 +103,7 @@ func (e *Encrypt) Run(ctx context.Context) error {
 // seal its frames into one buffer that start provides, release each frame,
 // hand the buffer to the writer. It closes out when it returns.
 func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(*wire.Frame),
-	start func() []byte, seal func(buf []byte, f *wire.Frame, last bool) ([]byte, error)) error {
+	start func() []byte, seal func(buf []byte, f *Frame, last bool) ([]byte, error)) error {
 	defer close(out)
 	for {
 		var b Batch
@@ -122,7 +124,7 @@ func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(
 				tap(&f.Frame)
 			}
 			if err == nil {
-				buf, err = seal(buf, &f.Frame, i == len(b)-1)
+				buf, err = seal(buf, f, i == len(b)-1)
 			}
 			f.Release()
 		}

@@ -47,7 +47,8 @@ func (e *EncryptV1) Run(ctx context.Context) error {
 	return sealLoop(ctx, e.In, e.Out, e.Tap, start, e.seal)
 }
 
-func (e *EncryptV1) seal(out []byte, f *wire.Frame, _ bool) ([]byte, error) {
+func (e *EncryptV1) seal(out []byte, sf *Frame, _ bool) ([]byte, error) {
+	f := &sf.Frame
 	switch f.Type {
 	case wire.FrameStream:
 		e.msg = v1.AppendMessage(e.msg[:0], v1.Message{Flags: v1.Flags(f.Flags), ID: f.Stream, Payload: f.Payload})

@@ -24,6 +24,9 @@ func (c *Chunk) Release() {
 type Frame struct {
 	wire.Frame
 	buf *Buf
+	// padLen is padding the sender of the frame asks for (chaff), on top
+	// of what the encrypt stage's policy adds.
+	padLen int
 }
 
 // Release returns the frame's payload buffer to the pool.
