@@ -545,3 +545,49 @@ func TestChaffIsVerifiedAndDiscarded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOneBadClientDoesNotDisturbAnother: two clients share one server; one
+// of them has its backend tampered with mid-transfer. Its session ends;
+// the other's streams carry on untouched.
+func TestOneBadClientDoesNotDisturbAnother(t *testing.T) {
+	tg := startTarget(t)
+	good := startTunnel(t, tunnelOpts{targetPort: tg.port()})
+	good.waitSession()
+	// A second client through a relay to the same server.
+	logger, _ := testLogger(t)
+	rl := startRelay(t, good.serverAddr())
+	cln := listenLocal(t)
+	bad, err := NewClient(&ClientConfig{Common: Common{Key: good.key, Backend: BackendConfig{Server: "127.0.0.1", Port: rl.port()}},
+		Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.UseListener(cln)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = bad.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done; rl.close() }()
+	select {
+	case <-bad.Sessions:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second client has no session")
+	}
+	// A long transfer on the good client, while the bad one is tampered.
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		errc <- echoThrough(ctx, good, 16<<20, 21)
+	}()
+	rl.setFlip(20000)
+	bc, err := net.Dial("tcp", cln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	_, _ = bc.Write(append([]byte{modeSilent}, make([]byte, 64<<10)...))
+	waitFor(t, "the tampered session to fail", 10*time.Second, func() bool { return good.srv.Failed.Load() >= 1 })
+	if err := <-errc; err != nil {
+		t.Fatalf("the good client's stream suffered: %v", err)
+	}
+}
