@@ -22,6 +22,10 @@ import (
 //
 // Levels and their overhead budgets (bulk transfer, measured on the wire):
 //
+// With low and high, each stream's first five data frames are also padded
+// on their own to a random size below 1,400 bytes (Cloak-style), against
+// fingerprints of handshakes carried inside streams.
+//
 //	off   no padding
 //	low   every burst grows by a draw from the session's distribution over
 //	      [0, 512): at most 511 bytes per burst, ≤ 2 % on bulk transfers
@@ -61,6 +65,14 @@ const segmentSize = 1448
 // padPoints is how many tail lengths a session's distribution has.
 const padPoints = 24
 
+// earlyFrames is how many first data frames of each stream are padded on
+// their own (Cloak-style), so that the sizes of an encapsulated handshake
+// (TLS ClientHello, server certificates) do not show through.
+const earlyFrames = 5
+
+// maxEarlyTracked bounds the per-stream counters; past it they restart.
+const maxEarlyTracked = 8192
+
 // Padding is one session's padding policy. Only the encrypt stage uses it.
 type Padding struct {
 	level  PadLevel
@@ -68,6 +80,7 @@ type Padding struct {
 	cum    [padPoints]uint32 // cumulative weights
 	rand   io.Reader
 	buf    [4]byte
+	early  map[uint16]int // data frames sent per stream, up to earlyFrames
 }
 
 // NewPadding draws a session's distribution from r (which it keeps for
@@ -108,11 +121,50 @@ func (p *Padding) sample() int {
 
 // recordPad is the padding for a frame that is not the last of its burst.
 func (p *Padding) recordPad(f *wire.Frame) int {
+	pad := p.earlyPad(f)
 	if p.level != PadHigh {
+		return pad
+	}
+	body := wire.FrameHeaderLen + len(f.Payload) + pad
+	return pad + (64-body%64)%64
+}
+
+// earlyPad pads each of a stream's first earlyFrames data frames to a
+// random size in [len, 1400) (no padding for frames already that big).
+func (p *Padding) earlyPad(f *wire.Frame) int {
+	if f.Type != wire.FrameStream {
 		return 0
 	}
-	body := wire.FrameHeaderLen + len(f.Payload)
-	return (64 - body%64) % 64
+	if f.Flags.Has(wire.FlagFIN) || f.Flags.Has(wire.FlagRST) {
+		delete(p.early, f.Stream)
+		return 0
+	}
+	if !f.Flags.Has(wire.FlagDAT) {
+		return 0
+	}
+	if p.early == nil || len(p.early) >= maxEarlyTracked {
+		p.early = make(map[uint16]int)
+	}
+	n := p.early[f.Stream]
+	if n >= earlyFrames {
+		return 0
+	}
+	p.early[f.Stream] = n + 1
+	if len(f.Payload) >= 1400 {
+		return 0
+	}
+	return int(p.draw(uint32(1400 - len(f.Payload))))
+}
+
+// draw is a uniform number in [0, n).
+func (p *Padding) draw(n uint32) uint32 {
+	if n == 0 {
+		return 0
+	}
+	if _, err := io.ReadFull(p.rand, p.buf[:]); err != nil {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(p.buf[:]) % n
 }
 
 // burstPad is the padding for the last frame of a burst whose records so
@@ -120,10 +172,11 @@ func (p *Padding) recordPad(f *wire.Frame) int {
 // burst's tail length a draw from the session's distribution.
 func (p *Padding) burstPad(f *wire.Frame, sealed int) int {
 	pad := p.recordPad(f)
+	sealed += pad
 	if p.level == PadLow {
 		pad += p.sample() // a draw from the session's distribution
 	} else {
-		tail := (sealed + pad) % segmentSize
+		tail := sealed % segmentSize
 		pad += (p.sample() - tail + segmentSize) % segmentSize
 	}
 	if room := wire.MaxBodyLen - wire.FrameHeaderLen - len(f.Payload); pad > room {

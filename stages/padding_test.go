@@ -28,6 +28,9 @@ func TestPaddingLowBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: make([]byte, 100)}
+	for i := 0; i < earlyFrames; i++ {
+		p.recordPad(&f) // the stream's first frames have their own padding
+	}
 	for i := 0; i < 10000; i++ {
 		if pad := p.burstPad(&f, 140); pad < 0 || pad >= 512 {
 			t.Fatalf("low padding %d out of [0, 512)", pad)
@@ -92,5 +95,37 @@ func TestPaddingDiffersBetweenSessions(t *testing.T) {
 	}
 	if same == len(a) && len(a) == len(b) {
 		t.Fatal("two sessions produced the same packet-size histogram")
+	}
+}
+
+// Each stream's first data frames are padded on their own, up to 1,400
+// bytes; later ones are not, and a FIN forgets the stream.
+func TestPaddingEarlyFrames(t *testing.T) {
+	p, err := NewPadding(PadLow, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	padded := 0
+	for id := uint16(1); id <= 200; id++ {
+		f := wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: id, Payload: make([]byte, 50)}
+		for i := 0; i < earlyFrames; i++ {
+			pad := p.recordPad(&f)
+			if pad < 0 || 50+pad > 1400 {
+				t.Fatalf("early pad %d", pad)
+			}
+			if pad > 0 {
+				padded++
+			}
+		}
+		if pad := p.recordPad(&f); pad != 0 {
+			t.Fatalf("frame %d of stream %d padded %d", earlyFrames+1, id, pad)
+		}
+		p.recordPad(&wire.Frame{Type: wire.FrameStream, Flags: wire.FlagFIN, Stream: id})
+		if _, kept := p.early[id]; kept {
+			t.Fatal("FIN must forget the stream")
+		}
+	}
+	if padded < 900 {
+		t.Fatalf("only %d of 1000 early frames padded", padded)
 	}
 }
