@@ -138,13 +138,7 @@ func TestRefusedTargetResetsOnlyThatStream(t *testing.T) {
 	_ = ln.Close()
 	tn := startTunnel(t, tunnelOpts{targetPort: port})
 	tn.waitSession()
-	c := tn.dial(modeEcho)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	n, err := io.Copy(io.Discard, c)
-	c.Close()
-	if n != 0 || err == nil {
-		t.Fatalf("refused target: read %d bytes, err %v; want a reset", n, err)
-	}
+	tn.expectReset("refused target")
 	// The same tunnel still carries new streams once the target is up.
 	serveTargetOn(t, port)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -393,17 +387,7 @@ func TestStreamLimit(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	waitFor(t, "two streams", 5*time.Second, func() bool { return tg.accepted.Load() == 2 })
-	// The third is reset at once; so quickly that even the connect may
-	// report it.
-	if c, err := net.DialTimeout("tcp", tn.cli.Addr().String(), 5*time.Second); err == nil {
-		_, _ = c.Write([]byte{modeEcho})
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := io.Copy(io.Discard, c)
-		c.Close()
-		if err == nil || n != 0 {
-			t.Fatalf("third stream over a limit of 2: %d bytes, err %v; want a reset", n, err)
-		}
-	}
+	tn.expectReset("third stream over a limit of 2")
 	// The first two still work.
 	if _, err := a.Write([]byte("ping")); err != nil {
 		t.Fatal(err)

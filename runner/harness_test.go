@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,6 +311,26 @@ func (tn *tunnel) dial(mode byte) *net.TCPConn {
 	// read sees it.
 	_, _ = c.Write([]byte{mode})
 	return c.(*net.TCPConn)
+}
+
+// expectReset opens an app connection that the tunnel must reset without
+// delivering a byte. The reset may come so fast that the connect itself
+// reports it; that counts too.
+func (tn *tunnel) expectReset(what string) {
+	tn.t.Helper()
+	c, err := net.DialTimeout("tcp", tn.cli.Addr().String(), 5*time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNRESET) {
+			return
+		}
+		tn.t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte{modeEcho})
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := io.Copy(io.Discard, c); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		tn.t.Fatalf("%s: read %d bytes, err %v; want a reset", what, n, err)
+	}
 }
 
 func (tn *tunnel) serverAddr() string { return tn.srv.Addr().String() }

@@ -55,12 +55,7 @@ func TestV1RefusedTargetResetsStream(t *testing.T) {
 	_ = ln.Close()
 	tn := startTunnel(t, tunnelOpts{targetPort: port, protocol: "v1"})
 	tn.waitSession()
-	c := tn.dial(modeEcho)
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if n, err := io.Copy(io.Discard, c); n != 0 || err == nil {
-		t.Fatalf("refused target over v1: %d bytes, %v; want a reset", n, err)
-	}
+	tn.expectReset("refused target over v1")
 	if f := tn.srv.Failed.Load(); f != 0 {
 		t.Fatalf("a refused target ended %d tunnels", f)
 	}
