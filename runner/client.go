@@ -227,7 +227,7 @@ func (c *Client) session(ctx context.Context) error {
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
 		padding: c.cfg.Padding, udp: c.udp, rekeyAfter: c.cfg.RekeyAfter,
-		chaff: c.cfg.Chaff == nil || *c.cfg.Chaff, chaffFor: c.cfg.ChaffWindow,
+		chaff: c.cfg.Chaff == nil || *c.cfg.Chaff, chaffFor: c.cfg.ChaffWindow, idleChaff: c.cfg.IdleChaff,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
 	}
 	if c.cfg.Protocol == "v1" {

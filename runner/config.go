@@ -103,6 +103,9 @@ type Common struct {
 	Chaff *bool `yaml:"chaff"`
 	// ChaffWindow is how long the burst lasts (default 6s, 100ms..60s).
 	ChaffWindow time.Duration `yaml:"chaff_window"`
+	// IdleChaff, if set, also sends a PAD frame at random intervals with
+	// this mean for the life of each v2 session (default off; ≥ 100ms).
+	IdleChaff time.Duration `yaml:"idle_chaff"`
 	// RekeyAfter is how many records a v2 sender seals under one key
 	// before it rekeys in band (default 4194304; at least 1000). It rekeys
 	// hourly in any case.
@@ -311,6 +314,9 @@ func (c *Common) validate(section string, server bool) error {
 	}
 	if c.ChaffWindow < 100*time.Millisecond || c.ChaffWindow > time.Minute {
 		return &ConfigError{key("chaff_window"), "must be 100ms..60s"}
+	}
+	if c.IdleChaff != 0 && c.IdleChaff < 100*time.Millisecond {
+		return &ConfigError{key("idle_chaff"), "must be 0 (off) or at least 100ms"}
 	}
 	if c.RekeyAfter == 0 {
 		c.RekeyAfter = stages.DefaultRekeyAfter

@@ -60,6 +60,7 @@ type sessionParams struct {
 	rekeyAfter uint64           // records under one key (0: default)
 	chaff      bool             // v2: FRONT-style chaff at the start
 	chaffFor   time.Duration    // its window
+	idleChaff  time.Duration    // mean interval of idle chaff (0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *SessionCapture // nil: capture off (nil taps)
@@ -205,7 +206,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	}
 	if p.chaff && !legacy {
 		ch := &stages.Chaff{Out: control, Rand: rand.Reader, MaxFrames: stages.DefaultChaffFrames,
-			Window: p.chaffFor, Stop: closing, Sent: func() { p.stats.ChaffSent.Add(1) }}
+			Window: p.chaffFor, Idle: p.idleChaff, Stop: closing, Sent: func() { p.stats.ChaffSent.Add(1) }}
 		run("chaff", ch.Run, false)
 	}
 	run("backend-reader", readRun, true)

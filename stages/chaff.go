@@ -23,7 +23,11 @@ type Chaff struct {
 	Rand      io.Reader
 	MaxFrames int           // N's upper bound
 	Window    time.Duration // W
-	// Stop, when closed, ends the burst early (the session is closing).
+	// Idle, if set, keeps sending a PAD frame at random intervals with
+	// this mean (exponentially distributed) after the burst, for the life
+	// of the session: cover traffic for quiet tunnels.
+	Idle time.Duration
+	// Stop, when closed, ends the chaff (the session is closing).
 	Stop <-chan struct{}
 	// Sent counts PAD frames queued.
 	Sent func()
@@ -53,27 +57,45 @@ func (c *Chaff) Run(ctx context.Context) error {
 	defer timer.Stop()
 	<-timer.C
 	for _, t := range times {
-		timer.Reset(time.Until(start.Add(t)))
-		select {
-		case <-timer.C:
-		case <-c.Stop:
-			return nil
-		case <-ctx.Done():
+		if !c.wait(ctx, timer, time.Until(start.Add(t))) {
 			return nil
 		}
-		// A PAD frame has no payload; its size is all padding, drawn over
-		// the sizes of small data records.
-		f := Frame{Frame: wire.Frame{Type: wire.FramePad}, padLen: int(c.draw(1400))}
-		select {
-		case c.Out <- f:
-			if c.Sent != nil {
-				c.Sent()
-			}
-		default:
-			f.Release()
+		c.send()
+	}
+	for c.Idle > 0 {
+		u := (float64(c.draw(1<<52)) + 1) / (1 << 52)
+		if !c.wait(ctx, timer, time.Duration(-math.Log(u)*float64(c.Idle))) {
+			return nil
 		}
+		c.send()
 	}
 	return nil
+}
+
+// wait sleeps for d unless the session ends first.
+func (c *Chaff) wait(ctx context.Context, timer *time.Timer, d time.Duration) bool {
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+		return true
+	case <-c.Stop:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// send queues one PAD frame, or drops it if the queue is full. A PAD frame
+// has no payload; its size is all padding, drawn over the sizes of small
+// data records.
+func (c *Chaff) send() {
+	f := Frame{Frame: wire.Frame{Type: wire.FramePad}, padLen: int(c.draw(1400))}
+	select {
+	case c.Out <- f:
+		if c.Sent != nil {
+			c.Sent()
+		}
+	default:
+	}
 }
 
 func (c *Chaff) draw(n uint64) uint64 {

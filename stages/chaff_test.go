@@ -45,3 +45,27 @@ func TestChaffIsDroppable(t *testing.T) {
 		t.Fatal("chaff blocked on a full queue")
 	}
 }
+
+// Idle chaff keeps coming after the burst until the session stops.
+func TestIdleChaff(t *testing.T) {
+	out := make(chan Frame, 1000)
+	stop := make(chan struct{})
+	c := &Chaff{Out: out, Rand: rand.Reader, MaxFrames: 1, Window: 10 * time.Millisecond, Idle: 20 * time.Millisecond, Stop: stop}
+	done := make(chan error)
+	go func() { done <- c.Run(context.Background()) }()
+	deadline := time.After(10 * time.Second)
+	for n := 0; n < 10; {
+		select {
+		case <-out:
+			n++
+		case <-deadline:
+			t.Fatalf("only %d chaff frames in 10s with a 20ms mean", n)
+		}
+	}
+	close(stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle chaff did not stop with the session")
+	}
+}
