@@ -1,0 +1,178 @@
+package stages
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// The receive buffer of a stream: the bounded hop between the demux and
+// the stream's down pump (see stream.go for the flow-control rules).
+
+// recvBuf holds data received for a stream until its socket takes it.
+// Demux pushes, the down pump pops; size never exceeds StreamWindow.
+type recvBuf struct {
+	mu     sync.Mutex
+	chunks []Frame
+	size   int
+	// window is the credit this side has granted in all: the most that may
+	// be buffered. It starts at StreamWindow and only the down pump grows it.
+	window atomic.Int64
+	eof    bool
+	notify chan struct{} // cap 1: data or EOF arrived
+	space  chan struct{} // cap 1: data was taken (legacy back-pressure)
+}
+
+func (r *recvBuf) signalSpace() {
+	select {
+	case r.space <- struct{}{}:
+	default:
+	}
+}
+
+// pushWait is push for v1, which has no windows: when the buffer is full
+// it waits for room, which stops the demux and so the whole backend — v1's
+// only back-pressure — rather than letting memory grow.
+func (r *recvBuf) pushWait(f Frame, aborted, ctxDone <-chan struct{}) error {
+	for {
+		r.mu.Lock()
+		full := r.size > 0 && r.size+len(f.Payload) > StreamWindow
+		r.mu.Unlock()
+		if !full {
+			return r.pushLimit(f, 1<<30)
+		}
+		select {
+		case <-r.space:
+		case <-aborted:
+			f.Release()
+			return nil
+		case <-ctxDone:
+			f.Release()
+			return nil
+		}
+	}
+}
+
+func (r *recvBuf) wake() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// push adds f's payload; it takes ownership of f. ErrFlowControl if the
+// peer overran its window.
+func (r *recvBuf) push(f Frame) error { return r.pushLimit(f, int(r.window.Load())) }
+
+// buffered is how many bytes wait for the socket.
+func (r *recvBuf) buffered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.size
+}
+
+func (r *recvBuf) pushLimit(f Frame, limit int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(f.Payload)
+	if r.eof || r.size+n > limit {
+		f.Release()
+		return ErrFlowControl
+	}
+	r.size += n
+	if k := len(r.chunks); k > 0 && n < coalesceBelow {
+		last := &r.chunks[k-1]
+		if last.buf != nil && cap(last.Payload)-len(last.Payload) >= n {
+			last.Payload = append(last.Payload, f.Payload...)
+			f.Release()
+			r.wake()
+			return nil
+		}
+	}
+	r.chunks = append(r.chunks, f)
+	r.wake()
+	return nil
+}
+
+// finish marks the peer's FIN: pop returns eof after the buffered data.
+func (r *recvBuf) finish() {
+	r.mu.Lock()
+	r.eof = true
+	r.mu.Unlock()
+	r.wake()
+}
+
+// downBatch bounds how many buffered chunks one vectored write takes.
+const downBatch = 16
+
+// popBatch appends up to cap(dst) buffered frames to dst, waiting for at
+// least one; eof is true once the data before FIN is all out (then dst is
+// empty); ok=false if the stream was aborted.
+func (r *recvBuf) popBatch(aborted <-chan struct{}, dst []Frame) ([]Frame, bool, bool) {
+	f, eof, ok := r.pop(aborted)
+	if !ok || eof {
+		return dst, eof, ok
+	}
+	dst = append(dst, f)
+	r.mu.Lock()
+	k := min(len(r.chunks), cap(dst)-len(dst))
+	for i := 0; i < k; i++ {
+		dst = append(dst, r.chunks[i])
+		r.size -= len(r.chunks[i].Payload)
+		r.chunks[i] = Frame{}
+	}
+	r.chunks = r.chunks[k:]
+	if len(r.chunks) == 0 {
+		r.chunks = nil
+	}
+	r.mu.Unlock()
+	if k > 0 {
+		r.signalSpace()
+	}
+	return dst, false, true
+}
+
+// pop returns the next frame, or eof once the data before FIN is out, or
+// ok=false if the stream was aborted.
+func (r *recvBuf) pop(aborted <-chan struct{}) (f Frame, eof, ok bool) {
+	for {
+		select {
+		case <-aborted:
+			return Frame{}, false, false
+		default:
+		}
+		r.mu.Lock()
+		if len(r.chunks) > 0 {
+			f = r.chunks[0]
+			r.chunks[0] = Frame{}
+			r.chunks = r.chunks[1:]
+			if len(r.chunks) == 0 {
+				r.chunks = nil // let the backing array go while idle
+			}
+			r.size -= len(f.Payload)
+			r.mu.Unlock()
+			r.signalSpace()
+			return f, false, true
+		}
+		eof = r.eof
+		r.mu.Unlock()
+		if eof {
+			return Frame{}, true, true
+		}
+		select {
+		case <-r.notify:
+		case <-aborted:
+			return Frame{}, false, false
+		}
+	}
+}
+
+// drain releases everything still buffered (after the stream ended).
+func (r *recvBuf) drain() {
+	r.mu.Lock()
+	for i := range r.chunks {
+		r.chunks[i].Release()
+	}
+	r.chunks = nil
+	r.size = 0
+	r.mu.Unlock()
+}
