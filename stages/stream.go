@@ -54,8 +54,9 @@ func (s streamState) String() string {
 	return [...]string{"opening", "open", "local-fin", "remote-fin", "closed", "reset"}[s]
 }
 
-// smallReadSize is the per-stream buffer a quiet stream reads into.
-const smallReadSize = 2048
+// smallReadSize is the per-stream buffer a quiet stream reads into (the
+// small pool class).
+const smallReadSize = SmallBufSize
 
 // LegacyFINLinger bounds how long a v1 stream keeps reading its local side
 // after the peer's FIN before it answers with its own.
@@ -291,7 +292,8 @@ func (s *stream) legacyReply(ctx context.Context) {
 // so idle streams hold no pooled payload buffer; once a read fills it, the
 // stream is busy and reads straight into pooled buffers of a whole frame.
 func (s *stream) up(ctx context.Context) {
-	var small []byte
+	var small *Buf // the quiet-stream read buffer, from the small class
+	defer func() { putBuf(small) }()
 	bulk := false
 	for {
 		want := smallReadSize
@@ -310,12 +312,13 @@ func (s *stream) up(ctx context.Context) {
 			m, err = s.conn.Read(buf.B[:n])
 		} else {
 			if small == nil {
-				small = make([]byte, smallReadSize)
+				small = getBuf(smallReadSize)
 			}
-			m, err = s.conn.Read(small[:n])
+			m, err = s.conn.Read(small.B[:n])
 			if m > 0 {
-				buf = getBuf(m)
-				copy(buf.B, small[:m])
+				// The read buffer itself becomes the frame's payload; the
+				// next read takes a fresh one from the pool.
+				buf, small = small, nil
 			}
 		}
 		bulk = m == n && n > 0
