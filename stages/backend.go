@@ -83,6 +83,7 @@ type BackendWriter struct {
 // vectored write (writev on TCP).
 func (w *BackendWriter) Run(ctx context.Context) error {
 	var bufs net.Buffers
+	var wb net.Buffers // WriteTo consumes its receiver: a copy of bufs, hoisted so it is allocated once
 	var held []Sealed
 	for {
 		var s Sealed
@@ -115,7 +116,7 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 				w.Tap(h.B)
 			}
 		}
-		wb := bufs // WriteTo consumes its receiver; keep bufs' array
+		wb = bufs
 		if _, err := wb.WriteTo(w.Conn); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -33,9 +33,22 @@ type Mux struct {
 	Log   *logrus.Entry
 }
 
+// batchRing is how many batch slices the mux cycles through. A batch is
+// free again once encrypt has taken the next one: at most BatchQueueLen
+// wait in the channel and one is being sealed, so a ring of two more is
+// never reused while in use.
+const batchRing = BatchQueueLen + 2
+
 // Run multiplexes until ctx is done or Shutdown.
 func (m *Mux) Run(ctx context.Context) error {
 	defer close(m.Out)
+	var ring [batchRing]Batch
+	next := 0
+	fresh := func() Batch {
+		b := ring[next][:0]
+		next = (next + 1) % batchRing
+		return b
+	}
 	for {
 		var first Frame
 		select {
@@ -45,7 +58,7 @@ func (m *Mux) Run(ctx context.Context) error {
 			case first = <-m.Control:
 			case first = <-m.Data:
 			case <-m.Shutdown:
-				b := m.gather(nil)
+				b := m.gather(fresh())
 				t, ok := wire.FrameClose, true
 				if m.Final != nil {
 					t, ok = m.Final()
@@ -66,7 +79,8 @@ func (m *Mux) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
-		b := m.gather(Batch{first})
+		b := m.gather(append(fresh(), first))
+		ring[(next+batchRing-1)%batchRing] = b // keep a grown array
 		select {
 		case m.Out <- b:
 		case <-ctx.Done():

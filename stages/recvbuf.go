@@ -13,7 +13,10 @@ import (
 type recvBuf struct {
 	mu     sync.Mutex
 	chunks []Frame
-	size   int
+	// first backs chunks while few frames wait, so that a stream that
+	// empties its buffer does not allocate again for the next message.
+	first [4]Frame
+	size  int
 	// window is the credit this side has granted in all: the most that may
 	// be buffered. It starts at StreamWindow and only the down pump grows it.
 	window atomic.Int64
@@ -122,7 +125,7 @@ func (r *recvBuf) popBatch(aborted <-chan struct{}, dst []Frame) ([]Frame, bool,
 	}
 	r.chunks = r.chunks[k:]
 	if len(r.chunks) == 0 {
-		r.chunks = nil
+		r.chunks = r.first[:0]
 	}
 	r.mu.Unlock()
 	if k > 0 {
@@ -146,7 +149,7 @@ func (r *recvBuf) pop(aborted <-chan struct{}) (f Frame, eof, ok bool) {
 			r.chunks[0] = Frame{}
 			r.chunks = r.chunks[1:]
 			if len(r.chunks) == 0 {
-				r.chunks = nil // let the backing array go while idle
+				r.chunks = r.first[:0] // a grown array goes; the small one stays
 			}
 			r.size -= len(f.Payload)
 			r.mu.Unlock()

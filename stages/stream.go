@@ -360,6 +360,7 @@ func (s *stream) down(ctx context.Context) {
 	consumed := 0
 	batch := make([]Frame, 0, downBatch)
 	var bufs net.Buffers
+	var wb net.Buffers // WriteTo consumes its receiver: a copy of bufs, hoisted so it is allocated once
 	for {
 		var eof, ok bool
 		batch, eof, ok = s.recv.popBatch(s.aborted, batch[:0])
@@ -388,7 +389,7 @@ func (s *stream) down(ctx context.Context) {
 			bufs = append(bufs, batch[i].Payload)
 			n += len(batch[i].Payload)
 		}
-		wb := bufs // WriteTo consumes its receiver; keep bufs' array
+		wb = bufs
 		_, err := wb.WriteTo(s.conn)
 		for i := range batch {
 			batch[i].Release()
