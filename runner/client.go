@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +42,8 @@ type Client struct {
 	ln       net.Listener
 	accepted chan net.Conn
 	udp      *stages.UDPRelay
-	capture  *Capture // nil unless cfg.Capture is set
+	tls      *tls.Config // tls backend
+	capture  *Capture    // nil unless cfg.Capture is set
 }
 
 // NewClient checks the config and prepares a client.
@@ -65,6 +67,11 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 	var err error
 	if c.psk, err = cfg.PSK("client"); err != nil {
 		return nil, err
+	}
+	if cfg.Backend.Type == "tls" {
+		if c.tls, err = clientTLS(&cfg.Backend); err != nil {
+			return nil, err
+		}
 	}
 	c.cipher, _ = wire.ParseCipher(cfg.Cipher)
 	return c, nil
@@ -208,6 +215,16 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 			return nil, fmt.Errorf("connect to server: %w", err)
 		}
 		lanes = append(lanes, conn)
+	}
+	if c.tls != nil {
+		tc := tls.Client(lanes[0], c.tls)
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = lanes[0].Close()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		return tc, nil
 	}
 	if n == 1 {
 		return lanes[0], nil

@@ -41,6 +41,16 @@ type BackendConfig struct {
 	// Number and Blocksize are multi_tcp settings (v1; defaults 5, 8192).
 	Number    int `yaml:"number"`
 	Blocksize int `yaml:"blocksize"`
+	// TLS backend (type: tls, v2 only). The server needs TLSCert and
+	// TLSKey (PEM files) and may name a Decoy HTML file served to anything
+	// that is not a usocks client; the client checks the certificate for
+	// TLSServerName (default: server) against the system roots, or against
+	// the PEM file TLSCA.
+	TLSCert       string `yaml:"tls_cert"`
+	TLSKey        string `yaml:"tls_key"`
+	Decoy         string `yaml:"decoy"`
+	TLSServerName string `yaml:"tls_server_name"`
+	TLSCA         string `yaml:"tls_ca"`
 }
 
 // FrontendConfig is the server's `frontend:` section: where streams go.
@@ -266,8 +276,19 @@ func (c *Common) validate(section string, server bool) error {
 		if c.Protocol != "v1" {
 			return &ConfigError{key("backend.type"), "multi_tcp is only for protocol: v1"}
 		}
+	case "tls":
+		if c.Protocol != "v2" {
+			return &ConfigError{key("backend.type"), "tls is only for protocol: v2"}
+		}
+		if server && (c.Backend.TLSCert == "" || c.Backend.TLSKey == "") {
+			k := "backend.tls_cert"
+			if c.Backend.TLSCert != "" {
+				k = "backend.tls_key"
+			}
+			return &ConfigError{key(k), "missing: a tls backend needs a certificate and its key (PEM files)"}
+		}
 	default:
-		return &ConfigError{key("backend.type"), fmt.Sprintf("%q: want plain_tcp or multi_tcp", c.Backend.Type)}
+		return &ConfigError{key("backend.type"), fmt.Sprintf("%q: want plain_tcp, multi_tcp or tls", c.Backend.Type)}
 	}
 	if c.Backend.Port == 0 {
 		c.Backend.Port = DefaultBackendPort

@@ -1,8 +1,10 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -39,6 +41,8 @@ type Server struct {
 	// draining bounds connections being drained after a failed handshake.
 	draining chan struct{}
 	lanes    *stages.LaneGrouper // v1 multi_tcp
+	tls      *tls.Config         // tls backend
+	decoy    []byte              // tls backend: the page for visitors
 	capture  *Capture            // nil unless cfg.Capture is set
 }
 
@@ -76,6 +80,11 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.psk = psk
+	if cfg.Backend.Type == "tls" {
+		if s.tls, s.decoy, err = serverTLS(&cfg.Backend); err != nil {
+			return nil, err
+		}
+	}
 	var ciphers []wire.CipherID
 	if cfg.Cipher != "" && cfg.Cipher != "auto" {
 		c, _ := wire.ParseCipher(cfg.Cipher)
@@ -208,9 +217,37 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 	log := s.log.WithField("peer", conn.RemoteAddr().String())
 	sc := s.capture.Session(conn.RemoteAddr().String())
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	var pc *stages.PrefixConn
+	if s.tls != nil {
+		var visitor bool
+		if conn, pc, visitor = s.acceptTLS(ctx, conn, accepted); conn == nil || visitor {
+			<-s.pending
+			if visitor {
+				s.Rejected.Add()
+				log.Info("tls visitor served the decoy")
+				stages.ServeDecoy(pc.Conn, pc.Prefix, s.decoy)
+			}
+			stop()
+			sc.End(fmt.Errorf("not a usocks client"))
+			return
+		}
+	}
 	hc := sc.handshakeConn(conn)
 	keys, err := s.hs.Handshake(ctx, hc, accepted)
 	<-s.pending // the outcome is known: make room for the next handshake
+	if err != nil && pc != nil {
+		// Inside TLS, anything that is not a usocks client meets a web
+		// server, not silence.
+		s.Rejected.Add()
+		log.WithField("reason", err.Error()).Warn("invalid handshake inside tls: decoy")
+		stages.ServeDecoy(pc.Conn, pc.Seen(), s.decoy)
+		stop()
+		sc.End(fmt.Errorf("handshake: %w", err))
+		return
+	}
+	if pc != nil {
+		pc.Record = nil // the session reads on; stop keeping a copy
+	}
 	if err != nil {
 		s.Rejected.Add()
 		log.WithField("reason", err.Error()).Warn("invalid handshake")
@@ -266,4 +303,29 @@ func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionPar
 		s.Clean.Add()
 		log.Info("session closed")
 	}
+}
+
+// acceptTLS runs the TLS handshake and reads the client's first record. A
+// usocks v2 first flight is always at least stages.ClientMinFlight bytes
+// in one write, so a shorter first record (an HTTP request line, a probe)
+// is a visitor: it gets the decoy at once, without waiting for more. It
+// returns the connection to run the v2 handshake on (nil if the TLS
+// handshake failed), and the PrefixConn that replays and records what was
+// read.
+func (s *Server) acceptTLS(ctx context.Context, raw net.Conn, accepted time.Time) (net.Conn, *stages.PrefixConn, bool) {
+	tc := tls.Server(raw, s.tls)
+	hctx, cancel := context.WithDeadline(ctx, accepted.Add(10*time.Second))
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = raw.Close()
+		return nil, nil, false
+	}
+	_ = tc.SetReadDeadline(accepted.Add(10 * time.Second))
+	buf := make([]byte, 16<<10)
+	n, err := tc.Read(buf)
+	pc := &stages.PrefixConn{Conn: tc, Prefix: buf[:n], Record: new(bytes.Buffer)}
+	if err != nil || n < stages.ClientMinFlight {
+		return tc, pc, true
+	}
+	return pc, pc, false
 }

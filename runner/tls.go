@@ -1,0 +1,57 @@
+package runner
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"usocks/stages"
+)
+
+// TLS backend settings built from the config (stages/tls.go has the
+// backend itself).
+
+// serverTLS loads the server's certificate and decoy page.
+func serverTLS(b *BackendConfig) (*tls.Config, []byte, error) {
+	cert, err := tls.LoadX509KeyPair(b.TLSCert, b.TLSKey)
+	if err != nil {
+		return nil, nil, &ConfigError{"server.backend.tls_cert", fmt.Sprintf("cannot load the certificate and key: %v", err)}
+	}
+	page := []byte(stages.DefaultDecoyPage)
+	if b.Decoy != "" {
+		if page, err = os.ReadFile(b.Decoy); err != nil {
+			return nil, nil, &ConfigError{"server.backend.decoy", err.Error()}
+		}
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"http/1.1"},
+	}, page, nil
+}
+
+// clientTLS is the client's TLS configuration: the server's certificate is
+// always verified, against the system roots or the configured CA file.
+func clientTLS(b *BackendConfig) (*tls.Config, error) {
+	cfg := &tls.Config{
+		ServerName: b.Server,
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+	}
+	if b.TLSServerName != "" {
+		cfg.ServerName = b.TLSServerName
+	}
+	if b.TLSCA != "" {
+		pem, err := os.ReadFile(b.TLSCA)
+		if err != nil {
+			return nil, &ConfigError{"client.backend.tls_ca", err.Error()}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, &ConfigError{"client.backend.tls_ca", "no PEM certificate in the file"}
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}

@@ -1,0 +1,160 @@
+package runner
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and usocks.test and its
+// key as PEM files; the certificate doubles as the client's CA file.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "usocks.test"},
+		DNSNames: []string{"usocks.test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// startTLSTunnel runs a client and server with the tls backend.
+func startTLSTunnel(t *testing.T, targetPort int, decoy string) (*Server, *Client, func()) {
+	cert, key := selfSigned(t)
+	logger, _ := testLogger(t)
+	psk := newKey(t)
+	sln := listenLocal(t)
+	sport := sln.Addr().(*net.TCPAddr).Port
+	srv, err := NewServer(&ServerConfig{
+		Common: Common{Key: psk, Backend: BackendConfig{Type: "tls", Address: "127.0.0.1", Port: sport,
+			TLSCert: cert, TLSKey: key, Decoy: decoy}},
+		Frontend: FrontendConfig{Server: "127.0.0.1", Port: targetPort},
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.UseListener(sln)
+	cln := listenLocal(t)
+	cli, err := NewClient(&ClientConfig{
+		Common: Common{Key: psk, Backend: BackendConfig{Type: "tls", Server: "127.0.0.1", Port: sport,
+			TLSServerName: "usocks.test", TLSCA: cert}},
+		Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.UseListener(cln)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
+	go func() { _ = cli.Run(ctx); done <- struct{}{} }()
+	stop := func() { cancel(); <-done; <-done }
+	select {
+	case <-cli.Sessions:
+	case <-time.After(10 * time.Second):
+		stop()
+		t.Fatal("no session over the tls backend")
+	}
+	return srv, cli, stop
+}
+
+// TestTLSBackend: streams cross a TLS backend byte-exact, and anything
+// that is not a usocks client meets a web server serving the decoy page.
+func TestTLSBackend(t *testing.T) {
+	tg := startTarget(t)
+	decoy := filepath.Join(t.TempDir(), "index.html")
+	page := "<html><body>nothing to see</body></html>\n"
+	if err := os.WriteFile(decoy, []byte(page), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, cli, stop := startTLSTunnel(t, tg.port(), decoy)
+	defer stop()
+	tn := &tunnel{t: t, cli: cli, srv: srv}
+	echoMany(t, tn, 10, 1<<20)
+
+	// A browser (here Go's HTTP client) gets the decoy page.
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + srv.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != page {
+		t.Fatalf("decoy: %d %q", resp.StatusCode, body)
+	}
+	// A large request (as long as a usocks flight) still gets a web server.
+	req, _ := http.NewRequest("GET", "https://"+srv.Addr().String()+"/missing?"+strings.Repeat("q", 300), nil)
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("unknown path: %d", resp.StatusCode)
+	}
+	// Junk inside TLS gets an HTTP error and a close, never silence.
+	c, err := tls.Dial("tcp", srv.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 300)
+	_, _ = rand.Read(junk)
+	_, _ = c.Write(junk)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(got), "HTTP/1.1 400") {
+		t.Fatalf("junk inside tls: got %q", got)
+	}
+	if srv.Sessions.Load() != 1 {
+		t.Fatalf("sessions = %d, want only the client's", srv.Sessions.Load())
+	}
+	// curl, if present, sees an ordinary HTTPS site.
+	if path, err := exec.LookPath("curl"); err == nil {
+		out, err := exec.Command(path, "-sk", "--max-time", "10", "https://"+srv.Addr().String()+"/").Output()
+		if err != nil || string(out) != page {
+			t.Fatalf("curl: %q %v", out, err)
+		}
+	}
+	sum := sha256.Sum256([]byte(page))
+	t.Logf("decoy served (sha256 %x)", sum[:4])
+}
