@@ -75,6 +75,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"replay window", "server:\n  " + key + "  replay_window: 5s\n", "server.replay_window"},
 		{"max streams", "client:\n  " + key + "  max_streams: 70000\n", "client.max_streams"},
 		{"frontend type", "server:\n  " + key + "  frontend: {type: ftp}\n", "server.frontend.type"},
+		{"tls needs v2", "client:\n  key: k\n  protocol: v1\n  backend: {type: tls}\n", "client.backend.type"},
+		{"tls server needs a cert", "server:\n  " + key + "  backend: {type: tls}\n", "server.backend.tls_cert"},
+		{"tls server needs a key", "server:\n  " + key + "  backend: {type: tls, tls_cert: c.pem}\n", "server.backend.tls_key"},
 		{"bad yaml", "client: [\n", "config:"},
 	}
 	for _, tc := range cases {

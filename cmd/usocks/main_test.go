@@ -120,6 +120,7 @@ func TestBadStartupsAreOneClearLine(t *testing.T) {
 		{"no section", "client", "server:\n  key: " + key + "\n", "no client: section"},
 		{"port in use", "server", fmt.Sprintf("server:\n  key: %s\n  backend: {address: 127.0.0.1, port: %d}\n", key, busyPort), "address already in use"},
 		{"missing file", "server", "", "no such file"},
+		{"tls cert unreadable", "server", "server:\n  key: " + key + "\n  backend: {type: tls, tls_cert: /nonexistent/c.pem, tls_key: /nonexistent/k.pem}\n", "server.backend.tls_cert"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
