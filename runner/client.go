@@ -260,7 +260,7 @@ func (c *Client) session(ctx context.Context) error {
 		}
 		return runSession(ctx, params)
 	}
-	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second}
+	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix)}
 	if params.capture != nil {
 		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.keyLog(k, ci) }
 	}

@@ -51,6 +51,11 @@ type BackendConfig struct {
 	Decoy         string `yaml:"decoy"`
 	TLSServerName string `yaml:"tls_server_name"`
 	TLSCA         string `yaml:"tls_ca"`
+	// Prefix (plain_tcp, v2) is sent before the client's first flight:
+	// printable bytes that exempt it from fully-encrypted-traffic rules.
+	// Both sides must agree. It is a constant, so it is a fingerprint of
+	// its own: prefer the tls backend where possible.
+	Prefix string `yaml:"prefix"`
 }
 
 // FrontendConfig is the server's `frontend:` section: where streams go.
@@ -289,6 +294,12 @@ func (c *Common) validate(section string, server bool) error {
 		}
 	default:
 		return &ConfigError{key("backend.type"), fmt.Sprintf("%q: want plain_tcp, multi_tcp or tls", c.Backend.Type)}
+	}
+	if c.Backend.Prefix != "" && (c.Protocol != "v2" || c.Backend.Type != "plain_tcp") {
+		return &ConfigError{key("backend.prefix"), "only for protocol v2 with backend type plain_tcp"}
+	}
+	if len(c.Backend.Prefix) > 256 {
+		return &ConfigError{key("backend.prefix"), "at most 256 bytes"}
 	}
 	if c.Backend.Port == 0 {
 		c.Backend.Port = DefaultBackendPort

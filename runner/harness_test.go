@@ -154,6 +154,7 @@ type tunnelOpts struct {
 	padding    string
 	rekeyAfter uint64
 	chaffFor   time.Duration
+	prefix     string
 	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
@@ -216,7 +217,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	sport := sln.Addr().(*net.TCPAddr).Port
 	scfg := &ServerConfig{
 		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams, HalfClosedTimeout: o.halfClosed, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
-			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport}},
+			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport, Prefix: o.prefix}},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
 	}
@@ -253,7 +254,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		cln := listenLocal(t)
 		ccfg := &ClientConfig{
 			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Padding: o.padding, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
-				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort}},
+				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort, Prefix: o.prefix}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 		}
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext

@@ -103,7 +103,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	s.hs = &stages.ServerHandshake{
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
 		Start: time.Now(), Salts: stages.NewSaltCache(cfg.SaltCache, 2*cfg.ReplayWindow),
-		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log,
+		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
 	}
 	return s, nil
 }

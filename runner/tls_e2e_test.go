@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"usocks/wire"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and usocks.test and its
@@ -157,4 +159,74 @@ func TestTLSBackend(t *testing.T) {
 	}
 	sum := sha256.Sum256([]byte(page))
 	t.Logf("decoy served (sha256 %x)", sum[:4])
+}
+
+// TestFETExemptionOfFirstPayloads applies the fully-encrypted-traffic
+// rules to first client payloads captured on loopback: the raw backend is
+// not exempt, the tls backend is (Ex5), a printable prefix is (Ex2).
+func TestFETExemptionOfFirstPayloads(t *testing.T) {
+	tg := startTarget(t)
+	first := func(prefix string) []byte {
+		tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, prefix: prefix})
+		tn.waitSession()
+		b := tn.relay.first(0)
+		tn.stop()
+		return b
+	}
+	raw := first("")
+	if r := wire.FETExemption(raw); r != "" {
+		t.Logf("raw first flight exempt by %s (chance: about 0.3%% of flights)", r)
+	}
+	const prefix = "HTTP/1.1 200 OK\r\n"
+	pre := first(prefix)
+	if !strings.HasPrefix(string(pre), prefix) || wire.FETExemption(pre) != "Ex2" {
+		t.Fatalf("prefixed first flight %q…: %q, want Ex2", pre[:20], wire.FETExemption(pre))
+	}
+	// The tls backend's first payload is a TLS ClientHello.
+	ln := listenLocal(t)
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		n, _ := c.Read(buf)
+		got <- buf[:n]
+	}()
+	cfg, err := clientTLS(&BackendConfig{Server: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(raw2, cfg)
+	_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+	go func() { _ = tc.Handshake() }()
+	hello := <-got
+	_ = tc.Close()
+	if r := wire.FETExemption(hello); r != "Ex5" {
+		t.Fatalf("tls first payload %x…: %q, want Ex5", hello[:8], r)
+	}
+}
+
+// A server with a prefix refuses a client without it (invalid-input
+// reaction), and a client with it works.
+func TestPrefixMustMatch(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), prefix: "GET / HTTP/1.1\r\n"})
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 100_000, 2); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := probe(tn.serverAddr(), []byte("GET / HTTP/1.0\r\nHost: x\r\n\r\n"), 3*time.Second)
+	if r.bytesBack != 0 || r.how != "FIN" {
+		t.Fatalf("wrong prefix: %+v", r)
+	}
 }

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -69,6 +70,10 @@ type ClientHandshake struct {
 	Skew   time.Duration
 	// Timeout bounds waiting for the server's reply.
 	Timeout time.Duration
+	// Prefix, if set, is sent before the first flight, in the same write
+	// (SPEC-v2.md §3b: printable bytes that exempt the flight from
+	// fully-encrypted-traffic rules). The server must expect the same.
+	Prefix []byte
 	// KeyLog, if set, is told the session's data keys (a plaintext
 	// capture records them, like SSLKEYLOGFILE). nil in normal use.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
@@ -91,7 +96,7 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	if hello.PadLen, err = randInt(h.Rand, ClientPadMax); err != nil {
 		return nil, err
 	}
-	flight := wire.AppendClientHello(nil, h.PSK, &hello)
+	flight := wire.AppendClientHello(append([]byte(nil), h.Prefix...), h.PSK, &hello)
 	timeout := h.Timeout
 	if timeout == 0 {
 		timeout = 15 * time.Second
@@ -228,7 +233,11 @@ type ServerHandshake struct {
 	// accept or this many bytes, then close with FIN.
 	DrainTimeout time.Duration
 	DrainBytes   int64
-	Log          *logrus.Entry
+	// Prefix is what clients send before their first flight (empty: none);
+	// a connection that does not start with it gets the invalid-input
+	// reaction.
+	Prefix []byte
+	Log    *logrus.Entry
 	// KeyLog, if set, is told each session's data keys (plaintext
 	// capture). It gets the connection Accept was given. nil normally.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
@@ -279,6 +288,15 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	_ = c.SetReadDeadline(accepted.Add(h.DrainTimeout))
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if len(h.Prefix) > 0 {
+		got := make([]byte, len(h.Prefix))
+		if _, err := io.ReadFull(c, got); err != nil {
+			return nil, &errReject{"short first flight"}
+		}
+		if subtle.ConstantTimeCompare(got, h.Prefix) != 1 {
+			return nil, &errReject{"wrong prefix"}
+		}
+	}
 	prefix := make([]byte, wire.ClientPrefixLen)
 	if _, err := io.ReadFull(c, prefix); err != nil {
 		return nil, &errReject{"short first flight"}
