@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -38,6 +41,8 @@ type Client struct {
 	Stats stages.Stats
 	// Sessions is told each time a session is established (tests wait on it).
 	Sessions chan struct{}
+	// Rotations counts backend rotations.
+	Rotations atomic.Int64
 
 	ln       net.Listener
 	accepted chan net.Conn
@@ -149,9 +154,32 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	var draining sync.WaitGroup // sessions rotated away from, finishing their streams
+	defer draining.Wait()
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := c.session(ctx)
+		drain := make(chan struct{})
+		var rotate *time.Timer
+		if c.cfg.RotateAfter > 0 {
+			rotate = time.AfterFunc(jittered(c.cfg.RotateAfter), func() { close(drain) })
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.session(ctx, drain) }()
+		var err error
+		select {
+		case err = <-done:
+			if rotate != nil {
+				rotate.Stop()
+			}
+		case <-drain:
+			// Rotation: the old backend keeps its streams until they end;
+			// new streams go to a new backend, opened now.
+			c.Rotations.Add(1)
+			c.log.Info("rotating to a new backend")
+			draining.Add(1)
+			go func() { defer draining.Done(); <-done }()
+			continue
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -232,8 +260,14 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 	return stages.NewStripedConn(lanes, c.cfg.Backend.Blocksize)
 }
 
-// session dials, handshakes and runs one session.
-func (c *Client) session(ctx context.Context) error {
+// jittered returns d ± 25 %, so that rotations do not happen in step.
+func jittered(d time.Duration) time.Duration {
+	return d*3/4 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// session dials, handshakes and runs one session; closing drain moves it
+// to draining (see stages.Demux.Drain).
+func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 	conn, err := c.dialBackend(ctx)
 	if err != nil {
 		return err
@@ -243,7 +277,7 @@ func (c *Client) session(ctx context.Context) error {
 		role: stages.Client, conn: conn, accept: c.accepted,
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
-		padding: c.cfg.Padding, udp: c.udp, rekeyAfter: c.cfg.RekeyAfter,
+		padding: c.cfg.Padding, udp: c.udp, drain: drain, rekeyAfter: c.cfg.RekeyAfter,
 		chaff: c.cfg.Chaff == nil || *c.cfg.Chaff, chaffFor: c.cfg.ChaffWindow, idleChaff: c.cfg.IdleChaff,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
 	}

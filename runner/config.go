@@ -147,6 +147,9 @@ type ClientConfig struct {
 	// UDP binds a UDP relay on the same address and port for SOCKS5 UDP
 	// associations served by a socks5 frontend (v2; default true).
 	UDP *bool `yaml:"udp"`
+	// RotateAfter, if set, opens a new backend after about this long
+	// (± 25 %); streams on the old one finish there (default off).
+	RotateAfter time.Duration `yaml:"rotate_after"`
 }
 
 // ServerConfig is the `server:` section.
@@ -400,6 +403,9 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.Port == 0 {
 		c.Port = DefaultClientPort
+	}
+	if c.RotateAfter < 0 || (c.RotateAfter > 0 && c.RotateAfter < 100*time.Millisecond) {
+		return &ConfigError{"client.rotate_after", "must be 0 (off) or at least 100ms"}
 	}
 	return checkPort("client.port", c.Port)
 }

@@ -575,3 +575,54 @@ func TestOneBadClientDoesNotDisturbAnother(t *testing.T) {
 		t.Fatalf("the good client's stream suffered: %v", err)
 	}
 }
+
+// TestBackendRotationLosesNothing: with a backend lifetime of ~300 ms the
+// client rotates several times while a slow stream spans the rotations and
+// new streams keep opening; every byte arrives and no stream is reset.
+func TestBackendRotationLosesNothing(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), rotate: 300 * time.Millisecond})
+	tn.waitSession()
+	// The long stream: 40 chunks of 16 KiB, 50 ms apart, echoed.
+	slow := tn.dial(modeEcho)
+	defer slow.Close()
+	sent := sha256.New()
+	got := make(chan []byte, 1)
+	go func() {
+		h := sha256.New()
+		_, _ = io.Copy(h, slow)
+		got <- h.Sum(nil)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 40; i++ {
+		chunk := make([]byte, 16<<10)
+		Pattern(chunk, uint64(i))
+		sent.Write(chunk)
+		if _, err := slow.Write(chunk); err != nil {
+			t.Fatalf("slow stream write %d: %v", i, err)
+		}
+		if i%8 == 0 { // new streams while rotating
+			if err := echoThrough(ctx, tn, 64<<10, uint64(100+i)); err != nil {
+				t.Fatalf("new stream during rotation: %v", err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = slow.CloseWrite()
+	select {
+	case sum := <-got:
+		if !bytes.Equal(sum, sent.Sum(nil)) {
+			t.Fatal("the stream that spanned rotations lost or changed bytes")
+		}
+	case <-ctx.Done():
+		t.Fatal("slow stream did not finish")
+	}
+	if r := tn.cli.Rotations.Load(); r < 2 {
+		t.Fatalf("%d rotations in 2 s with a 300 ms lifetime", r)
+	}
+	if tn.srv.Stats.StreamsReset.Load() != 0 || tn.srv.Failed.Load() != 0 {
+		t.Fatalf("resets %d, failed sessions %d: rotation must be clean", tn.srv.Stats.StreamsReset.Load(), tn.srv.Failed.Load())
+	}
+	t.Logf("%d rotations, %d backend sessions", tn.cli.Rotations.Load(), tn.srv.Sessions.Load())
+}

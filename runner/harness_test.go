@@ -155,6 +155,7 @@ type tunnelOpts struct {
 	rekeyAfter uint64
 	chaffFor   time.Duration
 	prefix     string
+	rotate     time.Duration
 	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp) or "multi_tcp"
 	// frontend, if set, replaces the redirect to targetPort.
@@ -255,7 +256,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		ccfg := &ClientConfig{
 			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Padding: o.padding, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort, Prefix: o.prefix}},
-			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
+			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate,
 		}
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
 		cli, err := NewClient(ccfg, logger)

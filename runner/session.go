@@ -60,6 +60,7 @@ type sessionParams struct {
 	rekeyAfter uint64           // records under one key (0: default)
 	chaff      bool             // v2: FRONT-style chaff at the start
 	chaffFor   time.Duration    // its window
+	drain      <-chan struct{}  // client: closed to rotate away from this backend
 	idleChaff  time.Duration    // mean interval of idle chaff (0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
@@ -172,7 +173,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
 		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, UDP: p.udp,
-		Closing: closing, PeerClosing: startClose, Log: stage("demux"), Stats: p.stats,
+		Closing: closing, PeerClosing: startClose, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 
 	run := func(name string, f func(context.Context) error, io bool) {

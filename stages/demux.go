@@ -71,6 +71,11 @@ type Demux struct {
 	Frontend Frontend
 	// MaxStreams caps open streams; 0 means DefaultMaxStreams.
 	MaxStreams int
+	// Drain, when closed, makes the demux take no new local connections
+	// (backend rotation): the streams it has run to their end, and then it
+	// calls Drained so the session closes cleanly.
+	Drain   <-chan struct{}
+	Drained func()
 	// Closing, when closed, starts a graceful end: streams are reset, no
 	// new ones are opened, and demux keeps reading until the peer's EOF.
 	Closing <-chan struct{}
@@ -102,6 +107,8 @@ type Demux struct {
 	live      int
 	closeSeen bool
 	closed    bool
+	draining  bool // Drain was closed
+	drained   bool // Drained was called
 }
 
 // Stats counts what happened in a session; safe to read concurrently.
@@ -124,6 +131,7 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 	defer d.shutdown()
 	accept := d.Accept
 	closing := d.Closing
+	drain := d.Drain
 	var janitor, keepalive <-chan time.Time
 	if d.IdleTimeout > 0 || d.HalfClosedTimeout > 0 {
 		t := time.NewTicker(janitorPeriod(d.IdleTimeout, d.HalfClosedTimeout))
@@ -166,11 +174,24 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 			}
 		case c := <-accept:
 			d.openLocal(ctx, c)
+		case <-drain:
+			drain, accept = nil, nil
+			d.draining = true
+			d.checkDrained()
 		case s := <-d.done:
 			d.finish(s)
+			d.checkDrained()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// checkDrained reports the end of a drain once the last stream is gone.
+func (d *Demux) checkDrained() {
+	if d.draining && !d.drained && d.live == 0 && d.Drained != nil {
+		d.drained = true
+		d.Drained()
 	}
 }
 
