@@ -48,6 +48,7 @@ type Client struct {
 	accepted chan net.Conn
 	udp      *stages.UDPRelay
 	tls      *tls.Config // tls backend
+	identity *wire.PSK   // multi-user server's identity key
 	capture  *Capture    // nil unless cfg.Capture is set
 }
 
@@ -77,6 +78,13 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		if c.tls, err = clientTLS(&cfg.Backend); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.ServerKey != "" {
+		k, err := wire.ParseKey(cfg.ServerKey)
+		if err != nil {
+			return nil, &ConfigError{"client.server_key", err.Error()}
+		}
+		c.identity = &k
 	}
 	c.cipher, _ = wire.ParseCipher(cfg.Cipher)
 	return c, nil
@@ -294,7 +302,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		}
 		return runSession(ctx, params)
 	}
-	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix)}
+	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix), Identity: c.identity}
 	if params.capture != nil {
 		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.keyLog(k, ci) }
 	}

@@ -147,6 +147,9 @@ type ClientConfig struct {
 	// UDP binds a UDP relay on the same address and port for SOCKS5 UDP
 	// associations served by a socks5 frontend (v2; default true).
 	UDP *bool `yaml:"udp"`
+	// ServerKey is the server's identity key when the server has several
+	// clients (server.clients): `key` is then this client's own key.
+	ServerKey string `yaml:"server_key"`
 	// RotateAfter, if set, opens a new backend after about this long
 	// (± 25 %); streams on the old one finish there (default off).
 	RotateAfter time.Duration `yaml:"rotate_after"`
@@ -156,6 +159,12 @@ type ClientConfig struct {
 type ServerConfig struct {
 	Common   `yaml:",inline"`
 	Frontend FrontendConfig `yaml:"frontend"`
+	// Clients, if set, makes this a multi-user server (v2): each client
+	// name has its own key (base64 or passphrase), and `key` becomes the
+	// server's identity key, which every client also needs (its
+	// server_key). Removing a name refuses that client's new sessions
+	// after a restart.
+	Clients map[string]string `yaml:"clients"`
 	// SaltCache caps remembered handshake salts (default 1,000,000).
 	SaltCache int `yaml:"salt_cache"`
 	// MaxPending caps connections still in their handshake (default 1024).
@@ -404,6 +413,9 @@ func (c *ClientConfig) Validate() error {
 	if c.Port == 0 {
 		c.Port = DefaultClientPort
 	}
+	if c.ServerKey != "" && c.Protocol != "v2" {
+		return &ConfigError{"client.server_key", "only for protocol v2"}
+	}
 	if c.RotateAfter < 0 || (c.RotateAfter > 0 && c.RotateAfter < 100*time.Millisecond) {
 		return &ConfigError{"client.rotate_after", "must be 0 (off) or at least 100ms"}
 	}
@@ -439,6 +451,9 @@ func (s *ServerConfig) Validate() error {
 	}
 	if s.Frontend.DialTimeout == 0 {
 		s.Frontend.DialTimeout = stages.DefaultDialTimeout
+	}
+	if len(s.Clients) > 0 && s.Protocol != "v2" {
+		return &ConfigError{"server.clients", "only for protocol v2"}
 	}
 	if s.SaltCache == 0 {
 		s.SaltCache = DefaultSaltCache

@@ -105,6 +105,20 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		Start: time.Now(), Salts: stages.NewSaltCache(cfg.SaltCache, 2*cfg.ReplayWindow),
 		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
 	}
+	if len(cfg.Clients) > 0 {
+		s.hs.Users = make(map[wire.UserID]*wire.PSK, len(cfg.Clients))
+		for name, k := range cfg.Clients {
+			psk, err := wire.ParseKey(k)
+			if err != nil {
+				return nil, &ConfigError{"server.clients." + name, err.Error()}
+			}
+			id := wire.UserIDOf(&psk)
+			if _, dup := s.hs.Users[id]; dup {
+				return nil, &ConfigError{"server.clients." + name, "the same key as another client"}
+			}
+			s.hs.Users[id] = &psk
+		}
+	}
 	return s, nil
 }
 

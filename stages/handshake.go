@@ -70,6 +70,9 @@ type ClientHandshake struct {
 	Skew   time.Duration
 	// Timeout bounds waiting for the server's reply.
 	Timeout time.Duration
+	// Identity, if set, is the server's identity key: the flight then
+	// carries an identity hint for PSK, the user key (multi-user servers).
+	Identity *wire.PSK
 	// Prefix, if set, is sent before the first flight, in the same write
 	// (SPEC-v2.md §3b: printable bytes that exempt the flight from
 	// fully-encrypted-traffic rules). The server must expect the same.
@@ -97,6 +100,11 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 		return nil, err
 	}
 	flight := wire.AppendClientHello(append([]byte(nil), h.Prefix...), h.PSK, &hello)
+	if h.Identity != nil {
+		eih := wire.SealIdentityHint(h.Identity, &hello.Salt, h.PSK)
+		at := len(h.Prefix) + wire.SaltSize
+		flight = append(flight[:at], append(eih[:], flight[at:]...)...)
+	}
 	timeout := h.Timeout
 	if timeout == 0 {
 		timeout = 15 * time.Second
@@ -233,6 +241,10 @@ type ServerHandshake struct {
 	// accept or this many bytes, then close with FIN.
 	DrainTimeout time.Duration
 	DrainBytes   int64
+	// Users, if set, makes this a multi-user server: PSK is then the
+	// server's identity key, and each client's identity hint selects its
+	// user key here (one key trial per handshake).
+	Users map[wire.UserID]*wire.PSK
 	// Prefix is what clients send before their first flight (empty: none);
 	// a connection that does not start with it gets the invalid-input
 	// reaction.
@@ -297,11 +309,29 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 			return nil, &errReject{"wrong prefix"}
 		}
 	}
+	psk := h.PSK
 	prefix := make([]byte, wire.ClientPrefixLen)
-	if _, err := io.ReadFull(c, prefix); err != nil {
+	if h.Users != nil {
+		// Multi-user: salt and identity hint first; the hint names the one
+		// key to try (wire/identity.go).
+		head := make([]byte, wire.SaltSize+wire.IdentityHintSize)
+		if _, err := io.ReadFull(c, head); err != nil {
+			return nil, &errReject{"short first flight"}
+		}
+		salt := [wire.SaltSize]byte(head[:wire.SaltSize])
+		user, ok := h.Users[wire.OpenIdentityHint(h.PSK, &salt, head[wire.SaltSize:])]
+		if !ok {
+			return nil, &errReject{"unknown user (or wrong server key)"}
+		}
+		psk = user
+		copy(prefix, head[:wire.SaltSize])
+		if _, err := io.ReadFull(c, prefix[wire.SaltSize:]); err != nil {
+			return nil, &errReject{"short first flight"}
+		}
+	} else if _, err := io.ReadFull(c, prefix); err != nil {
 		return nil, &errReject{"short first flight"}
 	}
-	r := wire.NewClientHelloReader(h.PSK)
+	r := wire.NewClientHelloReader(psk)
 	rest, err := r.OpenPrefix(prefix)
 	if err != nil {
 		return nil, &errReject{"bad header (wrong key or not a usocks v2 client)"}
@@ -344,10 +374,10 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 		return nil, &errReject{"bad public key"}
 	}
 	_ = c.SetWriteDeadline(accepted.Add(h.DrainTimeout))
-	if _, err := c.Write(wire.AppendServerHello(nil, h.PSK, &sh)); err != nil {
+	if _, err := c.Write(wire.AppendServerHello(nil, psk, &sh)); err != nil {
 		return nil, &BackendError{Op: "write", Err: err}
 	}
-	return sessionKeys(h.PSK, ch, &sh, shared, Server, c, h.KeyLog)
+	return sessionKeys(psk, ch, &sh, shared, Server, c, h.KeyLog)
 }
 
 func (h *ServerHandshake) cipherAllowed(c wire.CipherID) bool {

@@ -1,0 +1,86 @@
+package runner
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+// runClient starts a client with cfg against a server and reports whether
+// it got a session within wait.
+func runClient(t *testing.T, cfg *ClientConfig, wait time.Duration) (*Client, bool) {
+	logger, _ := testLogger(t)
+	cln := listenLocal(t)
+	cfg.Address, cfg.Port = "127.0.0.1", cln.Addr().(*net.TCPAddr).Port
+	cli, err := NewClient(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.UseListener(cln)
+	cli.Backoff.Min, cli.Backoff.Max = 20*time.Millisecond, 100*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = cli.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-cli.Sessions:
+		return cli, true
+	case <-time.After(wait):
+		return cli, false
+	}
+}
+
+// TestMultiUserServer: two clients with their own keys share a server that
+// knows them by their identity hints; a client whose key was removed, or
+// that sends no hint, gets the invalid-input reaction.
+func TestMultiUserServer(t *testing.T) {
+	tg := startTarget(t)
+	identity, alice, bob, carol := newKey(t), newKey(t), newKey(t), newKey(t)
+	logger, _ := testLogger(t)
+	sln := listenLocal(t)
+	sport := sln.Addr().(*net.TCPAddr).Port
+	srv, err := NewServer(&ServerConfig{
+		Common:       Common{Key: identity, Backend: BackendConfig{Address: "127.0.0.1", Port: sport}},
+		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: tg.port()},
+		Clients:      map[string]string{"alice": alice, "bob": bob},
+		ProbeTimeout: 300 * time.Millisecond,
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.UseListener(sln)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	user := func(key, serverKey string) *ClientConfig {
+		return &ClientConfig{Common: Common{Key: key, Backend: BackendConfig{Server: "127.0.0.1", Port: sport}}, ServerKey: serverKey}
+	}
+	for name, key := range map[string]string{"alice": alice, "bob": bob} {
+		cli, ok := runClient(t, user(key, identity), 10*time.Second)
+		if !ok {
+			t.Fatalf("%s got no session", name)
+		}
+		tn := &tunnel{t: t, cli: cli, srv: srv}
+		ectx, ecancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if err := echoThrough(ectx, tn, 200_000, 5); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ecancel()
+	}
+	before := srv.Rejected.Load()
+	if _, ok := runClient(t, user(carol, identity), 1500*time.Millisecond); ok {
+		t.Fatal("a client the server does not know got a session")
+	}
+	if _, ok := runClient(t, user(alice, ""), 1500*time.Millisecond); ok {
+		t.Fatal("a client without an identity hint got a session at a multi-user server")
+	}
+	if srv.Rejected.Load() < before+2 {
+		t.Fatalf("rejections %d → %d, want both refused", before, srv.Rejected.Load())
+	}
+	if s := srv.Sessions.Load(); s != 2 {
+		t.Fatalf("sessions = %d, want alice's and bob's only", s)
+	}
+}
