@@ -32,20 +32,28 @@ type Capture struct {
 	done    chan struct{}
 	closed  atomic.Bool
 	err     error // first write error (writer goroutine; read after done)
+
+	// maxBytes caps the file: events past it are dropped and counted in
+	// the closing line.
+	maxBytes int64
 }
+
+// DefaultCaptureMax is the default size cap of a capture file.
+const DefaultCaptureMax = 1 << 30
 
 // OpenCapture creates (or truncates) the file at path, readable by its
 // owner only, and starts its writer.
-func OpenCapture(path string, protocol, role string, plaintext bool) (*Capture, error) {
+func OpenCapture(path string, protocol, role string, plaintext bool, maxBytes int64) (*Capture, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
-	return NewCapture(f, protocol, role, plaintext), nil
+	return NewCapture(f, protocol, role, plaintext, maxBytes), nil
 }
 
-// NewCapture starts a capture writing to w; Close closes w.
-func NewCapture(w io.WriteCloser, protocol, role string, plaintext bool) *Capture {
+// NewCapture starts a capture writing to w, at most maxBytes of it
+// (≤ 0: DefaultCaptureMax); Close closes w.
+func NewCapture(w io.WriteCloser, protocol, role string, plaintext bool, maxBytes int64) *Capture {
 	now := time.Now()
 	c := &Capture{
 		hdr:   CaptureHeader{Version: CaptureVersion, Protocol: protocol, Role: role, Plaintext: plaintext, Start: now},
@@ -54,6 +62,8 @@ func NewCapture(w io.WriteCloser, protocol, role string, plaintext bool) *Captur
 		ch:    make(chan *CaptureEvent, captureQueueLen),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+
+		maxBytes: maxBytes,
 	}
 	go c.run()
 	return c
@@ -86,14 +96,23 @@ func (c *Capture) run() {
 		}
 	}
 	write([]byte(c.hdr.String() + "\n# time session dir layer key=value... (usocks capture format 1; see README, Debugging: capture and replay)\n"))
-	var written int64
+	var written, size int64
+	max := c.maxBytes
+	if max <= 0 {
+		max = DefaultCaptureMax
+	}
 	line := make([]byte, 0, 4096)
 	emit := func(ev *CaptureEvent) {
 		line = ev.AppendLine(line[:0])
 		line = append(line, '\n')
+		c.queued.Add(-int64(len(ev.Data)))
+		if size+int64(len(line)) > max {
+			c.dropped.Add(1) // the file is full: nothing more but the close line
+			return
+		}
+		size += int64(len(line))
 		write(line)
 		written++
-		c.queued.Add(-int64(len(ev.Data)))
 		if cap(line) > 1<<20 {
 			line = make([]byte, 0, 4096)
 		}

@@ -311,7 +311,7 @@ func jsonSeq(t testing.TB, out, kind string) []string {
 // TestCaptureDropsWhenFull: a full queue drops and counts, never blocks.
 func TestCaptureDropsWhenFull(t *testing.T) {
 	pr, pw := io.Pipe()
-	c := NewCapture(pw, "v2", "client", false)
+	c := NewCapture(pw, "v2", "client", false, 0)
 	// Nobody reads the pipe: the writer goroutine blocks on its first
 	// flush, and the queue fills.
 	s := c.Session("peer")
@@ -424,3 +424,31 @@ func benchSession(b *testing.B, capture, plaintext bool) {
 func BenchmarkSessionNoCapture(b *testing.B)        { benchSession(b, false, false) }
 func BenchmarkSessionCapture(b *testing.B)          { benchSession(b, true, false) }
 func BenchmarkSessionCapturePlaintext(b *testing.B) { benchSession(b, true, true) }
+
+// A capture stops growing at its size cap; the closing line counts what
+// was dropped.
+func TestCaptureSizeCap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cap")
+	c, err := OpenCapture(path, "v2", "client", false, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := c.Session("127.0.0.1:1")
+	for i := 0; i < 200; i++ {
+		sc.backendIn(make([]byte, 100))
+	}
+	sc.End(nil)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 4096+1024 {
+		t.Fatalf("capture of %d bytes with a 4 KiB cap", fi.Size())
+	}
+	if c.Dropped() == 0 {
+		t.Fatal("nothing counted as dropped")
+	}
+}

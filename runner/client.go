@@ -118,7 +118,7 @@ func (c *Client) Run(ctx context.Context) error {
 		return err
 	}
 	if c.cfg.Capture != "" {
-		cp, err := OpenCapture(c.cfg.Capture, c.cfg.Protocol, "client", c.cfg.CapturePlaintext)
+		cp, err := OpenCapture(c.cfg.Capture, c.cfg.Protocol, "client", c.cfg.CapturePlaintext, c.cfg.CaptureMaxMiB<<20)
 		if err != nil {
 			_ = c.ln.Close()
 			return err

@@ -135,6 +135,9 @@ type Common struct {
 	// CapturePlaintext also records decrypted frame payloads. Off by
 	// default: a capture then holds no plaintext data and never a key.
 	CapturePlaintext bool `yaml:"capture_plaintext"`
+	// CaptureMaxMiB caps a capture file (default 1024 MiB); later events
+	// are dropped and counted.
+	CaptureMaxMiB int64 `yaml:"capture_max_mib"`
 }
 
 // ClientConfig is the `client:` section.

@@ -152,7 +152,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.WithFields(logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}).Info("server started")
 	if s.cfg.Capture != "" {
-		cp, err := OpenCapture(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext)
+		cp, err := OpenCapture(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext, s.cfg.CaptureMaxMiB<<20)
 		if err != nil {
 			_ = s.ln.Close()
 			return err
