@@ -125,10 +125,9 @@ type Common struct {
 	// before it rekeys in band (default 4194304; at least 1000). It rekeys
 	// hourly in any case.
 	RekeyAfter uint64 `yaml:"rekey_after"`
-	// KeepAlive is the client's PING interval on v2 backends (default
-	// 15s; -1s disables): a backend silent for 2.5 intervals is declared
-	// dead and the client reconnects. Servers answer pings; this key is
-	// ignored there.
+	// KeepAlive is the PING interval on v2 backends (default 15s; -1s
+	// disables): a backend silent for 2.5 intervals is declared dead; the
+	// client then reconnects, the server frees the session.
 	KeepAlive time.Duration `yaml:"keepalive"`
 	// Capture, if set, records the session's frames to this file.
 	Capture string `yaml:"capture"`

@@ -307,6 +307,7 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams) {
 	p.role, p.frontend, p.maxStreams = stages.Server, s.fe, s.cfg.MaxStreams
 	p.idle, p.half, p.padding = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout, s.cfg.Padding
+	p.keepalive = max(s.cfg.KeepAlive, 0) // every v2 peer answers pings
 	p.rekeyAfter, p.chaff, p.chaffFor, p.idleChaff = s.cfg.RekeyAfter, s.cfg.Chaff == nil || *s.cfg.Chaff, s.cfg.ChaffWindow, s.cfg.IdleChaff
 	p.log, p.stats = log.WithField("layer", "tunnel"), &s.Stats
 	err := runSession(ctx, p)
