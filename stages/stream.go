@@ -265,7 +265,14 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	s.connMu.Lock()
 	s.connDone = true
 	s.connMu.Unlock()
-	_ = c.Close()
+	select {
+	case <-s.aborted:
+		// A reset raced the pumps' end: the app must see it as a reset
+		// (abort closes aborted before it looks at connDone).
+		resetConn(c)
+	default:
+		_ = c.Close()
+	}
 	if s.legacy {
 		s.legacyReply(ctx)
 	}
