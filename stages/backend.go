@@ -86,12 +86,9 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 	var wb net.Buffers // WriteTo consumes its receiver: a copy of bufs, hoisted so it is allocated once
 	var held []Sealed
 	for {
-		var s Sealed
-		var ok bool
-		select {
-		case s, ok = <-w.In:
-		case <-ctx.Done():
-			return ctx.Err()
+		s, ok, err := recv(ctx, w.In)
+		if err != nil {
+			return err
 		}
 		if !ok {
 			return closeWrite(w.Conn)

@@ -106,18 +106,14 @@ func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(
 	start func() []byte, seal func(buf []byte, f *Frame, last bool) ([]byte, error)) error {
 	defer close(out)
 	for {
-		var b Batch
-		var ok bool
-		select {
-		case b, ok = <-in:
-		case <-ctx.Done():
-			return ctx.Err()
+		b, ok, err := recv(ctx, in)
+		if err != nil {
+			return err
 		}
 		if !ok {
 			return nil
 		}
 		buf := start()
-		var err error
 		for i := range b {
 			f := &b[i]
 			if tap != nil {
@@ -161,12 +157,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
 	pend := make([]byte, 0, 2*ChunkSize+wire.MaxBodyLen+wire.RecordOverhead)
 	for {
-		var c Chunk
-		var ok bool
-		select {
-		case c, ok = <-d.In:
-		case <-ctx.Done():
-			return ctx.Err()
+		c, ok, err := recv(ctx, d.In)
+		if err != nil {
+			return err
 		}
 		if !ok {
 			if len(pend) > 0 {

@@ -86,12 +86,9 @@ type DecryptV1 struct {
 func (d *DecryptV1) Run(ctx context.Context) error {
 	defer close(d.Out)
 	for {
-		var c Chunk
-		var ok bool
-		select {
-		case c, ok = <-d.In:
-		case <-ctx.Done():
-			return ctx.Err()
+		c, ok, err := recv(ctx, d.In)
+		if err != nil {
+			return err
 		}
 		if !ok {
 			err := d.Opener.EOF()
