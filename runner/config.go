@@ -111,10 +111,10 @@ type Common struct {
 	// then carried no data for this long (default 2m; -1s disables).
 	HalfClosedTimeout time.Duration `yaml:"half_closed_timeout"`
 	// Padding is the traffic-analysis padding of what this side sends on
-	// v2: off, low (default) or high (stages/padding.go has the budgets).
+	// v2: off, low (default) or high (stages/record_padding.go has the budgets).
 	Padding string `yaml:"padding"`
 	// Chaff sends a FRONT-style burst of PAD frames in the first seconds
-	// of each v2 backend (default true; stages/chaff.go).
+	// of each v2 backend (default true; stages/record_chaff.go).
 	Chaff *bool `yaml:"chaff"`
 	// ChaffWindow is how long the burst lasts (default 6s, 100ms..60s).
 	ChaffWindow time.Duration `yaml:"chaff_window"`

@@ -478,7 +478,7 @@ func TestPaddingOverheadWithinBudget(t *testing.T) {
 		tn.stop()
 	}
 	t.Logf("bulk overhead on the wire: off %.2f%%, low %.2f%%, high %.2f%%", 100*overhead["off"], 100*overhead["low"], 100*overhead["high"])
-	// Budgets from stages/padding.go, over the record overhead of "off".
+	// Budgets from stages/record_padding.go, over the record overhead of "off".
 	if d := overhead["low"] - overhead["off"]; d > 0.02 {
 		t.Errorf("low padding costs %.2f%%, budget 2%%", 100*d)
 	}

@@ -9,7 +9,7 @@ import (
 	"usocks/stages"
 )
 
-// TLS backend settings built from the config (stages/tls.go has the
+// TLS backend settings built from the config (stages/backend_tls.go has the
 // backend itself).
 
 // serverTLS loads the server's certificate and decoy page.

@@ -6,7 +6,7 @@ import (
 )
 
 // The receive buffer of a stream: the bounded hop between the demux and
-// the stream's down pump (see stream.go for the flow-control rules).
+// the stream's down pump (see tunnel_stream.go for the flow-control rules).
 
 // recvBuf holds data received for a stream until its socket takes it.
 // Demux pushes, the down pump pops; size never exceeds StreamWindow.
