@@ -16,10 +16,10 @@ import (
 //
 //	client: salt_c (32) | AEAD_hk_c2s(fixed, nonce 0) | AEAD_hk_c2s(var, nonce 1)
 //	   fixed (11 B): type=1 (u8) | unix time (u64 BE) | len(var) (u16 BE)
-//	   var:          cipher (u8) | X25519 public key (32) | padding
+//	   var:          cipher (u8) | X25519 public key (32) | extensions | padding
 //	server: salt_s (32) | AEAD_hk_s2c(fixed, nonce 0) | AEAD_hk_s2c(var, nonce 1)
 //	   fixed (43 B): type=2 (u8) | unix time (u64 BE) | salt_c (32) | len(var) (u16 BE)
-//	   var:          X25519 public key (32) | padding
+//	   var:          X25519 public key (32) | extensions | padding
 //
 // Handshake boxes are always ChaCha20-Poly1305 (the data cipher is chosen by
 // the client inside its var header). The handshake keys hk_c2s and hk_s2c come
@@ -39,7 +39,8 @@ const (
 	ClientPrefixLen = SaltSize + clientFixedLen + TagSize
 	// ServerPrefixLen is the same for the server's reply.
 	ServerPrefixLen = SaltSize + serverFixedLen + TagSize
-	// MaxHandshakePad is the most padding a var header may carry.
+	// MaxHandshakePad is the most a var header may carry after its fixed
+	// fields: extensions and padding together.
 	MaxHandshakePad = 2048
 )
 
@@ -59,6 +60,7 @@ type ClientHello struct {
 	Time   uint64 // unix seconds
 	Cipher CipherID
 	Public [PublicKeySize]byte
+	Ext    Extensions
 	PadLen int
 }
 
@@ -68,6 +70,7 @@ type ServerHello struct {
 	Time       uint64
 	ClientSalt [SaltSize]byte // echoes the client's salt: binds reply to request
 	Public     [PublicKeySize]byte
+	Ext        Extensions
 	PadLen     int
 }
 
@@ -89,12 +92,12 @@ func handshakeOpener(key *[KeySize]byte) *Opener {
 
 // AppendClientHello appends the client's whole first flight to dst.
 func AppendClientHello(dst []byte, psk *PSK, h *ClientHello) []byte {
-	if h.PadLen < 0 || h.PadLen > MaxHandshakePad {
+	if h.PadLen < 0 || h.PadLen+h.Ext.encodedLen() > MaxHandshakePad {
 		panic("wire: handshake padding out of range")
 	}
 	hk := ClientHandshakeKey(psk, &h.Salt)
 	s := handshakeAEAD(&hk)
-	varLen := clientVarMin + h.PadLen
+	varLen := clientVarMin + h.Ext.encodedLen() + h.PadLen
 	var fixed [clientFixedLen]byte
 	fixed[0] = helloClient
 	binary.BigEndian.PutUint64(fixed[1:9], h.Time)
@@ -104,6 +107,7 @@ func AppendClientHello(dst []byte, psk *PSK, h *ClientHello) []byte {
 	v := make([]byte, 0, varLen)
 	v = append(v, byte(h.Cipher))
 	v = append(v, h.Public[:]...)
+	v = h.Ext.appendTo(v)
 	v = append(v, make([]byte, h.PadLen)...)
 	dst, _ = s.SealBox(dst, v)
 	return dst
@@ -166,18 +170,20 @@ func (r *ClientHelloReader) OpenRest(b []byte) (*ClientHello, error) {
 	}
 	r.hello.Cipher = CipherID(v[0])
 	copy(r.hello.Public[:], v[1:1+PublicKeySize])
-	r.hello.PadLen = len(v) - clientVarMin
+	if r.hello.Ext, r.hello.PadLen, err = parseExtensions(v[clientVarMin:]); err != nil {
+		return nil, err
+	}
 	return &r.hello, nil
 }
 
 // AppendServerHello appends the server's whole reply flight to dst.
 func AppendServerHello(dst []byte, psk *PSK, h *ServerHello) []byte {
-	if h.PadLen < 0 || h.PadLen > MaxHandshakePad {
+	if h.PadLen < 0 || h.PadLen+h.Ext.encodedLen() > MaxHandshakePad {
 		panic("wire: handshake padding out of range")
 	}
 	hk := ServerHandshakeKey(psk, &h.ClientSalt, &h.Salt)
 	s := handshakeAEAD(&hk)
-	varLen := serverVarMin + h.PadLen
+	varLen := serverVarMin + h.Ext.encodedLen() + h.PadLen
 	var fixed [serverFixedLen]byte
 	fixed[0] = helloServer
 	binary.BigEndian.PutUint64(fixed[1:9], h.Time)
@@ -187,6 +193,7 @@ func AppendServerHello(dst []byte, psk *PSK, h *ServerHello) []byte {
 	dst, _ = s.SealBox(dst, fixed[:])
 	v := make([]byte, 0, varLen)
 	v = append(v, h.Public[:]...)
+	v = h.Ext.appendTo(v)
 	v = append(v, make([]byte, h.PadLen)...)
 	dst, _ = s.SealBox(dst, v)
 	return dst
@@ -246,7 +253,9 @@ func (r *ServerHelloReader) OpenRest(b []byte) (*ServerHello, error) {
 		return nil, ErrHandshake
 	}
 	copy(r.hello.Public[:], v[:PublicKeySize])
-	r.hello.PadLen = len(v) - serverVarMin
+	if r.hello.Ext, r.hello.PadLen, err = parseExtensions(v[serverVarMin:]); err != nil {
+		return nil, err
+	}
 	return &r.hello, nil
 }
 

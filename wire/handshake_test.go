@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -141,7 +142,7 @@ func handshake(t testing.TB, psk PSK, in hsInput, cr, sr io.Reader) *hsResult {
 	if err != nil {
 		t.Fatalf("server OpenRest: %v", err)
 	}
-	if *gotCH != ch {
+	if !reflect.DeepEqual(*gotCH, ch) {
 		t.Fatalf("server read %+v, client sent %+v", *gotCH, ch)
 	}
 	sh := ServerHello{Time: in.serverTime, ClientSalt: gotCH.Salt, PadLen: in.serverPad}
@@ -171,7 +172,7 @@ func handshake(t testing.TB, psk PSK, in hsInput, cr, sr io.Reader) *hsResult {
 	if err != nil {
 		t.Fatalf("client opening server flight: %v", err)
 	}
-	if *gotSH != sh {
+	if !reflect.DeepEqual(*gotSH, sh) {
 		t.Fatalf("client read %+v, server sent %+v", *gotSH, sh)
 	}
 	sharedC, err := ec.Shared(gotSH.Public)
