@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"usocks/runner/bench"
+	"usocks/cmd/usocks/internal/bench"
 )
 
 const benchUsage = `usage: usocks bench [flags]
@@ -20,7 +20,7 @@ one table (medians, ratios to shadowsocks-libev, ranges). About 2.5 minutes;
 flags:
 `
 
-// runBench is the `usocks bench` subcommand (see runner/bench).
+// runBench is the `usocks bench` subcommand (see internal/bench).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "target" {
 		// Hidden: the bench's target server, started by the bench itself.
