@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"usocks/wire"
+	"usocks/runner/capture"
 )
 
 // update regenerates testdata/captures (the captures and their goldens).
@@ -163,19 +163,18 @@ func TestGenerateCaptures(t *testing.T) {
 }
 
 // replayString replays a file into a string.
-func replayString(t testing.TB, path string, o ReplayOptions) (string, ReplayStats) {
+func replayString(t testing.TB, path string, o capture.ReplayOptions) (string, capture.ReplayStats) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
+	var out strings.Builder
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		var st capture.ReplayStats
+		if st, err = capture.Replay(bytes.NewReader(raw), &out, o); err == nil {
+			return out.String(), st
+		}
 	}
-	defer f.Close()
-	var out bytes.Buffer
-	st, err := Replay(f, &out, o)
-	if err != nil {
-		t.Fatalf("replay %s: %v", path, err)
-	}
-	return out.String(), st
+	t.Fatalf("replay %s: %v", path, err)
+	return "", capture.ReplayStats{}
 }
 
 // TestCaptureEndToEnd captures both ends of a short v2 session (client
@@ -234,7 +233,7 @@ func TestCaptureEndToEnd(t *testing.T) {
 			}
 			for _, raw := range [][]byte{sraw, craw} {
 				if !bytes.Contains(raw, []byte(" 0 - close events=")) || !bytes.Contains(raw, []byte(" - end result=clean")) {
-					t.Errorf("capture lacks its clean end or trailer:\n%s", tail(raw))
+					t.Errorf("capture lacks its clean end or trailer:\n%s", lastBytes(raw, 2000))
 				}
 			}
 
@@ -242,9 +241,9 @@ func TestCaptureEndToEnd(t *testing.T) {
 			// stages tapped.
 			okey := key
 			for _, path := range []string{cpath, spath} {
-				out, st := replayString(t, path, ReplayOptions{Key: okey, Stream: -1, JSON: true})
+				out, st := replayString(t, path, capture.ReplayOptions{Key: okey, Stream: -1, JSON: true})
 				if st.Errors != 0 {
-					text, _ := replayString(t, path, ReplayOptions{Key: okey, Stream: -1})
+					text, _ := replayString(t, path, capture.ReplayOptions{Key: okey, Stream: -1})
 					t.Errorf("%s: %d errors:\n%s", filepath.Base(path), st.Errors, text)
 				}
 				recs, frames := jsonSeq(t, out, "record"), jsonSeq(t, out, "frame")
@@ -263,29 +262,17 @@ func TestCaptureEndToEnd(t *testing.T) {
 
 func firstLine(b []byte) string { l, _, _ := bytes.Cut(b, []byte("\n")); return string(l) }
 
-func tail(b []byte) string {
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
+func lastBytes(b []byte, n int) string { return string(b[max(0, len(b)-n):]) }
 
 // jsonSeq lists "dir type stream flags len" of every line of one kind,
 // the in direction first.
 func jsonSeq(t testing.TB, out, kind string) []string {
 	var seq, outSeq []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		var r rline
+		var r struct {
+			Dir, Kind, Type, Flags string
+			Stream, Len            *int
+		}
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
 			t.Fatalf("bad JSON line %q: %v", l, err)
 		}
@@ -306,85 +293,6 @@ func jsonSeq(t testing.TB, out, kind string) []string {
 		}
 	}
 	return append(seq, outSeq...)
-}
-
-// TestCaptureDropsWhenFull: a full queue drops and counts, never blocks.
-func TestCaptureDropsWhenFull(t *testing.T) {
-	pr, pw := io.Pipe()
-	c := NewCapture(pw, "v2", "client", false, 0)
-	// Nobody reads the pipe: the writer goroutine blocks on its first
-	// flush, and the queue fills.
-	s := c.Session("peer")
-	chunk := make([]byte, 1<<20)
-	done := make(chan struct{})
-	go func() {
-		for i := 0; i < 2*captureQueueLen; i++ {
-			s.backendIn(chunk[:1000+i%100])
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("taps blocked on a full capture queue")
-	}
-	if c.Dropped() == 0 {
-		t.Fatal("no drops counted")
-	}
-	var out bytes.Buffer
-	readDone := make(chan struct{})
-	go func() { _, _ = io.Copy(&out, pr); close(readDone) }()
-	waitFor(t, "the queue to drain", 10*time.Second, func() bool { return len(c.ch) == 0 })
-	s.backendIn([]byte("after")) // writes the drop count first
-	s.End(nil)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	<-readDone
-	if !strings.Contains(out.String(), " drop n=") {
-		t.Fatal("no drop event written")
-	}
-	rep, st := replayReader(t, &out, ReplayOptions{Stream: -1, NoTime: true})
-	if st.Dropped == 0 || !strings.Contains(rep, "lost here") {
-		t.Fatalf("replay does not report the drops:\n%s", tail([]byte(rep)))
-	}
-}
-
-func replayReader(t testing.TB, r io.Reader, o ReplayOptions) (string, ReplayStats) {
-	t.Helper()
-	var out bytes.Buffer
-	st, err := Replay(r, &out, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), st
-}
-
-// TestCaptureEventRoundTrip: every layer formats and parses back.
-func TestCaptureEventRoundTrip(t *testing.T) {
-	evs := []CaptureEvent{
-		{T: 1234567 * time.Microsecond, Session: 3, Layer: LayerOpen, Peer: "[::1]:4194"},
-		{Session: 1, Dir: DirIn, Layer: LayerHandshake, N: 3, Data: []byte{1, 2, 3}},
-		{Session: 1, Layer: LayerKeys, Cipher: "aes-256-gcm", C2S: make([]byte, 32), S2C: bytes.Repeat([]byte{9}, 32)},
-		{Session: 1, Dir: DirOut, Layer: LayerBackend, N: 2, Data: []byte{0xff, 0}},
-		{Session: 1, Dir: DirOut, Layer: LayerFrame, Frame: CaptureFrame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | 0x40, Stream: 7, Len: 2, Pad: 3}, Data: []byte("hi")},
-		{Session: 1, Dir: DirIn, Layer: LayerFrame, Frame: CaptureFrame{Type: wire.FrameType(200), Stream: 0}},
-		{Session: 1, Dir: DirIn, Layer: LayerEOF, Err: `read tcp: "quoted" \ err`},
-		{Session: 1, Dir: DirOut, Layer: LayerEOF},
-		{Session: 1, Layer: LayerDrop, N: 17},
-		{Session: 1, Layer: LayerEnd, Result: "error", Err: "record authentication failed"},
-		{Layer: LayerClose, Events: 10, Dropped: 17},
-	}
-	for _, e := range evs {
-		line := string(e.AppendLine(nil))
-		got, err := ParseCaptureEvent(line)
-		if err != nil {
-			t.Fatalf("%q: %v", line, err)
-		}
-		if again := string(got.AppendLine(nil)); again != line {
-			t.Fatalf("round trip:\n%s\n%s", line, again)
-		}
-	}
 }
 
 // Benchmarks: the same in-process tunnel (client, server, echo target on
@@ -424,31 +332,3 @@ func benchSession(b *testing.B, capture, plaintext bool) {
 func BenchmarkSessionNoCapture(b *testing.B)        { benchSession(b, false, false) }
 func BenchmarkSessionCapture(b *testing.B)          { benchSession(b, true, false) }
 func BenchmarkSessionCapturePlaintext(b *testing.B) { benchSession(b, true, true) }
-
-// A capture stops growing at its size cap; the closing line counts what
-// was dropped.
-func TestCaptureSizeCap(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cap")
-	c, err := OpenCapture(path, "v2", "client", false, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := c.Session("127.0.0.1:1")
-	for i := 0; i < 200; i++ {
-		sc.backendIn(make([]byte, 100))
-	}
-	sc.End(nil)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Size() > 4096+1024 {
-		t.Fatalf("capture of %d bytes with a 4 KiB cap", fi.Size())
-	}
-	if c.Dropped() == 0 {
-		t.Fatal("nothing counted as dropped")
-	}
-}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"usocks/runner/capture"
 	"usocks/stages"
 	"usocks/wire"
 )
@@ -47,9 +48,9 @@ type Client struct {
 	ln       net.Listener
 	accepted chan net.Conn
 	udp      *stages.UDPRelay
-	tls      *tls.Config // tls backend
-	identity *wire.PSK   // multi-user server's identity key
-	capture  *Capture    // nil unless cfg.Capture is set
+	tls      *tls.Config     // tls backend
+	identity *wire.PSK       // multi-user server's identity key
+	capture  *capture.Writer // nil unless cfg.Capture is set
 }
 
 // NewClient checks the config and prepares a client.
@@ -118,7 +119,7 @@ func (c *Client) Run(ctx context.Context) error {
 		return err
 	}
 	if c.cfg.Capture != "" {
-		cp, err := OpenCapture(c.cfg.Capture, c.cfg.Protocol, "client", c.cfg.CapturePlaintext, c.cfg.CaptureMaxMiB<<20)
+		cp, err := capture.Open(c.cfg.Capture, c.cfg.Protocol, "client", c.cfg.CapturePlaintext, c.cfg.CaptureMaxMiB<<20)
 		if err != nil {
 			_ = c.ln.Close()
 			return err
@@ -304,9 +305,9 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 	}
 	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix), Identity: c.identity}
 	if params.capture != nil {
-		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.keyLog(k, ci) }
+		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.KeyLog(k, ci) }
 	}
-	keys, err := hs.Run(ctx, params.capture.handshakeConn(conn))
+	keys, err := hs.Run(ctx, params.capture.HandshakeConn(conn))
 	if err != nil {
 		_ = conn.Close()
 		params.capture.End(fmt.Errorf("handshake: %w", err))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"usocks/runner/capture"
 	"usocks/stages"
 	"usocks/wire"
 )
@@ -43,7 +44,7 @@ type Server struct {
 	lanes    *stages.LaneGrouper // v1 multi_tcp
 	tls      *tls.Config         // tls backend
 	decoy    []byte              // tls backend: the page for visitors
-	capture  *Capture            // nil unless cfg.Capture is set
+	capture  *capture.Writer     // nil unless cfg.Capture is set
 }
 
 // Counter is a concurrency-safe counter.
@@ -152,14 +153,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.WithFields(logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}).Info("server started")
 	if s.cfg.Capture != "" {
-		cp, err := OpenCapture(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext, s.cfg.CaptureMaxMiB<<20)
+		cp, err := capture.Open(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext, s.cfg.CaptureMaxMiB<<20)
 		if err != nil {
 			_ = s.ln.Close()
 			return err
 		}
 		s.capture = cp
 		if s.hs != nil {
-			s.hs.KeyLog = captureKeyLog
+			s.hs.KeyLog = capture.ServerKeyLog
 		}
 		defer func() { // after every session has ended
 			if err := cp.Close(); err != nil {
@@ -246,7 +247,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 			return
 		}
 	}
-	hc := sc.handshakeConn(conn)
+	hc := sc.HandshakeConn(conn)
 	keys, err := s.hs.Handshake(ctx, hc, accepted)
 	<-s.pending // the outcome is known: make room for the next handshake
 	if err != nil && pc != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"usocks/runner/capture"
 	"usocks/stages"
 	"usocks/wire"
 	v1 "usocks/wire/v1"
@@ -64,7 +65,7 @@ type sessionParams struct {
 	idleChaff  time.Duration    // mean interval of idle chaff (0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
-	capture    *SessionCapture // nil: capture off (nil taps)
+	capture    *capture.Session // nil: capture off (nil taps)
 }
 
 // newV1Keys sets up both directions of a v1 record channel.
@@ -138,7 +139,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: batches, Out: sealed, Log: stage("encrypt")}
 		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: frames, Log: stage("decrypt")}
 		if p.capture != nil {
-			e.Tap, d.Tap = p.capture.frameOut, p.capture.frameIn
+			e.Tap, d.Tap = p.capture.FrameOut, p.capture.FrameIn
 		}
 		enc, dec = e.Run, d.Run
 	} else {
@@ -156,8 +157,8 @@ func runSession(ctx context.Context, p sessionParams) error {
 			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.OpenKey},
 		}
 		if p.capture != nil {
-			p.capture.tapEncrypt(e)
-			d.Tap = p.capture.frameIn
+			p.capture.TapEncrypt(e)
+			d.Tap = p.capture.FrameIn
 		}
 		enc, dec, recycle = e.Run, d.Run, e.Recycle
 	}
@@ -165,7 +166,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	wr := &stages.BackendWriter{Conn: p.conn, In: sealed, Log: stage("backend-writer"), Release: recycle}
 	readRun, writeRun := rd.Run, wr.Run
 	if p.capture != nil {
-		readRun, writeRun = p.capture.tapBackend(rd, wr)
+		readRun, writeRun = p.capture.TapBackend(rd, wr)
 	}
 	mux := &stages.Mux{Control: control, Data: data, Out: batches, Shutdown: closing, Log: stage("mux"),
 		Final: func() (wire.FrameType, bool) { mu.Lock(); defer mu.Unlock(); return final, finalOK }}

@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 
-	"usocks/runner"
+	"usocks/runner/capture"
 )
 
 const replayUsage = `usage: usocks replay FILE [flags]
@@ -48,13 +48,13 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("replay: want exactly one FILE")
 	}
-	o := runner.ReplayOptions{Key: *key, Stream: *stream, JSON: *jsonOut, NoTime: *noTime}
+	o := capture.ReplayOptions{Key: *key, Stream: *stream, JSON: *jsonOut, NoTime: *noTime}
 	if o.Key == "" {
 		o.Key = os.Getenv("USOCKS_KEY")
 	}
 	if *dir != "" {
-		d, err := runner.ParseDir(*dir)
-		if err != nil || d == runner.DirNone {
+		d, err := capture.ParseDir(*dir)
+		if err != nil || d == capture.DirNone {
 			return fmt.Errorf("replay: --dir %q: want in or out", *dir)
 		}
 		o.Dir = d
@@ -71,7 +71,7 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	if _, err := runner.Replay(in, stdout, o); err != nil {
+	if _, err := capture.Replay(in, stdout, o); err != nil {
 		return fmt.Errorf("replay %s: %w", files[0], err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package runner
+package capture
 
 import (
 	"bufio"
@@ -15,16 +15,16 @@ import (
 )
 
 // Writing captures: the bounded queue, the writer goroutine and the taps a
-// session sets on its stages. The file format is in captureformat.go.
+// session sets on its stages. The file format is in format.go, reading it in parse.go and reader.go.
 
-// Capture is one capture file being written: a bounded queue and the
+// Writer is one capture file being written: a bounded queue and the
 // goroutine that drains it. It is safe for concurrent use.
-type Capture struct {
-	hdr   CaptureHeader
+type Writer struct {
+	hdr   Header
 	start time.Time
 	w     io.WriteCloser
 
-	ch      chan *CaptureEvent
+	ch      chan *Event
 	queued  atomic.Int64 // bytes waiting in ch
 	dropped atomic.Int64
 	nextID  atomic.Int64
@@ -38,28 +38,28 @@ type Capture struct {
 	maxBytes int64
 }
 
-// DefaultCaptureMax is the default size cap of a capture file.
-const DefaultCaptureMax = 1 << 30
+// DefaultMax is the default size cap of a capture file.
+const DefaultMax = 1 << 30
 
-// OpenCapture creates (or truncates) the file at path, readable by its
+// Open creates (or truncates) the file at path, readable by its
 // owner only, and starts its writer.
-func OpenCapture(path string, protocol, role string, plaintext bool, maxBytes int64) (*Capture, error) {
+func Open(path string, protocol, role string, plaintext bool, maxBytes int64) (*Writer, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
-	return NewCapture(f, protocol, role, plaintext, maxBytes), nil
+	return NewWriter(f, protocol, role, plaintext, maxBytes), nil
 }
 
-// NewCapture starts a capture writing to w, at most maxBytes of it
-// (≤ 0: DefaultCaptureMax); Close closes w.
-func NewCapture(w io.WriteCloser, protocol, role string, plaintext bool, maxBytes int64) *Capture {
+// NewWriter starts a capture writing to w, at most maxBytes of it
+// (≤ 0: DefaultMax); Close closes w.
+func NewWriter(w io.WriteCloser, protocol, role string, plaintext bool, maxBytes int64) *Writer {
 	now := time.Now()
-	c := &Capture{
-		hdr:   CaptureHeader{Version: CaptureVersion, Protocol: protocol, Role: role, Plaintext: plaintext, Start: now},
+	c := &Writer{
+		hdr:   Header{Version: Version, Protocol: protocol, Role: role, Plaintext: plaintext, Start: now},
 		start: now,
 		w:     w,
-		ch:    make(chan *CaptureEvent, captureQueueLen),
+		ch:    make(chan *Event, queueLen),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 
@@ -70,14 +70,14 @@ func NewCapture(w io.WriteCloser, protocol, role string, plaintext bool, maxByte
 }
 
 // Plaintext says whether this capture records payloads and keys.
-func (c *Capture) Plaintext() bool { return c.hdr.Plaintext }
+func (c *Writer) Plaintext() bool { return c.hdr.Plaintext }
 
 // Dropped is the number of events lost so far.
-func (c *Capture) Dropped() int64 { return c.dropped.Load() }
+func (c *Writer) Dropped() int64 { return c.dropped.Load() }
 
 // Close writes the trailer, flushes and closes the file, and waits for the
 // writer goroutine. Events offered after Close are dropped.
-func (c *Capture) Close() error {
+func (c *Writer) Close() error {
 	if c.closed.Swap(true) {
 		<-c.done
 		return c.err
@@ -87,7 +87,7 @@ func (c *Capture) Close() error {
 	return c.err
 }
 
-func (c *Capture) run() {
+func (c *Writer) run() {
 	defer close(c.done)
 	bw := bufio.NewWriterSize(c.w, 256<<10)
 	write := func(b []byte) {
@@ -99,10 +99,10 @@ func (c *Capture) run() {
 	var written, size int64
 	max := c.maxBytes
 	if max <= 0 {
-		max = DefaultCaptureMax
+		max = DefaultMax
 	}
 	line := make([]byte, 0, 4096)
-	emit := func(ev *CaptureEvent) {
+	emit := func(ev *Event) {
 		line = ev.AppendLine(line[:0])
 		line = append(line, '\n')
 		c.queued.Add(-int64(len(ev.Data)))
@@ -137,7 +137,7 @@ func (c *Capture) run() {
 					break drain
 				}
 			}
-			tr := &CaptureEvent{T: time.Since(c.start), Layer: LayerClose, Events: written, Dropped: c.dropped.Load()}
+			tr := &Event{T: time.Since(c.start), Layer: LayerClose, Events: written, Dropped: c.dropped.Load()}
 			write(append(tr.AppendLine(nil), '\n'))
 			if c.err == nil {
 				c.err = bw.Flush()
@@ -154,12 +154,12 @@ func (c *Capture) run() {
 }
 
 // offer queues ev without blocking; false means it was dropped.
-func (c *Capture) offer(ev *CaptureEvent) bool {
+func (c *Writer) offer(ev *Event) bool {
 	if c.closed.Load() {
 		return false
 	}
 	size := int64(len(ev.Data))
-	if c.queued.Add(size) > captureQueueBytes {
+	if c.queued.Add(size) > queueBytes {
 		c.queued.Add(-size)
 		return false
 	}
@@ -173,31 +173,31 @@ func (c *Capture) offer(ev *CaptureEvent) bool {
 }
 
 // Session starts the capture of one backend connection. It is nil-safe: on
-// a nil Capture it returns nil, and every method of a nil *SessionCapture
+// a nil Writer it returns nil, and every method of a nil *Session
 // does nothing.
-func (c *Capture) Session(peer string) *SessionCapture {
+func (c *Writer) Session(peer string) *Session {
 	if c == nil {
 		return nil
 	}
-	s := &SessionCapture{c: c, id: int(c.nextID.Add(1))}
-	s.push(&CaptureEvent{Layer: LayerOpen, Peer: peer})
+	s := &Session{c: c, id: int(c.nextID.Add(1))}
+	s.push(&Event{Layer: LayerOpen, Peer: peer})
 	return s
 }
 
-// SessionCapture taps one session into its Capture.
-type SessionCapture struct {
-	c       *Capture
+// Session taps one session into its Writer.
+type Session struct {
+	c       *Writer
 	id      int
 	dropped atomic.Int64 // lost since the last drop event
 }
 
-func (s *SessionCapture) push(ev *CaptureEvent) {
+func (s *Session) push(ev *Event) {
 	c := s.c
 	ev.Session = s.id
 	ev.T = time.Since(c.start)
 	if s.dropped.Load() > 0 {
 		if n := s.dropped.Swap(0); n > 0 {
-			if !c.offer(&CaptureEvent{T: ev.T, Session: s.id, Layer: LayerDrop, N: n}) {
+			if !c.offer(&Event{T: ev.T, Session: s.id, Layer: LayerDrop, N: n}) {
 				s.dropped.Add(n + 1)
 				c.dropped.Add(1)
 				return
@@ -211,7 +211,7 @@ func (s *SessionCapture) push(ev *CaptureEvent) {
 }
 
 // bytesEvent records b (copied) at layer in direction d.
-func (s *SessionCapture) bytesEvent(layer string, d Dir, b []byte) {
+func (s *Session) bytesEvent(layer string, d Dir, b []byte) {
 	if len(b) > maxEventBytes {
 		// Never happens with the stages' buffer sizes; split to stay
 		// within one line's limit.
@@ -222,26 +222,27 @@ func (s *SessionCapture) bytesEvent(layer string, d Dir, b []byte) {
 		}
 		return
 	}
-	s.push(&CaptureEvent{Dir: d, Layer: layer, N: int64(len(b)), Data: append([]byte(nil), b...)})
+	s.push(&Event{Dir: d, Layer: layer, N: int64(len(b)), Data: append([]byte(nil), b...)})
 }
 
-func (s *SessionCapture) frame(d Dir, f *wire.Frame, pad int) {
-	ev := &CaptureEvent{Dir: d, Layer: LayerFrame,
-		Frame: CaptureFrame{Type: f.Type, Flags: f.Flags, Stream: f.Stream, Len: len(f.Payload), Pad: pad}}
+func (s *Session) frame(d Dir, f *wire.Frame, pad int) {
+	ev := &Event{Dir: d, Layer: LayerFrame,
+		Frame: Frame{Type: f.Type, Flags: f.Flags, Stream: f.Stream, Len: len(f.Payload), Pad: pad}}
 	if s.c.hdr.Plaintext {
 		ev.Data = append([]byte{}, f.Payload...)
 	}
 	s.push(ev)
 }
 
-// The taps the stages call.
-func (s *SessionCapture) backendIn(b []byte)             { s.bytesEvent(LayerBackend, DirIn, b) }
-func (s *SessionCapture) backendOut(b []byte)            { s.bytesEvent(LayerBackend, DirOut, b) }
-func (s *SessionCapture) frameIn(f *wire.Frame, pad int) { s.frame(DirIn, f, pad) }
-func (s *SessionCapture) frameOut(f *wire.Frame)         { s.frame(DirOut, f, 0) }
-func (s *SessionCapture) hsBytes(d Dir, b []byte)        { s.bytesEvent(LayerHandshake, d, b) }
-func (s *SessionCapture) eof(d Dir, err error) {
-	s.push(&CaptureEvent{Dir: d, Layer: LayerEOF, Err: errString(err)})
+// The taps the stages call. FrameIn and FrameOut fit the decrypt and
+// encrypt stages' Tap fields (v1's encrypt: FrameOut; v2's: TapEncrypt).
+func (s *Session) backendIn(b []byte)             { s.bytesEvent(LayerBackend, DirIn, b) }
+func (s *Session) backendOut(b []byte)            { s.bytesEvent(LayerBackend, DirOut, b) }
+func (s *Session) FrameIn(f *wire.Frame, pad int) { s.frame(DirIn, f, pad) }
+func (s *Session) FrameOut(f *wire.Frame)         { s.frame(DirOut, f, 0) }
+func (s *Session) hsBytes(d Dir, b []byte)        { s.bytesEvent(LayerHandshake, d, b) }
+func (s *Session) eof(d Dir, err error) {
+	s.push(&Event{Dir: d, Layer: LayerEOF, Err: errString(err)})
 }
 
 func errString(err error) string {
@@ -251,15 +252,15 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// tapEncrypt sets the v2 encrypt stage's tap, which also learns each
+// TapEncrypt sets the v2 encrypt stage's tap, which also learns each
 // frame's padding.
-func (s *SessionCapture) tapEncrypt(e *stages.Encrypt) {
+func (s *Session) TapEncrypt(e *stages.Encrypt) {
 	e.Tap = func(f *wire.Frame, pad int) { s.frame(DirOut, f, pad) }
 }
 
-// tapBackend sets the backend taps and returns the reader's and writer's
+// TapBackend sets the backend taps and returns the reader's and writer's
 // Run wrapped to record how each ended.
-func (s *SessionCapture) tapBackend(rd *stages.BackendReader, wr *stages.BackendWriter) (read, write func(ctx context.Context) error) {
+func (s *Session) TapBackend(rd *stages.BackendReader, wr *stages.BackendWriter) (read, write func(ctx context.Context) error) {
 	rd.Tap, wr.Tap = s.backendIn, s.backendOut
 	read = func(ctx context.Context) error {
 		err := rd.Run(ctx)
@@ -275,34 +276,34 @@ func (s *SessionCapture) tapBackend(rd *stages.BackendReader, wr *stages.Backend
 }
 
 // End records the end of the session (nil: clean).
-func (s *SessionCapture) End(err error) {
+func (s *Session) End(err error) {
 	if s == nil {
 		return
 	}
-	ev := &CaptureEvent{Layer: LayerEnd, Result: "clean"}
+	ev := &Event{Layer: LayerEnd, Result: "clean"}
 	if err != nil {
 		ev.Result, ev.Err = "error", err.Error()
 	}
 	s.push(ev)
 	if n := s.dropped.Swap(0); n > 0 {
-		if !s.c.offer(&CaptureEvent{T: time.Since(s.c.start), Session: s.id, Layer: LayerDrop, N: n}) {
+		if !s.c.offer(&Event{T: time.Since(s.c.start), Session: s.id, Layer: LayerDrop, N: n}) {
 			s.c.dropped.Add(1)
 		}
 	}
 }
 
-// keyLog records the v2 data keys, in a plaintext capture only.
-func (s *SessionCapture) keyLog(k *wire.SessionKeys, c wire.CipherID) {
+// KeyLog records the v2 data keys, in a plaintext capture only.
+func (s *Session) KeyLog(k *wire.SessionKeys, c wire.CipherID) {
 	if s == nil || !s.c.hdr.Plaintext {
 		return
 	}
-	s.push(&CaptureEvent{Layer: LayerKeys, Cipher: c.String(),
+	s.push(&Event{Layer: LayerKeys, Cipher: c.String(),
 		C2S: append([]byte(nil), k.C2S[:]...), S2C: append([]byte(nil), k.S2C[:]...)})
 }
 
-// handshakeConn wraps conn so the handshake's reads and writes are
-// recorded as hs events. On a nil SessionCapture it returns conn.
-func (s *SessionCapture) handshakeConn(conn net.Conn) net.Conn {
+// HandshakeConn wraps conn so the handshake's reads and writes are
+// recorded as hs events. On a nil Session it returns conn.
+func (s *Session) HandshakeConn(conn net.Conn) net.Conn {
 	if s == nil {
 		return conn
 	}
@@ -312,7 +313,7 @@ func (s *SessionCapture) handshakeConn(conn net.Conn) net.Conn {
 // handshakeConn is the conn the v2 handshake runs on while capturing.
 type handshakeConn struct {
 	net.Conn
-	sess *SessionCapture
+	sess *Session
 }
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
@@ -340,10 +341,10 @@ func (h *handshakeConn) CloseWrite() error {
 	return nil
 }
 
-// captureKeyLog is the server handshake's KeyLog: it finds the session by
+// ServerKeyLog is the server handshake's KeyLog: it finds the session by
 // the wrapped connection.
-func captureKeyLog(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID) {
+func ServerKeyLog(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID) {
 	if h, ok := c.(*handshakeConn); ok {
-		h.sess.keyLog(k, cipher)
+		h.sess.KeyLog(k, cipher)
 	}
 }

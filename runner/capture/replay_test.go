@@ -1,18 +1,19 @@
-package runner
+package capture
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
 
 // Golden listings of the committed captures (testdata/captures). The
-// captures are real sessions made by TestGenerateCaptures with the fixed
-// test keys; `go test ./runner/ -run 'TestGenerateCaptures|TestReplayGolden' -update`
-// regenerates both. The listings depend on the files only, so the time
+// captures are real sessions made by the runner package's
+// TestGenerateCaptures with the fixed test keys (`go test ./runner/ -run
+// TestGenerateCaptures -update`); `go test ./runner/capture/ -run
+// TestReplayGolden -update` regenerates the listings. The listings depend on the files only, so the time
 // offsets they print are stable.
 var replayGoldens = []struct {
 	name, file string
@@ -62,7 +63,7 @@ func firstDiff(want, got string) string {
 			b = g[i]
 		}
 		if a != b {
-			return "line " + portString(i+1) + ":\nwant: " + a + "\ngot:  " + b
+			return "line " + strconv.Itoa(i+1) + ":\nwant: " + a + "\ngot:  " + b
 		}
 	}
 	return ""
@@ -169,45 +170,6 @@ func TestReplayDamagedFile(t *testing.T) {
 		!strings.Contains(rep, "secure end of this direction") {
 		t.Errorf("damaged lines:\n%s", rep)
 	}
-}
-
-func TestParseCaptureHeaderErrors(t *testing.T) {
-	_, err := ParseCaptureHeader("GET / HTTP/1.1")
-	if !errors.Is(err, ErrNotCapture) {
-		t.Fatal(err)
-	}
-}
-
-// FuzzParseCaptureEvent: the line parser never panics, and what it
-// accepts formats back to a line it parses the same way.
-func FuzzParseCaptureEvent(f *testing.F) {
-	for _, name := range []string{"v2-plaintext.capture", "v1.capture"} {
-		raw, err := os.ReadFile(filepath.Join(capturesDir, name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		for i, l := range strings.Split(string(raw), "\n") {
-			if i > 0 && i < 40 && len(l) < 4096 {
-				f.Add(l)
-			}
-		}
-	}
-	f.Add(`0.000001 1 in eof err="a \"b\" c"`)
-	f.Add(`1.000000 2 out frame type=TYPE(200) stream=9 flags=SYN|0x40 len=0 pad=0`)
-	f.Fuzz(func(t *testing.T, line string) {
-		e, err := ParseCaptureEvent(line)
-		if err != nil {
-			return
-		}
-		again := string(e.AppendLine(nil))
-		e2, err := ParseCaptureEvent(again)
-		if err != nil {
-			t.Fatalf("reformatted %q as %q, which does not parse: %v", line, again, err)
-		}
-		if third := string(e2.AppendLine(nil)); third != again {
-			t.Fatalf("not stable: %q then %q", again, third)
-		}
-	})
 }
 
 // FuzzReplay: any file replays without a panic (and without leaking the
