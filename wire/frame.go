@@ -172,12 +172,15 @@ func (f *Frame) check() error {
 			return fmt.Errorf("%w: payload without DAT", ErrBadFrame)
 		}
 	case FrameWindow:
-		if len(f.Payload) != 4 || f.Stream == 0 {
+		if len(f.Payload) != 4 || f.Stream == 0 || f.Stream == 0xffff {
 			return fmt.Errorf("%w: window frame", ErrBadFrame)
 		}
 	case FramePad, FrameClose, FrameReset:
 		if len(f.Payload) != 0 {
 			return fmt.Errorf("%w: %s with payload", ErrBadFrame, f.Type)
+		}
+		if f.Stream != 0 {
+			return fmt.Errorf("%w: %s on stream %d", ErrBadFrame, f.Type, f.Stream)
 		}
 	case FrameKeyUpdate:
 		if len(f.Payload) != SaltSize || f.Stream != 0 {
@@ -188,8 +191,8 @@ func (f *Frame) check() error {
 			return fmt.Errorf("%w: datagram on stream %d", ErrBadFrame, f.Stream)
 		}
 	case FramePing, FramePong:
-		if len(f.Payload) > 8 {
-			return fmt.Errorf("%w: %s payload", ErrBadFrame, f.Type)
+		if len(f.Payload) > 8 || f.Stream != 0 {
+			return fmt.Errorf("%w: %s payload or stream", ErrBadFrame, f.Type)
 		}
 	default:
 		return fmt.Errorf("%w: %s", ErrUnknownFrame, f.Type)

@@ -139,6 +139,13 @@ func TestParseFrameErrors(t *testing.T) {
 		{"keyupdate empty", "070000000000", ErrBadFrame},
 		{"datagram on stream 0", "080000000000" + "abcd", ErrBadFrame},
 		{"ack reserved", "090000010000" + "00000001", ErrUnknownFrame},
+		// Session frames belong to stream 0 (SPEC-v2.md §6d).
+		{"window stream 0xffff", "0100ffff0000" + "00000001", ErrBadFrame},
+		{"pad on a stream", "020000010000", ErrBadFrame},
+		{"close on a stream", "030000020000", ErrBadFrame},
+		{"reset on a stream", "040000030000", ErrBadFrame},
+		{"ping on a stream", "050000040000" + "01", ErrBadFrame},
+		{"pong on a stream", "0600fffe0000", ErrBadFrame},
 	}
 	for typ := 10; typ <= 255; typ++ {
 		cases = append(cases, errCase{fmt.Sprintf("type %d", typ), fmt.Sprintf("%02x0000010000", typ), ErrUnknownFrame})
