@@ -17,6 +17,7 @@ import (
 
 	"usocks/runner/capture"
 	"usocks/stages"
+	"usocks/stages/frontend"
 	"usocks/wire"
 )
 
@@ -47,7 +48,7 @@ type Client struct {
 
 	ln       net.Listener
 	accepted chan net.Conn
-	udp      *stages.UDPRelay
+	udp      *frontend.UDPRelay
 	tls      *tls.Config     // tls backend
 	identity *wire.PSK       // multi-user server's identity key
 	capture  *capture.Writer // nil unless cfg.Capture is set
@@ -139,7 +140,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(c.ln.Addr().(*net.TCPAddr).AddrPort())); err != nil {
 			c.log.WithError(err).Warn("no UDP relay: SOCKS5 UDP associations will fail")
 		} else {
-			c.udp = stages.NewUDPRelay(pc, c.log.WithField("layer", "udp"))
+			c.udp = frontend.NewUDPRelay(pc, c.log.WithField("layer", "udp"))
 			relayDone := make(chan struct{})
 			go func() { defer close(relayDone); c.udp.Run() }()
 			defer func() { _ = pc.Close(); <-relayDone }()
@@ -286,9 +287,12 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		role: stages.Client, conn: conn, accept: c.accepted,
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
-		padding: c.cfg.Padding, udp: c.udp, drain: drain, rekeyAfter: c.cfg.RekeyAfter,
+		padding: c.cfg.Padding, drain: drain, rekeyAfter: c.cfg.RekeyAfter,
 		chaff: c.cfg.Chaff == nil || *c.cfg.Chaff, chaffFor: c.cfg.ChaffWindow, idleChaff: c.cfg.IdleChaff,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
+	}
+	if c.udp != nil {
+		params.relay = c.udp
 	}
 	if c.cfg.Protocol == "v1" {
 		// v1 has no handshake: the record channel starts at once.

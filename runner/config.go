@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"usocks/stages"
+	"usocks/stages/frontend"
 	"usocks/wire"
 )
 
@@ -452,7 +453,7 @@ func (s *ServerConfig) Validate() error {
 		return err
 	}
 	if s.Frontend.DialTimeout == 0 {
-		s.Frontend.DialTimeout = stages.DefaultDialTimeout
+		s.Frontend.DialTimeout = frontend.DefaultDialTimeout
 	}
 	if len(s.Clients) > 0 && s.Protocol != "v2" {
 		return &ConfigError{"server.clients", "only for protocol v2"}

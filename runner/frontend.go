@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"usocks/stages"
+	"usocks/stages/frontend"
 )
 
 // Frontend construction: the server's `frontend:` section becomes one
@@ -24,7 +25,7 @@ func newFrontend(cfg *ServerConfig, log *logrus.Entry) (stages.Frontend, error) 
 	fc := &cfg.Frontend
 	switch fc.Type {
 	case "", "redirect":
-		return &stages.Redirect{Addr: cfg.TargetAddr(), Timeout: fc.DialTimeout}, nil
+		return &frontend.Redirect{Addr: cfg.TargetAddr(), Timeout: fc.DialTimeout}, nil
 	case "socks5", "http":
 	default:
 		return nil, &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect, socks5 or http", fc.Type)}
@@ -33,7 +34,7 @@ func newFrontend(cfg *ServerConfig, log *logrus.Entry) (stages.Frontend, error) 
 	if err != nil {
 		return nil, err
 	}
-	d := stages.NewDialer(acl, fc.DialTimeout, fc.MaxDials)
+	d := frontend.NewDialer(acl, fc.DialTimeout, fc.MaxDials)
 	users := fc.Users
 	if len(users) == 0 {
 		users = nil
@@ -41,26 +42,26 @@ func newFrontend(cfg *ServerConfig, log *logrus.Entry) (stages.Frontend, error) 
 	flog := log.WithField("layer", "frontend")
 	if fc.Type == "socks5" {
 		udp := fc.UDP == nil || *fc.UDP
-		return &stages.Socks5{Dialer: d, Users: users, Log: flog, UDP: udp, RefuseUDP443: fc.UDPRefuse443}, nil
+		return &frontend.Socks5{Dialer: d, Users: users, Log: flog, UDP: udp, RefuseUDP443: fc.UDPRefuse443}, nil
 	}
-	return &stages.HTTPProxy{Dialer: d, Users: users, Log: flog}, nil
+	return &frontend.HTTPProxy{Dialer: d, Users: users, Log: flog}, nil
 }
 
 // proxyACL parses the access rules; errors name the key and index.
-func proxyACL(fc *FrontendConfig) (*stages.ACL, error) {
-	allow, err := stages.ParseRules(fc.Allow)
+func proxyACL(fc *FrontendConfig) (*frontend.ACL, error) {
+	allow, err := frontend.ParseRules(fc.Allow)
 	if err != nil {
 		return nil, ruleConfigError("allow", err)
 	}
-	deny, err := stages.ParseRules(fc.Deny)
+	deny, err := frontend.ParseRules(fc.Deny)
 	if err != nil {
 		return nil, ruleConfigError("deny", err)
 	}
-	return &stages.ACL{Allow: allow, Deny: deny}, nil
+	return &frontend.ACL{Allow: allow, Deny: deny}, nil
 }
 
 func ruleConfigError(list string, err error) error {
-	var re *stages.RuleError
+	var re *frontend.RuleError
 	if errors.As(err, &re) {
 		return &ConfigError{fmt.Sprintf("server.frontend.%s[%d]", list, re.Index), re.Err.Error()}
 	}
@@ -112,7 +113,7 @@ func validateProxyFrontend(fc *FrontendConfig) error {
 		}
 	}
 	if fc.MaxDials == 0 {
-		fc.MaxDials = stages.DefaultMaxDials
+		fc.MaxDials = frontend.DefaultMaxDials
 	}
 	if fc.MaxDials < 1 || fc.MaxDials > MaxDialsLimit {
 		return &ConfigError{"server.frontend.max_dials", fmt.Sprintf("%d: must be 1..%d", fc.MaxDials, MaxDialsLimit)}

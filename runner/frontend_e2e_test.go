@@ -23,7 +23,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"usocks/stages"
+	"usocks/stages/frontend"
 )
 
 // End-to-end tests of the socks5 and http frontends: real curl, through a
@@ -172,18 +172,18 @@ func exchange(t *testing.T, proxy string, send []byte) (got []byte, reset bool) 
 }
 
 func socksConnect(host string, port uint16) []byte {
-	atyp := stages.SocksAtypDomain
+	atyp := frontend.SocksAtypDomain
 	if a, err := netip.ParseAddr(host); err == nil {
-		atyp = stages.SocksAtypIPv4
+		atyp = frontend.SocksAtypIPv4
 		if a.Is6() {
-			atyp = stages.SocksAtypIPv6
+			atyp = frontend.SocksAtypIPv6
 		}
 	}
-	return stages.AppendSocksRequest([]byte{5, 1, 0}, stages.SocksRequest{Cmd: stages.SocksCmdConnect, Atyp: atyp, Host: host, Port: port})
+	return frontend.AppendSocksRequest([]byte{5, 1, 0}, frontend.SocksRequest{Cmd: frontend.SocksCmdConnect, Atyp: atyp, Host: host, Port: port})
 }
 
 func socksRefusal(code byte) []byte {
-	return append([]byte{5, 0}, stages.AppendSocksReply(nil, code, netip.AddrPort{})...)
+	return append([]byte{5, 0}, frontend.AppendSocksReply(nil, code, netip.AddrPort{})...)
 }
 
 func closedLoopbackPort(t *testing.T) uint16 {
@@ -212,12 +212,12 @@ func TestFrontendSocks5(t *testing.T) {
 		send []byte
 		want []byte
 	}{
-		{"refused", socksConnect("127.0.0.1", closed), socksRefusal(stages.SocksConnRefused)},
-		{"unknown host", socksConnect("no-such-host.invalid", 80), socksRefusal(stages.SocksHostUnreachable)},
-		{"bind", []byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, socksRefusal(stages.SocksCmdNotSupported)},
-		{"udp associate with udp: false", []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}, socksRefusal(stages.SocksCmdNotSupported)},
-		{"address type 9", []byte{5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80}, socksRefusal(stages.SocksAtypNotSupported)},
-		{"bad domain", append([]byte{5, 1, 0, 5, 1, 0, 3, 3, 'a', ' ', 'b'}, 0, 80), socksRefusal(stages.SocksHostUnreachable)},
+		{"refused", socksConnect("127.0.0.1", closed), socksRefusal(frontend.SocksConnRefused)},
+		{"unknown host", socksConnect("no-such-host.invalid", 80), socksRefusal(frontend.SocksHostUnreachable)},
+		{"bind", []byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, socksRefusal(frontend.SocksCmdNotSupported)},
+		{"udp associate with udp: false", []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}, socksRefusal(frontend.SocksCmdNotSupported)},
+		{"address type 9", []byte{5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80}, socksRefusal(frontend.SocksAtypNotSupported)},
+		{"bad domain", append([]byte{5, 1, 0, 5, 1, 0, 3, 3, 'a', ' ', 'b'}, 0, 80), socksRefusal(frontend.SocksHostUnreachable)},
 		{"user/pass not offered", []byte{5, 1, 2}, []byte{5, 0xff}},
 	}
 	for _, c := range cases {
@@ -274,11 +274,11 @@ func TestFrontendDefaultDeny(t *testing.T) {
 	o := startOrigin(t)
 	host, port := o.hostPort()
 	_, socks := frontendTunnel(t, FrontendConfig{Type: "socks5"})
-	if got, _ := exchange(t, socks, socksConnect(host, port)); !bytes.Equal(got, socksRefusal(stages.SocksNotAllowed)) {
+	if got, _ := exchange(t, socks, socksConnect(host, port)); !bytes.Equal(got, socksRefusal(frontend.SocksNotAllowed)) {
 		t.Errorf("socks5 to loopback: got %x, want reply 2", got)
 	}
 	// "localhost" resolves (from /etc/hosts) to a denied address.
-	if got, _ := exchange(t, socks, socksConnect("localhost", port)); !bytes.Equal(got, socksRefusal(stages.SocksNotAllowed)) {
+	if got, _ := exchange(t, socks, socksConnect("localhost", port)); !bytes.Equal(got, socksRefusal(frontend.SocksNotAllowed)) {
 		t.Errorf("socks5 to localhost: got %x, want reply 2", got)
 	}
 	_, hp := frontendTunnel(t, FrontendConfig{Type: "http", Deny: []string{"192.0.2.0/24"}})
@@ -335,7 +335,7 @@ func TestFrontendHTTP(t *testing.T) {
 		{"https scheme", "GET https://127.0.0.1/ HTTP/1.1\r\n\r\n", "501"},
 		{"trace", "TRACE http://127.0.0.1/ HTTP/1.1\r\n\r\n", "405"},
 		{"connect without port", "CONNECT 127.0.0.1 HTTP/1.1\r\n\r\n", "400"},
-		{"too large", "GET http://127.0.0.1/ HTTP/1.1\r\nX: " + strings.Repeat("x", stages.MaxHTTPHead) + "\r\n\r\n", "431"},
+		{"too large", "GET http://127.0.0.1/ HTTP/1.1\r\nX: " + strings.Repeat("x", frontend.MaxHTTPHead) + "\r\n\r\n", "431"},
 	} {
 		got, reset := exchange(t, proxy, []byte(c.send))
 		if !strings.HasPrefix(string(got), "HTTP/1.1 "+c.status+" ") || reset {
@@ -411,7 +411,7 @@ func TestFrontendConfig(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if good.Frontend.MaxDials != stages.DefaultMaxDials || good.Frontend.DialTimeout != stages.DefaultDialTimeout {
+	if good.Frontend.MaxDials != frontend.DefaultMaxDials || good.Frontend.DialTimeout != frontend.DefaultDialTimeout {
 		t.Errorf("defaults: max_dials %d dial_timeout %v", good.Frontend.MaxDials, good.Frontend.DialTimeout)
 	}
 	if err := good.Validate(); err != nil {
@@ -440,7 +440,7 @@ server:
 	if err != nil {
 		t.Fatal(err)
 	}
-	hp, ok := fe.(*stages.HTTPProxy)
+	hp, ok := fe.(*frontend.HTTPProxy)
 	if !ok || hp.Users["alice"] != "pw" || hp.Dialer.Timeout != 3*time.Second || len(hp.Dialer.ACL.Allow) != 2 || len(hp.Dialer.ACL.Deny) != 1 {
 		t.Errorf("built %T %+v", fe, fe)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"usocks/runner/capture"
 	"usocks/stages"
+	"usocks/stages/frontend"
 	"usocks/wire"
 )
 
@@ -240,7 +241,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 			if visitor {
 				s.Rejected.Add()
 				log.Info("tls visitor served the decoy")
-				stages.ServeDecoy(pc.Conn, pc.Prefix, s.decoy)
+				frontend.ServeDecoy(pc.Conn, pc.Prefix, s.decoy)
 			}
 			stop()
 			sc.End(fmt.Errorf("not a usocks client"))
@@ -255,7 +256,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 		// server, not silence.
 		s.Rejected.Add()
 		log.WithField("reason", err.Error()).Warn("invalid handshake inside tls: decoy")
-		stages.ServeDecoy(pc.Conn, pc.Seen(), s.decoy)
+		frontend.ServeDecoy(pc.Conn, pc.Seen(), s.decoy)
 		stop()
 		sc.End(fmt.Errorf("handshake: %w", err))
 		return

@@ -54,15 +54,15 @@ type sessionParams struct {
 	accept     <-chan net.Conn
 	frontend   stages.Frontend
 	maxStreams int
-	idle, half time.Duration    // stream timeouts (≤ 0: off)
-	keepalive  time.Duration    // PING interval (0: off)
-	padding    string           // v2 padding level (validated config value)
-	udp        *stages.UDPRelay // client: relay for UDP associations
-	rekeyAfter uint64           // records under one key (0: default)
-	chaff      bool             // v2: FRONT-style chaff at the start
-	chaffFor   time.Duration    // its window
-	drain      <-chan struct{}  // client: closed to rotate away from this backend
-	idleChaff  time.Duration    // mean interval of idle chaff (0: off)
+	idle, half time.Duration        // stream timeouts (≤ 0: off)
+	keepalive  time.Duration        // PING interval (0: off)
+	padding    string               // v2 padding level (validated config value)
+	relay      stages.DatagramRelay // client: relay for UDP associations (nil: none)
+	rekeyAfter uint64               // records under one key (0: default)
+	chaff      bool                 // v2: FRONT-style chaff at the start
+	chaffFor   time.Duration        // its window
+	drain      <-chan struct{}      // client: closed to rotate away from this backend
+	idleChaff  time.Duration        // mean interval of idle chaff (0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *capture.Session // nil: capture off (nil taps)
@@ -173,7 +173,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
-		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, UDP: p.udp,
+		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, Relay: p.relay,
 		Closing: closing, PeerClosing: startClose, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"usocks/stages"
+	"usocks/stages/frontend"
 )
 
 // TLS backend settings built from the config (stages/backend_tls.go has the
@@ -18,7 +18,7 @@ func serverTLS(b *BackendConfig) (*tls.Config, []byte, error) {
 	if err != nil {
 		return nil, nil, &ConfigError{"server.backend.tls_cert", fmt.Sprintf("cannot load the certificate and key: %v", err)}
 	}
-	page := []byte(stages.DefaultDecoyPage)
+	page := []byte(frontend.DefaultDecoyPage)
 	if b.Decoy != "" {
 		if page, err = os.ReadFile(b.Decoy); err != nil {
 			return nil, nil, &ConfigError{"server.backend.decoy", err.Error()}

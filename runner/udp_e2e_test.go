@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"usocks/stages"
+	"usocks/stages/frontend"
 )
 
 // dnsServer answers every query with the same question and one A record
@@ -66,7 +66,7 @@ func socksUDP(t *testing.T, proxy string) (net.Conn, netip.AddrPort) {
 	if _, err := io.ReadFull(c, m[:]); err != nil || m != [2]byte{5, 0} {
 		t.Fatalf("method reply %x, %v", m, err)
 	}
-	req := stages.AppendSocksRequest(nil, stages.SocksRequest{Cmd: stages.SocksCmdUDPAssociate, Atyp: stages.SocksAtypIPv4, Host: "0.0.0.0", Port: 0})
+	req := frontend.AppendSocksRequest(nil, frontend.SocksRequest{Cmd: frontend.SocksCmdUDPAssociate, Atyp: frontend.SocksAtypIPv4, Host: "0.0.0.0", Port: 0})
 	if _, err := c.Write(req); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func socksUDP(t *testing.T, proxy string) (net.Conn, netip.AddrPort) {
 	if _, err := io.ReadFull(c, rep[:]); err != nil {
 		t.Fatalf("UDP ASSOCIATE reply: %v", err)
 	}
-	if rep[1] != stages.SocksSucceeded || rep[3] != stages.SocksAtypIPv4 {
+	if rep[1] != frontend.SocksSucceeded || rep[3] != frontend.SocksAtypIPv4 {
 		t.Fatalf("UDP ASSOCIATE reply %x", rep)
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -100,7 +100,7 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 	defer app.Close()
 	dst := dns.LocalAddr().(*net.UDPAddr).AddrPort()
 	query := dnsQuery(0x4242, "example.test")
-	datagram := stages.AppendUDPDatagram(nil, dst, query)
+	datagram := frontend.AppendUDPDatagram(nil, dst, query)
 	buf := make([]byte, 1500)
 	var n int
 	for try := 0; ; try++ { // UDP may drop: a few tries, bounded
@@ -116,7 +116,7 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no DNS answer through the association: %v", err)
 	}
-	h, answer, err := stages.ParseUDPDatagram(buf[:n])
+	h, answer, err := frontend.ParseUDPDatagram(buf[:n])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +127,9 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 		t.Fatalf("bad DNS answer %x", answer)
 	}
 	// UDP/443 is refused (QUIC falls back to TCP): dropped and counted.
-	s5 := tn.srv.fe.(*stages.Socks5)
+	s5 := tn.srv.fe.(*frontend.Socks5)
 	before := s5.UDPStats.Refused.Load()
-	to443 := stages.AppendUDPDatagram(nil, netip.MustParseAddrPort("127.0.0.1:443"), []byte("quic"))
+	to443 := frontend.AppendUDPDatagram(nil, netip.MustParseAddrPort("127.0.0.1:443"), []byte("quic"))
 	if _, err := app.WriteToUDPAddrPort(to443, relay); err != nil {
 		t.Fatal(err)
 	}
@@ -154,14 +154,14 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 func TestUDPDatagramCodec(t *testing.T) {
 	for _, ap := range []string{"127.0.0.1:53", "[::1]:5353"} {
 		a := netip.MustParseAddrPort(ap)
-		b := stages.AppendUDPDatagram(nil, a, []byte("payload"))
-		h, data, err := stages.ParseUDPDatagram(b)
+		b := frontend.AppendUDPDatagram(nil, a, []byte("payload"))
+		h, data, err := frontend.ParseUDPDatagram(b)
 		if err != nil || h.Host != a.Addr().String() || h.Port != a.Port() || string(data) != "payload" {
 			t.Fatalf("%s: %+v %q %v", ap, h, data, err)
 		}
 	}
 	for _, bad := range [][]byte{nil, {0, 0, 0}, {1, 0, 0, 1, 1, 2, 3, 4, 0, 53}, {0, 0, 0, 9, 1}, {0, 0, 0, 3, 0, 0, 53}, {0, 0, 0, 1, 1, 2}} {
-		if _, _, err := stages.ParseUDPDatagram(bad); err == nil {
+		if _, _, err := frontend.ParseUDPDatagram(bad); err == nil {
 			t.Fatalf("%x parsed", bad)
 		}
 	}

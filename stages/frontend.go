@@ -4,13 +4,15 @@ import (
 	"context"
 	"io"
 	"net"
-	"time"
+	"net/netip"
 )
 
 // Frontends (server side): where a new stream goes. The demux starts one
 // actor per SYN; the actor calls Frontend.Open and splices the stream with
 // the connection it returns. A failed Open resets that one stream; the
-// tunnel lives on.
+// tunnel lives on. The frontends themselves (redirect, SOCKS5, HTTP proxy,
+// access rules, UDP associations, the TLS decoy) live in package frontend;
+// the tunnel layer knows them only through the interfaces below.
 
 // StreamIO is the stream as a frontend sees it before the target is
 // connected: a proxy frontend reads the app's request from it and writes
@@ -29,23 +31,29 @@ type Frontend interface {
 	Open(ctx context.Context, s StreamIO) (net.Conn, error)
 }
 
-// DefaultDialTimeout bounds a frontend's connect to its target.
-const DefaultDialTimeout = 10 * time.Second
-
-// Redirect is the frontend that sends every stream to one fixed address.
-type Redirect struct {
-	Addr    string // host:port
-	Timeout time.Duration
+// DatagramStream is what a stream offers a frontend that serves UDP
+// (server side). Every StreamIO the demux hands to Frontend.Open is one.
+type DatagramStream interface {
+	StreamIO
+	// OpenAssociation tells the client, in order after what the stream
+	// has sent, that datagrams may flow; it returns the app's datagrams.
+	OpenAssociation() (<-chan []byte, error)
+	// SendDatagram sends one datagram toward the app; false if dropped.
+	SendDatagram(p []byte) bool
 }
 
-// Open dials the fixed target.
-func (r *Redirect) Open(ctx context.Context, _ StreamIO) (net.Conn, error) {
-	t := r.Timeout
-	if t == 0 {
-		t = DefaultDialTimeout
-	}
-	// No TCP keepalive on target connections: streams have their own idle
-	// timeouts, and the four setsockopt calls per dial cost stream setup.
-	d := net.Dialer{Timeout: t, KeepAlive: -1}
-	return d.DialContext(ctx, "tcp", r.Addr)
+// DatagramRelay is the client's end of datagram associations: the local
+// socket apps send their datagrams to. The demux calls it on its own
+// goroutine, so no method may block.
+type DatagramRelay interface {
+	// Open starts the association of stream id, whose app connected from
+	// appIP; send puts one datagram from the app into the tunnel (false:
+	// dropped). It returns the bytes the stream delivers to the app to
+	// say that the association is ready (the proxy protocol's reply).
+	Open(id uint16, appIP netip.Addr, send func([]byte) bool) (reply []byte)
+	// Deliver hands one datagram from the peer to the app of stream id,
+	// or drops it; p is only valid during the call.
+	Deliver(id uint16, p []byte)
+	// Close ends the association of stream id.
+	Close(id uint16)
 }

@@ -93,8 +93,8 @@ type Demux struct {
 	// (0: never). HalfClosedTimeout does the same, sooner, for a stream
 	// that one side has finished (0: never).
 	IdleTimeout, HalfClosedTimeout time.Duration
-	// UDP is the client's relay for SOCKS5 UDP associations (nil: none).
-	UDP *UDPRelay
+	// Relay is the client's end of datagram associations (nil: none).
+	Relay DatagramRelay
 	// Legacy selects protocol v1's tunnel rules (wire/v1, spec §4): no
 	// windows, FIN/RST answered, unknown ids ignored, a duplicate SYN
 	// replaces the old stream.
@@ -234,8 +234,8 @@ func (d *Demux) finish(s *stream) {
 	s.recv.drain()
 	if d.streams[s.id] == s {
 		delete(d.streams, s.id)
-		if d.UDP != nil && d.Role == Client {
-			d.UDP.Close(s.id)
+		if d.Relay != nil && d.Role == Client {
+			d.Relay.Close(s.id)
 		}
 		if d.v1ids != nil {
 			_ = d.v1ids.Recycle(s.id)
@@ -491,8 +491,8 @@ func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
 
 // handleDatagram routes a DATAGRAM frame (SPEC-v2.md §6a). On the server it
 // goes to the stream's association; on the client an empty one opens the
-// association (the client answers the app's UDP ASSOCIATE itself, naming
-// its relay) and others go to the app through the relay. Datagrams that
+// association (the relay's reply goes to the app in the stream, as if the
+// server had sent it) and others go to the app through the relay. Datagrams that
 // have nowhere to go are dropped: UDP may lose packets, a tunnel may not
 // queue them without bound.
 func (d *Demux) handleDatagram(f Frame) {
@@ -505,31 +505,16 @@ func (d *Demux) handleDatagram(f Frame) {
 		s.deliverDatagram(f.Payload)
 		return
 	}
-	if d.UDP == nil {
+	if d.Relay == nil {
 		return
 	}
 	if len(f.Payload) > 0 {
-		d.UDP.Deliver(f.Stream, f.Payload)
+		d.Relay.Deliver(f.Stream, f.Payload)
 		return
 	}
-	id, control := s.id, d.Control
-	d.UDP.Open(id, s.appIP, func(p []byte) bool {
-		if len(p) > MaxDatagram {
-			return false
-		}
-		buf := getBuf(len(p))
-		df := Frame{Frame: wire.Frame{Type: wire.FrameDatagram, Stream: id, Payload: append(buf.B[:0], p...)}, buf: buf}
-		select {
-		case control <- df:
-			return true
-		default:
-			df.Release()
-			return false
-		}
-	})
-	reply := AppendSocksReply(nil, SocksSucceeded, d.UDP.Addr())
+	reply := d.Relay.Open(s.id, s.appIP, s.SendDatagram)
 	buf := getBuf(len(reply))
-	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: id, Payload: append(buf.B[:0], reply...)}, buf: buf}
+	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: append(buf.B[:0], reply...)}, buf: buf}
 	if err := s.recv.push(rf); err != nil {
 		s.abort(true)
 	}

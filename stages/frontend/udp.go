@@ -1,4 +1,4 @@
-package stages
+package frontend
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"usocks/wire"
+	"usocks/stages"
 )
 
 // UDP associations (SPEC-v2.md §6a). A SOCKS5 UDP ASSOCIATE travels in a
@@ -24,63 +24,6 @@ import (
 //
 // Datagrams are droppable: every queue on their way is bounded and a full
 // queue drops (and counts) rather than waits.
-
-// DatagramQueueLen bounds datagrams waiting for an association.
-const DatagramQueueLen = 64
-
-// MaxDatagram is the largest datagram carried (header included).
-const MaxDatagram = wire.MaxPayloadLen
-
-// DatagramStream is what a stream offers a frontend that serves UDP.
-type DatagramStream interface {
-	StreamIO
-	// OpenAssociation tells the client, in order after what the stream
-	// has sent, that datagrams may flow; it returns the app's datagrams.
-	OpenAssociation() (<-chan []byte, error)
-	// SendDatagram sends one datagram toward the app; false if dropped.
-	SendDatagram(p []byte) bool
-}
-
-// OpenAssociation implements DatagramStream (server side).
-func (s *stream) OpenAssociation() (<-chan []byte, error) {
-	ch := make(chan []byte, DatagramQueueLen)
-	s.dgrams.Store(&ch)
-	f := Frame{Frame: wire.Frame{Type: wire.FrameDatagram, Stream: s.id}}
-	if !s.sendData(context.Background(), f) {
-		return nil, net.ErrClosed
-	}
-	return ch, nil
-}
-
-// SendDatagram implements DatagramStream.
-func (s *stream) SendDatagram(p []byte) bool {
-	if len(p) == 0 || len(p) > MaxDatagram {
-		return false
-	}
-	buf := getBuf(len(p))
-	f := Frame{Frame: wire.Frame{Type: wire.FrameDatagram, Stream: s.id, Payload: append(buf.B[:0], p...)}, buf: buf}
-	select {
-	case s.control <- f:
-		return true
-	default:
-		f.Release()
-		return false
-	}
-}
-
-// deliverDatagram hands a datagram from the peer to the association (server).
-func (s *stream) deliverDatagram(p []byte) bool {
-	ch := s.dgrams.Load()
-	if ch == nil {
-		return false
-	}
-	select {
-	case *ch <- append([]byte(nil), p...):
-		return true
-	default:
-		return false
-	}
-}
 
 // UDPHeader is the RFC 1928 UDP request header.
 type UDPHeader struct {
@@ -147,7 +90,7 @@ func AppendUDPDatagram(b []byte, from netip.AddrPort, data []byte) []byte {
 // association is the server side of one UDP ASSOCIATE: a UDP socket of
 // its own, fed from the stream's datagrams, answering through them.
 type association struct {
-	s         DatagramStream
+	s         stages.DatagramStream
 	in        <-chan []byte
 	pc        *net.UDPConn
 	dialer    *Dialer
@@ -196,10 +139,10 @@ func (a *association) run(ctx context.Context) {
 
 // replies reads answers from targets and sends them to the app.
 func (a *association) replies() {
-	buf := make([]byte, MaxDatagram)
-	out := make([]byte, 0, MaxDatagram+32)
+	buf := make([]byte, stages.MaxDatagram)
+	out := make([]byte, 0, stages.MaxDatagram+32)
 	for {
-		n, from, err := a.pc.ReadFromUDPAddrPort(buf[:MaxDatagram-32])
+		n, from, err := a.pc.ReadFromUDPAddrPort(buf[:stages.MaxDatagram-32])
 		if err != nil {
 			return
 		}
@@ -258,6 +201,15 @@ type UDPRelay struct {
 	assocs map[uint16]*relayAssoc
 	bySrc  map[netip.AddrPort]*relayAssoc
 	order  []uint16 // association ids, oldest first
+
+	// out holds datagrams for apps until Run's writer sends them, so
+	// that Deliver (called by the demux) never waits on the socket.
+	out chan relayOut
+}
+
+type relayOut struct {
+	dst netip.AddrPort
+	p   []byte
 }
 
 type relayAssoc struct {
@@ -269,19 +221,23 @@ type relayAssoc struct {
 
 // NewUDPRelay wraps a bound UDP socket.
 func NewUDPRelay(conn *net.UDPConn, log *logrus.Entry) *UDPRelay {
-	return &UDPRelay{conn: conn, log: log, assocs: map[uint16]*relayAssoc{}, bySrc: map[netip.AddrPort]*relayAssoc{}}
+	return &UDPRelay{conn: conn, log: log, assocs: map[uint16]*relayAssoc{}, bySrc: map[netip.AddrPort]*relayAssoc{},
+		out: make(chan relayOut, stages.DatagramQueueLen)}
 }
 
 // Addr is where apps send datagrams.
 func (r *UDPRelay) Addr() netip.AddrPort { return r.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // Open registers the association of stream id, whose app connected from
-// appIP; send forwards a datagram into the tunnel.
-func (r *UDPRelay) Open(id uint16, appIP netip.Addr, send func([]byte) bool) {
+// appIP; send forwards a datagram into the tunnel. The reply is the
+// SOCKS5 UDP ASSOCIATE success naming the relay (the client answers the
+// app itself: only it knows the relay's address).
+func (r *UDPRelay) Open(id uint16, appIP netip.Addr, send func([]byte) bool) []byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.assocs[id] = &relayAssoc{id: id, appIP: appIP.Unmap(), send: send}
 	r.order = append(r.order, id)
+	return AppendSocksReply(nil, SocksSucceeded, r.Addr())
 }
 
 // Close forgets the association of stream id.
@@ -304,7 +260,9 @@ func (r *UDPRelay) Close(id uint16) {
 	}
 }
 
-// Deliver sends a datagram from the tunnel to the app of stream id.
+// Deliver queues a datagram from the tunnel for the app of stream id; it
+// never blocks: a full queue, or an app whose address is not known yet,
+// drops the datagram.
 func (r *UDPRelay) Deliver(id uint16, p []byte) {
 	r.mu.Lock()
 	a := r.assocs[id]
@@ -313,14 +271,34 @@ func (r *UDPRelay) Deliver(id uint16, p []byte) {
 		dst = a.src
 	}
 	r.mu.Unlock()
-	if dst.IsValid() {
-		_, _ = r.conn.WriteToUDPAddrPort(p, dst)
+	if !dst.IsValid() {
+		return
+	}
+	select {
+	case r.out <- relayOut{dst, append([]byte(nil), p...)}:
+	default:
+		r.log.WithField("to", dst.String()).Debug("udp datagram dropped")
 	}
 }
 
-// Run forwards the apps' datagrams until the socket is closed.
+// Run forwards the apps' datagrams until the socket is closed, and writes
+// what Deliver queued.
 func (r *UDPRelay) Run() {
-	buf := make([]byte, MaxDatagram)
+	done := make(chan struct{})
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for {
+			select {
+			case o := <-r.out:
+				_, _ = r.conn.WriteToUDPAddrPort(o.p, o.dst)
+			case <-done:
+				return
+			}
+		}
+	}()
+	defer func() { close(done); <-written }()
+	buf := make([]byte, stages.MaxDatagram)
 	for {
 		n, src, err := r.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {

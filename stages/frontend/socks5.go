@@ -1,4 +1,4 @@
-package stages
+package frontend
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"usocks/stages"
 )
 
 // The SOCKS5 frontend (RFC 1928, with RFC 1929 username/password): the app
@@ -247,7 +249,7 @@ type socksOutcome struct {
 // Open runs the SOCKS5 exchange on s and returns the target connection.
 // Refusals answer the app and then end the stream with a FIN; a stream
 // that does not speak SOCKS5 is reset.
-func (f *Socks5) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
+func (f *Socks5) Open(ctx context.Context, s stages.StreamIO) (net.Conn, error) {
 	out, err := readRequest(ctx, f.HandshakeTimeout, func() (socksOutcome, error) { return f.handshake(s) })
 	if err != nil {
 		return nil, err
@@ -287,8 +289,8 @@ func (f *Socks5) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
 // associate serves UDP ASSOCIATE: a UDP socket of its own on the server,
 // the app's datagrams over the tunnel. The client sends the SOCKS reply
 // (it names the client's relay), so nothing is written here on success.
-func (f *Socks5) associate(ctx context.Context, s StreamIO, log *logrus.Entry) (net.Conn, error) {
-	ds, ok := s.(DatagramStream)
+func (f *Socks5) associate(ctx context.Context, s stages.StreamIO, log *logrus.Entry) (net.Conn, error) {
+	ds, ok := s.(stages.DatagramStream)
 	if !ok {
 		return f.refuse(s, SocksCmdNotSupported)
 	}
@@ -309,19 +311,19 @@ func (f *Socks5) associate(ctx context.Context, s StreamIO, log *logrus.Entry) (
 	return newAssocConn(cancel), nil
 }
 
-func (f *Socks5) refuse(s StreamIO, code byte) (net.Conn, error) {
+func (f *Socks5) refuse(s stages.StreamIO, code byte) (net.Conn, error) {
 	if _, err := s.Write(AppendSocksReply(nil, code, netip.AddrPort{})); err != nil {
 		return nil, err
 	}
 	return closedConn{}, nil
 }
 
-func (f *Socks5) log(s StreamIO) *logrus.Entry {
+func (f *Socks5) log(s stages.StreamIO) *logrus.Entry {
 	return frontendLog(f.Log).WithFields(logrus.Fields{"stream": s.ID(), "frontend": "socks5"})
 }
 
 // handshake reads greeting, credentials and request.
-func (f *Socks5) handshake(s StreamIO) (socksOutcome, error) {
+func (f *Socks5) handshake(s stages.StreamIO) (socksOutcome, error) {
 	methods, err := ReadSocksGreeting(s)
 	if err != nil {
 		return socksOutcome{}, err

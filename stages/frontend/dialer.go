@@ -1,4 +1,4 @@
-package stages
+package frontend
 
 import (
 	"context"
@@ -484,7 +484,7 @@ const DefaultHandshakeTimeout = 30 * time.Second
 var errHandshakeTimeout = errors.New("proxy request not received in time")
 
 // readRequest runs f, the part of a proxy handshake that reads the app's
-// request from the stream, bounded by timeout and ctx. StreamIO has no
+// request from the stream, bounded by timeout and ctx. stages.StreamIO has no
 // read deadline, so f runs in its own goroutine; when the time is up,
 // readRequest returns an error, the stage resets the stream (as it does
 // for every failed Open) and that ends f's pending Read.

@@ -1,4 +1,4 @@
-package stages
+package frontend
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-// pxStream is a StreamIO for frontend tests: the app's bytes come from r,
+// pxStream is a stages.StreamIO for frontend tests: the app's bytes come from r,
 // the frontend's replies collect in out.
 type pxStream struct {
 	r   io.Reader

@@ -1,4 +1,4 @@
-package stages
+package frontend
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"usocks/stages"
 )
 
 // The HTTP proxy frontend: CONNECT (any TCP through the proxy, what
@@ -442,7 +444,7 @@ func ReadHTTPHead(r io.Reader) (*HTTPRequest, []byte, error) {
 // Open reads the app's request from s, answers it and returns the target
 // connection. Refusals answer with an error status and then end the
 // stream with a FIN.
-func (f *HTTPProxy) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
+func (f *HTTPProxy) Open(ctx context.Context, s stages.StreamIO) (net.Conn, error) {
 	log := frontendLog(f.Log).WithFields(logrus.Fields{"stream": s.ID(), "frontend": "http"})
 	h, err := readRequest(ctx, f.HandshakeTimeout, func() (httpHead, error) {
 		req, rest, err := ReadHTTPHead(s)
@@ -517,7 +519,7 @@ func (f *HTTPProxy) authorized(req *HTTPRequest) bool {
 	return ok && checkCredentials(f.Users, user, pass)
 }
 
-func (f *HTTPProxy) refuse(s StreamIO, status int, msg string) (net.Conn, error) {
+func (f *HTTPProxy) refuse(s stages.StreamIO, status int, msg string) (net.Conn, error) {
 	if _, err := s.Write(AppendHTTPError(nil, status, msg)); err != nil {
 		return nil, err
 	}

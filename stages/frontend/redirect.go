@@ -1,0 +1,30 @@
+package frontend
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"usocks/stages"
+)
+
+// DefaultDialTimeout bounds a frontend's connect to its target.
+const DefaultDialTimeout = 10 * time.Second
+
+// Redirect is the frontend that sends every stream to one fixed address.
+type Redirect struct {
+	Addr    string // host:port
+	Timeout time.Duration
+}
+
+// Open dials the fixed target.
+func (r *Redirect) Open(ctx context.Context, _ stages.StreamIO) (net.Conn, error) {
+	t := r.Timeout
+	if t == 0 {
+		t = DefaultDialTimeout
+	}
+	// No TCP keepalive on target connections: streams have their own idle
+	// timeouts, and the four setsockopt calls per dial cost stream setup.
+	d := net.Dialer{Timeout: t, KeepAlive: -1}
+	return d.DialContext(ctx, "tcp", r.Addr)
+}
