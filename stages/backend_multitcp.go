@@ -64,9 +64,7 @@ func (c *StripedConn) Write(p []byte) (int, error) {
 func (c *StripedConn) CloseWrite() error {
 	var errs []error
 	for _, l := range c.lanes {
-		if cw, ok := l.(interface{ CloseWrite() error }); ok {
-			errs = append(errs, cw.CloseWrite())
-		}
+		errs = append(errs, CloseWrite(l))
 	}
 	return errors.Join(errs...)
 }

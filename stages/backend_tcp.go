@@ -30,7 +30,7 @@ type BackendReader struct {
 func (r *BackendReader) Run(ctx context.Context) error {
 	defer close(r.Out)
 	for {
-		buf := chunkPool.Get().(*ChunkBuf)
+		buf := chunkPool.Get().(*chunkBuf)
 		n, err := r.Conn.Read(buf[:])
 		if n > 0 {
 			if r.Tap != nil {
@@ -91,7 +91,7 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 			return err
 		}
 		if !ok {
-			return closeWrite(w.Conn)
+			return writeFIN(w.Conn)
 		}
 		bufs = append(bufs[:0], s.B)
 		held = append(held[:0], s)
@@ -128,12 +128,10 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 	}
 }
 
-// closeWrite sends FIN where the socket supports half-close.
-func closeWrite(c io.Writer) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-			return &BackendError{Op: "close", Err: err}
-		}
+// writeFIN sends FIN where the socket supports half-close.
+func writeFIN(c io.Writer) error {
+	if err := CloseWrite(c); err != nil && !errors.Is(err, net.ErrClosed) {
+		return &BackendError{Op: "close", Err: err}
 	}
 	return nil
 }

@@ -53,8 +53,5 @@ func (c *PrefixConn) Seen() []byte {
 
 // CloseWrite half-closes when the wrapped connection can.
 func (c *PrefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
+	return CloseWrite(c.Conn)
 }

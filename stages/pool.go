@@ -6,36 +6,36 @@ import "sync"
 // messages (keystrokes, requests, acknowledgements) does not pin a whole
 // frame's worth of memory per message.
 const (
-	// PayloadBufSize is the large class: the largest record body a v2
+	// payloadBufSize is the large class: the largest record body a v2
 	// sender produces, with room for padding.
-	PayloadBufSize = 20 * 1024
-	// SmallBufSize is the small class.
-	SmallBufSize = 2048
+	payloadBufSize = 20 * 1024
+	// smallBufSize is the small class.
+	smallBufSize = 2048
 )
 
-// Buf is a pooled payload buffer. Frames that carry one say so in their
+// payloadBuf is a pooled payload buffer. Frames that carry one say so in their
 // buf field; the stage that consumes the frame last releases it: encrypt
 // after sealing, a stream's writer after writing to its socket.
-type Buf struct {
+type payloadBuf struct {
 	B     []byte // len == cap == the class size
 	small bool
 }
 
 var (
-	bigPool   = sync.Pool{New: func() any { return &Buf{B: make([]byte, PayloadBufSize)} }}
-	smallPool = sync.Pool{New: func() any { return &Buf{B: make([]byte, SmallBufSize), small: true} }}
+	bigPool   = sync.Pool{New: func() any { return &payloadBuf{B: make([]byte, payloadBufSize)} }}
+	smallPool = sync.Pool{New: func() any { return &payloadBuf{B: make([]byte, smallBufSize), small: true} }}
 )
 
-// getBuf returns a buffer of at least n bytes (n ≤ PayloadBufSize).
-func getBuf(n int) *Buf {
-	if n <= SmallBufSize {
-		return smallPool.Get().(*Buf)
+// getBuf returns a buffer of at least n bytes (n ≤ payloadBufSize).
+func getBuf(n int) *payloadBuf {
+	if n <= smallBufSize {
+		return smallPool.Get().(*payloadBuf)
 	}
-	return bigPool.Get().(*Buf)
+	return bigPool.Get().(*payloadBuf)
 }
 
 // putBuf returns b to its pool; nil is ignored.
-func putBuf(b *Buf) {
+func putBuf(b *payloadBuf) {
 	switch {
 	case b == nil:
 	case b.small:
@@ -45,7 +45,7 @@ func putBuf(b *Buf) {
 	}
 }
 
-// ChunkBuf is a pooled buffer for ciphertext read from the backend.
-type ChunkBuf [ChunkSize]byte
+// chunkBuf is a pooled buffer for ciphertext read from the backend.
+type chunkBuf [chunkSize]byte
 
-var chunkPool = sync.Pool{New: func() any { return new(ChunkBuf) }}
+var chunkPool = sync.Pool{New: func() any { return new(chunkBuf) }}

@@ -31,10 +31,10 @@ type Keys struct {
 }
 
 // Handshake padding ranges: the client's first flight is
-// 108 + U[0, ClientPadMax) bytes, the server's reply 123 + U[0, ServerPadMax).
+// 108 + U[0, clientPadMax) bytes, the server's reply 123 + U[0, serverPadMax).
 const (
-	ClientPadMax = 1300
-	ServerPadMax = 1000
+	clientPadMax = 1300
+	serverPadMax = 1000
 )
 
 // DefaultSkew is the accepted clock difference between client and server.
@@ -96,7 +96,7 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	if _, err := io.ReadFull(h.Rand, hello.Salt[:]); err != nil {
 		return nil, err
 	}
-	if hello.PadLen, err = randInt(h.Rand, ClientPadMax); err != nil {
+	if hello.PadLen, err = randInt(h.Rand, clientPadMax); err != nil {
 		return nil, err
 	}
 	flight := wire.AppendClientHello(append([]byte(nil), h.Prefix...), h.PSK, &hello)
@@ -366,7 +366,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if _, err := io.ReadFull(h.Rand, sh.Salt[:]); err != nil {
 		return nil, err
 	}
-	if sh.PadLen, err = randInt(h.Rand, ServerPadMax); err != nil {
+	if sh.PadLen, err = randInt(h.Rand, serverPadMax); err != nil {
 		return nil, err
 	}
 	shared, err := eph.Shared(ch.Public)
@@ -402,9 +402,7 @@ func (h *ServerHandshake) cipherAllowed(c wire.CipherID) bool {
 func (h *ServerHandshake) Reject(c net.Conn, accepted time.Time) {
 	_ = c.SetReadDeadline(accepted.Add(h.DrainTimeout))
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, h.DrainBytes))
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
+	_ = CloseWrite(c)
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64*1024))
 	_ = c.Close()

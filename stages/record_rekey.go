@@ -18,7 +18,7 @@ import (
 // least hourly (as WireGuard does).
 const (
 	DefaultRekeyAfter = 1 << 22 // records
-	DefaultRekeyEvery = time.Hour
+	defaultRekeyEvery = time.Hour
 )
 
 // Rekeyer is one direction's key material.
@@ -54,7 +54,7 @@ func (r *Rekeyer) due(boxes uint64) bool {
 		after = DefaultRekeyAfter
 	}
 	if every == 0 {
-		every = DefaultRekeyEvery
+		every = defaultRekeyEvery
 	}
 	if r.since.IsZero() {
 		r.since = r.now()

@@ -123,7 +123,7 @@ func (d *DecryptV1) Run(ctx context.Context) error {
 				f.Flags = wire.Flags(m.Flags) & (wire.FlagSYN | wire.FlagDAT | wire.FlagFIN | wire.FlagRST)
 				if len(m.Payload) > 0 && f.Flags.Has(wire.FlagDAT) {
 					// ev.Payload is valid only until the next call: copy.
-					if len(m.Payload) <= PayloadBufSize {
+					if len(m.Payload) <= payloadBufSize {
 						f.buf = getBuf(len(m.Payload))
 						f.Payload = append(f.buf.B[:0], m.Payload...)
 					} else {

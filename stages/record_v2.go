@@ -155,7 +155,7 @@ type Decrypt struct {
 // session with wire.ErrAuth: nothing after it can be trusted.
 func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
-	pend := make([]byte, 0, 2*ChunkSize+wire.MaxBodyLen+wire.RecordOverhead)
+	pend := make([]byte, 0, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
 	for {
 		c, ok, err := recv(ctx, d.In)
 		if err != nil {
@@ -180,9 +180,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			if bl < 0 || len(pend)-off < wire.LengthBoxSize+bl+wire.TagSize {
 				break
 			}
-			var owner *Buf
+			var owner *payloadBuf
 			var dst []byte
-			if bl+wire.TagSize <= PayloadBufSize {
+			if bl+wire.TagSize <= payloadBufSize {
 				owner = getBuf(bl + wire.TagSize)
 				dst = owner.B[:0]
 			}

@@ -20,7 +20,7 @@ import (
 // actors all reach it as channel messages.
 //
 // Demux never blocks on a stream: data goes into the stream's bounded
-// receive buffer (flow control keeps it within StreamWindow), and control
+// receive buffer (flow control keeps it within streamWindow), and control
 // replies go to the mux's control queue without waiting (dropped and
 // counted if that queue is full). So one slow stream cannot stall others.
 //

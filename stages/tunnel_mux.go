@@ -99,7 +99,7 @@ func (m *Mux) gather(b Batch) Batch {
 	for _, f := range b {
 		bytes += len(f.Payload)
 	}
-	for len(b) < MaxBatchFrames && bytes < MaxBatchBytes {
+	for len(b) < maxBatchFrames && bytes < maxBatchBytes {
 		select {
 		case f := <-m.Control:
 			b = append(b, f)

@@ -9,7 +9,7 @@ import (
 // the stream's down pump (see tunnel_stream.go for the flow-control rules).
 
 // recvBuf holds data received for a stream until its socket takes it.
-// Demux pushes, the down pump pops; size never exceeds StreamWindow.
+// Demux pushes, the down pump pops; size never exceeds streamWindow.
 type recvBuf struct {
 	mu     sync.Mutex
 	chunks []Frame
@@ -18,7 +18,7 @@ type recvBuf struct {
 	first [4]Frame
 	size  int
 	// window is the credit this side has granted in all: the most that may
-	// be buffered. It starts at StreamWindow and only the down pump grows it.
+	// be buffered. It starts at streamWindow and only the down pump grows it.
 	window atomic.Int64
 	eof    bool
 	notify chan struct{} // cap 1: data or EOF arrived
@@ -38,7 +38,7 @@ func (r *recvBuf) signalSpace() {
 func (r *recvBuf) pushWait(f Frame, aborted, ctxDone <-chan struct{}) error {
 	for {
 		r.mu.Lock()
-		full := r.size > 0 && r.size+len(f.Payload) > StreamWindow
+		full := r.size > 0 && r.size+len(f.Payload) > streamWindow
 		r.mu.Unlock()
 		if !full {
 			return r.pushLimit(f, 1<<30)
@@ -62,7 +62,7 @@ func (r *recvBuf) wake() {
 	}
 }
 
-// push adds f's payload; it takes ownership of f. ErrFlowControl if the
+// push adds f's payload; it takes ownership of f. errFlowControl if the
 // peer overran its window.
 func (r *recvBuf) push(f Frame) error { return r.pushLimit(f, int(r.window.Load())) }
 
@@ -79,7 +79,7 @@ func (r *recvBuf) pushLimit(f Frame, limit int) error {
 	n := len(f.Payload)
 	if r.eof || r.size+n > limit {
 		f.Release()
-		return ErrFlowControl
+		return errFlowControl
 	}
 	r.size += n
 	if k := len(r.chunks); k > 0 && n < coalesceBelow {

@@ -31,11 +31,11 @@ import (
 // stream is finished when both pumps are done; the actor then reports its
 // id on Demux's done channel, and only then is the id free again.
 //
-// Flow control: each side may have at most StreamWindow bytes of a stream
+// Flow control: each side may have at most streamWindow bytes of a stream
 // in flight or buffered at the receiver. The sender spends credit before it
 // reads from its socket; the receiver returns credit after writing to its
 // socket. A peer that sends beyond its credit gets the stream reset, so a
-// stream whose reader never reads holds at most StreamWindow bytes and
+// stream whose reader never reads holds at most streamWindow bytes and
 // never stalls the demux or other streams.
 
 // Stream states, for logs and tests.
@@ -56,14 +56,14 @@ func (s streamState) String() string {
 
 // smallReadSize is the per-stream buffer a quiet stream reads into (the
 // small pool class).
-const smallReadSize = SmallBufSize
+const smallReadSize = smallBufSize
 
-// LegacyFINLinger bounds how long a v1 stream keeps reading its local side
+// legacyFINLinger bounds how long a v1 stream keeps reading its local side
 // after the peer's FIN before it answers with its own.
-const LegacyFINLinger = 10 * time.Second
+const legacyFINLinger = 10 * time.Second
 
-// ErrFlowControl is a peer sending beyond the credit it was given.
-var ErrFlowControl = errors.New("stream flow-control window exceeded")
+// errFlowControl is a peer sending beyond the credit it was given.
+var errFlowControl = errors.New("stream flow-control window exceeded")
 
 type stream struct {
 	id uint16
@@ -119,8 +119,8 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy 
 	}
 	s.recv.notify = make(chan struct{}, 1)
 	s.recv.space = make(chan struct{}, 1)
-	s.recv.window.Store(StreamWindow)
-	s.credit.Store(StreamWindow)
+	s.recv.window.Store(streamWindow)
+	s.credit.Store(streamWindow)
 	s.touch()
 	if legacy {
 		// v1 has no flow control: the peer's only brake is the backend.
@@ -189,13 +189,6 @@ func (s *stream) sendRST() {
 		// frames that need answers; the stream is gone on our side anyway.
 		s.log.Debug("control queue full, RST dropped")
 	}
-}
-
-func resetConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
 }
 
 // sendData queues f on the data queue, giving up if the stream is aborted.
@@ -299,7 +292,7 @@ func (s *stream) legacyReply(ctx context.Context) {
 // so idle streams hold no pooled payload buffer; once a read fills it, the
 // stream is busy and reads straight into pooled buffers of a whole frame.
 func (s *stream) up(ctx context.Context) {
-	var small *Buf // the quiet-stream read buffer, from the small class
+	var small *payloadBuf // the quiet-stream read buffer, from the small class
 	defer func() { putBuf(small) }()
 	bulk := false
 	for {
@@ -311,7 +304,7 @@ func (s *stream) up(ctx context.Context) {
 		if !ok {
 			return
 		}
-		var buf *Buf
+		var buf *payloadBuf
 		var m int
 		var err error
 		if bulk {
@@ -377,15 +370,13 @@ func (s *stream) down(ctx context.Context) {
 		if len(batch) == 0 && eof {
 			s.finRecv.Store(true)
 			s.updateHalfClose()
-			if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-			}
+			_ = CloseWrite(s.conn)
 			if s.legacy {
 				// v1 has no half-close, and a v1 peer holds the id until
 				// our FIN answers its FIN. We still let the local side
 				// finish (our own v1 peer delivers the data; an original
-				// one drops it), but only for LegacyFINLinger.
-				_ = s.conn.SetReadDeadline(time.Now().Add(LegacyFINLinger))
+				// one drops it), but only for legacyFINLinger.
+				_ = s.conn.SetReadDeadline(time.Now().Add(legacyFINLinger))
 			}
 			return
 		}
@@ -415,9 +406,9 @@ func (s *stream) down(ctx context.Context) {
 		if !s.legacy && consumed >= windowUpdateThreshold {
 			// Auto-tuning: if the app has already taken everything, the
 			// window, not the app, limits this stream: double it (up to
-			// MaxStreamWindow). A slow reader never grows its window.
+			// maxStreamWindow). A slow reader never grows its window.
 			grant := consumed
-			if win := s.recv.window.Load(); win < MaxStreamWindow && s.recv.buffered() == 0 {
+			if win := s.recv.window.Load(); win < maxStreamWindow && s.recv.buffered() == 0 {
 				s.recv.window.Store(win * 2)
 				grant += int(win)
 			}

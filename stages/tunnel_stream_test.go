@@ -18,7 +18,7 @@ func payloadFrame(n int, b byte) Frame {
 
 func newRecv() *recvBuf {
 	r := &recvBuf{notify: make(chan struct{}, 1), space: make(chan struct{}, 1)}
-	r.window.Store(StreamWindow)
+	r.window.Store(streamWindow)
 	return r
 }
 
@@ -53,7 +53,7 @@ func TestRecvBufCoalescesSmallFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if max := 10000/(SmallBufSize-wire.FrameHeaderLen) + 1; len(r.chunks) > max {
+	if max := 10000/(smallBufSize-wire.FrameHeaderLen) + 1; len(r.chunks) > max {
 		t.Fatalf("1000 ten-byte frames held in %d chunks; small frames must be coalesced", len(r.chunks))
 	}
 	var got []byte
@@ -78,17 +78,17 @@ func TestRecvBufCoalescesSmallFrames(t *testing.T) {
 
 func TestRecvBufFlowControlViolation(t *testing.T) {
 	r := newRecv()
-	for r.size+16384 <= StreamWindow {
+	for r.size+16384 <= streamWindow {
 		if err := r.push(payloadFrame(16384, 1)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := r.push(payloadFrame(16384, 1)); !errors.Is(err, ErrFlowControl) {
-		t.Fatalf("push beyond the window: %v, want ErrFlowControl", err)
+	if err := r.push(payloadFrame(16384, 1)); !errors.Is(err, errFlowControl) {
+		t.Fatalf("push beyond the window: %v, want errFlowControl", err)
 	}
 	r.finish()
-	if err := r.push(payloadFrame(1, 1)); !errors.Is(err, ErrFlowControl) {
-		t.Fatalf("data after FIN: %v, want ErrFlowControl", err)
+	if err := r.push(payloadFrame(1, 1)); !errors.Is(err, errFlowControl) {
+		t.Fatalf("data after FIN: %v, want errFlowControl", err)
 	}
 	r.drain()
 }

@@ -6,7 +6,7 @@ import "usocks/wire"
 // B aliases buf, which decrypt releases after copying B.
 type Chunk struct {
 	B   []byte
-	buf *ChunkBuf
+	buf *chunkBuf
 }
 
 // Release returns the chunk's buffer to its pool.
@@ -23,7 +23,7 @@ func (c *Chunk) Release() {
 // whoever consumes the frame last calls Release.
 type Frame struct {
 	wire.Frame
-	buf *Buf
+	buf *payloadBuf
 	// padLen is padding the sender of the frame asks for (chaff), on top
 	// of what the encrypt stage's policy adds.
 	padLen int

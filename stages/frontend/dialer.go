@@ -35,9 +35,9 @@ var ErrDenied = errors.New("target denied by access rules")
 const (
 	// DefaultMaxDials caps the concurrent dials of one Dialer.
 	DefaultMaxDials = 64
-	// DefaultFallbackDelay is the happy-eyeballs delay before the other
+	// defaultFallbackDelay is the happy-eyeballs delay before the other
 	// address family is tried (RFC 8305 suggests 250 ms; Go uses 300 ms).
-	DefaultFallbackDelay = 300 * time.Millisecond
+	defaultFallbackDelay = 300 * time.Millisecond
 )
 
 // Rule is one ACL entry: a network and optionally one port (0 = any).
@@ -46,7 +46,7 @@ type Rule struct {
 	Port   uint16
 }
 
-// String formats r the way ParseRule reads it.
+// String formats r the way parseRule reads it.
 func (r Rule) String() string {
 	if r.Port == 0 {
 		return r.Prefix.String()
@@ -71,10 +71,10 @@ func canonAddr(a netip.Addr) netip.Addr {
 	return a.WithZone("").Unmap()
 }
 
-// ParseRule reads an ACL entry: a CIDR or a bare IP (/32 or /128), with an
+// parseRule reads an ACL entry: a CIDR or a bare IP (/32 or /128), with an
 // optional port: "127.0.0.0/8", "10.0.0.0/8:443", "192.0.2.7",
 // "::1", "fc00::/7", "[::1]/128:22", "[2001:db8::1]:443".
-func ParseRule(s string) (Rule, error) {
+func parseRule(s string) (Rule, error) {
 	orig := s
 	bad := func(why string) (Rule, error) {
 		return Rule{}, fmt.Errorf("%q: %s", orig, why)
@@ -190,7 +190,7 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 func ParseRules(list []string) ([]Rule, error) {
 	out := make([]Rule, 0, len(list))
 	for i, s := range list {
-		r, err := ParseRule(s)
+		r, err := parseRule(s)
 		if err != nil {
 			return nil, &RuleError{Index: i, Err: err}
 		}
@@ -208,12 +208,12 @@ type RuleError struct {
 func (e *RuleError) Error() string { return e.Err.Error() }
 func (e *RuleError) Unwrap() error { return e.Err }
 
-// DefaultDeny is what the proxy frontends refuse unless a rule in Allow
+// defaultDeny is what the proxy frontends refuse unless a rule in Allow
 // says otherwise: this host, private and shared networks, link-local
 // (cloud metadata lives there), unspecified, multicast and broadcast.
 // IPv4-mapped IPv6 forms are covered because addresses are unmapped before
 // matching.
-var DefaultDeny = mustRules(
+var defaultDeny = mustRules(
 	"0.0.0.0/8",      // "this network"; 0.0.0.0 reaches this host
 	"127.0.0.0/8",    // loopback
 	"10.0.0.0/8",     // private
@@ -240,15 +240,15 @@ func mustRules(list ...string) []Rule {
 
 // ACL decides which target addresses a proxy frontend may connect to.
 // Order: an explicit Deny match refuses; else an explicit Allow match
-// permits (Allow overrides the default deny); else a DefaultDeny match
+// permits (Allow overrides the default deny); else a defaultDeny match
 // refuses (unless NoDefaultDeny); else the target is allowed.
 type ACL struct {
 	Allow, Deny   []Rule
 	NoDefaultDeny bool
 }
 
-// NewACL parses allow and deny lists.
-func NewACL(allow, deny []string) (*ACL, error) {
+// newACL parses allow and deny lists.
+func newACL(allow, deny []string) (*ACL, error) {
 	a, err := ParseRules(allow)
 	if err != nil {
 		return nil, fmt.Errorf("allow: %w", err)
@@ -267,7 +267,7 @@ func (a *ACL) Check(ap netip.AddrPort) error {
 	}
 	for _, r := range a.Deny {
 		if r.Matches(ap) {
-			return &DeniedError{Addr: ap, Rule: "deny " + r.String()}
+			return &deniedError{Addr: ap, Rule: "deny " + r.String()}
 		}
 	}
 	for _, r := range a.Allow {
@@ -276,27 +276,27 @@ func (a *ACL) Check(ap netip.AddrPort) error {
 		}
 	}
 	if !a.NoDefaultDeny {
-		for _, r := range DefaultDeny {
+		for _, r := range defaultDeny {
 			if r.Matches(ap) {
-				return &DeniedError{Addr: ap, Rule: "default deny " + r.String()}
+				return &deniedError{Addr: ap, Rule: "default deny " + r.String()}
 			}
 		}
 	}
 	return nil
 }
 
-// DeniedError says which rule refused an address.
-type DeniedError struct {
+// deniedError says which rule refused an address.
+type deniedError struct {
 	Addr netip.AddrPort
 	Rule string
 }
 
-func (e *DeniedError) Error() string {
+func (e *deniedError) Error() string {
 	return fmt.Sprintf("%s denied by %s", e.Addr, e.Rule)
 }
 
 // Is makes errors.Is(err, ErrDenied) true.
-func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
+func (e *deniedError) Is(target error) bool { return target == ErrDenied }
 
 // Dialer connects the proxy frontends to their targets. Use NewDialer.
 type Dialer struct {
@@ -323,7 +323,7 @@ func NewDialer(acl *ACL, timeout time.Duration, maxDials int) *Dialer {
 	if maxDials <= 0 {
 		maxDials = DefaultMaxDials
 	}
-	return &Dialer{ACL: acl, Timeout: timeout, FallbackDelay: DefaultFallbackDelay, slots: make(chan struct{}, maxDials)}
+	return &Dialer{ACL: acl, Timeout: timeout, FallbackDelay: defaultFallbackDelay, slots: make(chan struct{}, maxDials)}
 }
 
 // defaultDialer serves frontends built without a Dialer: defaults, and
@@ -339,7 +339,7 @@ func dialerOr(d *Dialer) *Dialer {
 
 // Dial connects to host:port over TCP. host is an IP literal or a name.
 // Names under the reserved .invalid TLD fail at once (RFC 6761) without
-// any query. Errors can be sorted with ClassifyDialError.
+// any query. Errors can be sorted with classifyDialError.
 func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
 	if isInvalidName(host) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
@@ -414,71 +414,71 @@ func isInvalidName(host string) bool {
 	return h == "invalid" || strings.HasSuffix(h, ".invalid")
 }
 
-// DialFailure is why a dial failed, as the proxy protocols report it.
-type DialFailure int
+// dialFailure is why a dial failed, as the proxy protocols report it.
+type dialFailure int
 
 // Dial failures.
 const (
-	FailGeneral         DialFailure = iota // anything else
-	FailDenied                             // refused by the ACL
-	FailNetUnreachable                     // no route to the network
-	FailHostUnreachable                    // no such host, no route to host
-	FailRefused                            // connection refused
-	FailTimeout                            // dial timeout
+	failGeneral         dialFailure = iota // anything else
+	failDenied                             // refused by the ACL
+	failNetUnreachable                     // no route to the network
+	failHostUnreachable                    // no such host, no route to host
+	failRefused                            // connection refused
+	failTimeout                            // dial timeout
 )
 
-func (f DialFailure) String() string {
+func (f dialFailure) String() string {
 	switch f {
-	case FailDenied:
+	case failDenied:
 		return "denied"
-	case FailNetUnreachable:
+	case failNetUnreachable:
 		return "network unreachable"
-	case FailHostUnreachable:
+	case failHostUnreachable:
 		return "host unreachable"
-	case FailRefused:
+	case failRefused:
 		return "connection refused"
-	case FailTimeout:
+	case failTimeout:
 		return "timeout"
 	}
 	return "general failure"
 }
 
-// ClassifyDialError sorts a Dial error.
-func ClassifyDialError(err error) DialFailure {
+// classifyDialError sorts a Dial error.
+func classifyDialError(err error) dialFailure {
 	var dnsErr *net.DNSError
 	switch {
 	case err == nil:
-		return FailGeneral
+		return failGeneral
 	case errors.Is(err, ErrDenied):
-		return FailDenied
+		return failDenied
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsTimeout {
-			return FailTimeout
+			return failTimeout
 		}
 		// No such name, or no usable answer.
-		return FailHostUnreachable
+		return failHostUnreachable
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return FailRefused
+		return failRefused
 	case errors.Is(err, syscall.ENETUNREACH):
-		return FailNetUnreachable
+		return failNetUnreachable
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN):
-		return FailHostUnreachable
+		return failHostUnreachable
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.Is(err, syscall.ETIMEDOUT):
-		return FailTimeout
+		return failTimeout
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return FailTimeout
+		return failTimeout
 	}
-	return FailGeneral
+	return failGeneral
 }
 
 // What follows is shared by the proxy frontends.
 
-// DefaultHandshakeTimeout bounds how long a proxy frontend waits for the
+// defaultHandshakeTimeout bounds how long a proxy frontend waits for the
 // app's request (and authentication) before it resets the stream.
-const DefaultHandshakeTimeout = 30 * time.Second
+const defaultHandshakeTimeout = 30 * time.Second
 
 // errHandshakeTimeout is a request that did not arrive in time.
 var errHandshakeTimeout = errors.New("proxy request not received in time")
@@ -490,7 +490,7 @@ var errHandshakeTimeout = errors.New("proxy request not received in time")
 // for every failed Open) and that ends f's pending Read.
 func readRequest[T any](ctx context.Context, timeout time.Duration, f func() (T, error)) (T, error) {
 	if timeout <= 0 {
-		timeout = DefaultHandshakeTimeout
+		timeout = defaultHandshakeTimeout
 	}
 	type result struct {
 		v   T

@@ -38,18 +38,18 @@ func TestParseRule(t *testing.T) {
 		{"10.0.0.0/8:65535", "10.0.0.0/8", 65535, "10.0.0.0/8:65535"},
 	}
 	for _, c := range good {
-		r, err := ParseRule(c.in)
+		r, err := parseRule(c.in)
 		if err != nil {
-			t.Errorf("ParseRule(%q): %v", c.in, err)
+			t.Errorf("parseRule(%q): %v", c.in, err)
 			continue
 		}
 		if r.Prefix != netip.MustParsePrefix(c.prefix) || r.Port != c.port {
-			t.Errorf("ParseRule(%q) = %v port %d, want %s port %d", c.in, r.Prefix, r.Port, c.prefix, c.port)
+			t.Errorf("parseRule(%q) = %v port %d, want %s port %d", c.in, r.Prefix, r.Port, c.prefix, c.port)
 		}
 		if r.String() != c.str {
-			t.Errorf("ParseRule(%q).String() = %q, want %q", c.in, r.String(), c.str)
+			t.Errorf("parseRule(%q).String() = %q, want %q", c.in, r.String(), c.str)
 		}
-		if back, err := ParseRule(r.String()); err != nil || back != r {
+		if back, err := parseRule(r.String()); err != nil || back != r {
 			t.Errorf("round trip of %q: %v %v", r.String(), back, err)
 		}
 	}
@@ -60,8 +60,8 @@ func TestParseRule(t *testing.T) {
 		"::1/128:22", "1.2.3", "10.0.0.0/", "[::1]/:22", "[::1]/128:",
 	}
 	for _, in := range bad {
-		if r, err := ParseRule(in); err == nil {
-			t.Errorf("ParseRule(%q) = %v, want an error", in, r)
+		if r, err := parseRule(in); err == nil {
+			t.Errorf("parseRule(%q) = %v, want an error", in, r)
 		}
 	}
 	if _, err := ParseRules([]string{"10.0.0.0/8", "nope"}); err == nil {
@@ -76,7 +76,7 @@ func TestParseRule(t *testing.T) {
 
 func TestACLCheck(t *testing.T) {
 	acl := func(allow, deny []string) *ACL {
-		a, err := NewACL(allow, deny)
+		a, err := newACL(allow, deny)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,32 +144,32 @@ func TestClassifyDialError(t *testing.T) {
 	op := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: err} }
 	cases := []struct {
 		err  error
-		want DialFailure
+		want dialFailure
 	}{
-		{op(&DeniedError{Rule: "x"}), FailDenied},
-		{op(fmt.Errorf("%w: x", ErrDenied)), FailDenied},
-		{op(&net.DNSError{Err: "no such host", IsNotFound: true}), FailHostUnreachable},
-		{op(&net.DNSError{Err: "server misbehaving"}), FailHostUnreachable},
-		{op(&net.DNSError{Err: "i/o timeout", IsTimeout: true}), FailTimeout},
-		{op(os.NewSyscallError("connect", syscall.ECONNREFUSED)), FailRefused},
-		{op(os.NewSyscallError("connect", syscall.ENETUNREACH)), FailNetUnreachable},
-		{op(os.NewSyscallError("connect", syscall.EHOSTUNREACH)), FailHostUnreachable},
-		{op(os.NewSyscallError("connect", syscall.ETIMEDOUT)), FailTimeout},
-		{op(context.DeadlineExceeded), FailTimeout},
-		{op(os.ErrDeadlineExceeded), FailTimeout},
-		{op(errors.New("something else")), FailGeneral},
-		{op(context.Canceled), FailGeneral},
+		{op(&deniedError{Rule: "x"}), failDenied},
+		{op(fmt.Errorf("%w: x", ErrDenied)), failDenied},
+		{op(&net.DNSError{Err: "no such host", IsNotFound: true}), failHostUnreachable},
+		{op(&net.DNSError{Err: "server misbehaving"}), failHostUnreachable},
+		{op(&net.DNSError{Err: "i/o timeout", IsTimeout: true}), failTimeout},
+		{op(os.NewSyscallError("connect", syscall.ECONNREFUSED)), failRefused},
+		{op(os.NewSyscallError("connect", syscall.ENETUNREACH)), failNetUnreachable},
+		{op(os.NewSyscallError("connect", syscall.EHOSTUNREACH)), failHostUnreachable},
+		{op(os.NewSyscallError("connect", syscall.ETIMEDOUT)), failTimeout},
+		{op(context.DeadlineExceeded), failTimeout},
+		{op(os.ErrDeadlineExceeded), failTimeout},
+		{op(errors.New("something else")), failGeneral},
+		{op(context.Canceled), failGeneral},
 	}
 	for _, c := range cases {
-		if got := ClassifyDialError(c.err); got != c.want {
-			t.Errorf("ClassifyDialError(%v) = %v, want %v", c.err, got, c.want)
+		if got := classifyDialError(c.err); got != c.want {
+			t.Errorf("classifyDialError(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
-	codes := map[DialFailure]byte{FailGeneral: 1, FailDenied: 2, FailNetUnreachable: 3, FailHostUnreachable: 4, FailRefused: 5, FailTimeout: 6}
-	status := map[DialFailure]int{FailGeneral: 502, FailDenied: 403, FailNetUnreachable: 502, FailHostUnreachable: 502, FailRefused: 502, FailTimeout: 504}
+	codes := map[dialFailure]byte{failGeneral: 1, failDenied: 2, failNetUnreachable: 3, failHostUnreachable: 4, failRefused: 5, failTimeout: 6}
+	status := map[dialFailure]int{failGeneral: 502, failDenied: 403, failNetUnreachable: 502, failHostUnreachable: 502, failRefused: 502, failTimeout: 504}
 	for f, c := range codes {
-		if SocksReplyCode(f) != c || HTTPStatus(f) != status[f] {
-			t.Errorf("%v: socks %d http %d, want %d %d", f, SocksReplyCode(f), HTTPStatus(f), c, status[f])
+		if socksReplyCode(f) != c || httpStatus(f) != status[f] {
+			t.Errorf("%v: socks %d http %d, want %d %d", f, socksReplyCode(f), httpStatus(f), c, status[f])
 		}
 	}
 }
@@ -258,7 +258,7 @@ func pxClosedPort(t *testing.T) uint16 {
 }
 
 func pxDialer(t *testing.T, allow []string, maxDials int, queries *atomic.Int64) *Dialer {
-	acl, err := NewACL(allow, nil)
+	acl, err := newACL(allow, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestDialerACL(t *testing.T) {
 			c.Close()
 			t.Fatalf("default deny: dial %s succeeded", host)
 		}
-		if f := ClassifyDialError(err); f != FailDenied {
+		if f := classifyDialError(err); f != failDenied {
 			t.Errorf("dial %s: %v (%v), want denied", host, err, f)
 		}
 	}
@@ -300,7 +300,7 @@ func TestDialerACL(t *testing.T) {
 	}
 	// A port rule: only that port is allowed.
 	portOnly := pxDialer(t, []string{fmt.Sprintf("127.0.0.1:%d", l.port()+1)}, 0, &queries)
-	if _, err := portOnly.Dial(ctx, "127.0.0.1", l.port()); ClassifyDialError(err) != FailDenied {
+	if _, err := portOnly.Dial(ctx, "127.0.0.1", l.port()); classifyDialError(err) != failDenied {
 		t.Errorf("port rule: %v, want denied", err)
 	}
 	if q := queries.Load(); q != 0 {
@@ -313,13 +313,13 @@ func TestDialerErrors(t *testing.T) {
 	d := pxDialer(t, []string{"127.0.0.0/8"}, 0, &queries)
 	ctx := context.Background()
 	_, err := d.Dial(ctx, "127.0.0.1", pxClosedPort(t))
-	if f := ClassifyDialError(err); f != FailRefused {
+	if f := classifyDialError(err); f != failRefused {
 		t.Errorf("closed port: %v (%v), want refused", err, f)
 	}
 	for _, host := range []string{"nothing.invalid", "a.b.INVALID.", "invalid"} {
 		start := time.Now()
 		_, err = d.Dial(ctx, host, 80)
-		if f := ClassifyDialError(err); f != FailHostUnreachable {
+		if f := classifyDialError(err); f != failHostUnreachable {
 			t.Errorf("%s: %v (%v), want host unreachable", host, err, f)
 		}
 		if el := time.Since(start); el > time.Second {
@@ -332,7 +332,7 @@ func TestDialerErrors(t *testing.T) {
 	// A name that needs DNS: the test resolver blocks, so the dial times out.
 	d.Timeout = 100 * time.Millisecond
 	_, err = d.Dial(ctx, "needs-dns.test", 80)
-	if f := ClassifyDialError(err); f != FailTimeout {
+	if f := classifyDialError(err); f != failTimeout {
 		t.Errorf("blocked resolution: %v (%v), want timeout", err, f)
 	}
 }
@@ -358,7 +358,7 @@ func TestDialerMaxDials(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	_, err := d.Dial(ctx, "127.0.0.1", l.port())
 	cancel()
-	if f := ClassifyDialError(err); f != FailTimeout {
+	if f := classifyDialError(err); f != failTimeout {
 		t.Fatalf("dial over the cap: %v (%v), want a timeout waiting for a slot", err, f)
 	}
 	if n := l.accepted.Load(); n != 0 {
@@ -394,11 +394,11 @@ func FuzzParseRule(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		r, err := ParseRule(s)
+		r, err := parseRule(s)
 		if err != nil {
 			return
 		}
-		back, err := ParseRule(r.String())
+		back, err := parseRule(r.String())
 		if err != nil || back != r {
 			t.Fatalf("%q → %v → %q → %v, %v", s, r, r.String(), back, err)
 		}

@@ -28,38 +28,38 @@ const MaxHTTPHead = 16 << 10
 
 // maxHTTPHeaders bounds the header lines of one request, and
 // maxLeadingEmptyLines the empty lines tolerated before it. Together they
-// bound how often ReadHTTPHead parses a growing head.
+// bound how often readHTTPHead parses a growing head.
 const (
 	maxHTTPHeaders       = 100
 	maxLeadingEmptyLines = 8
 )
 
-// ErrHeadIncomplete means the empty line ending the head has not arrived.
-var ErrHeadIncomplete = errors.New("http: request head incomplete")
+// errHeadIncomplete means the empty line ending the head has not arrived.
+var errHeadIncomplete = errors.New("http: request head incomplete")
 
-// HTTPError is a request answered with Status and then a close.
-type HTTPError struct {
+// httpError is a request answered with Status and then a close.
+type httpError struct {
 	Status int
 	Msg    string
 }
 
-func (e *HTTPError) Error() string { return fmt.Sprintf("http %d: %s", e.Status, e.Msg) }
+func (e *httpError) Error() string { return fmt.Sprintf("http %d: %s", e.Status, e.Msg) }
 
-func httpErr(status int, format string, args ...any) *HTTPError {
-	return &HTTPError{Status: status, Msg: fmt.Sprintf(format, args...)}
+func httpErr(status int, format string, args ...any) *httpError {
+	return &httpError{Status: status, Msg: fmt.Sprintf(format, args...)}
 }
 
-// HTTPHeader is one header line.
-type HTTPHeader struct{ Name, Value string }
+// httpHeader is one header line.
+type httpHeader struct{ Name, Value string }
 
-// HTTPRequest is a parsed request head.
-type HTTPRequest struct {
+// httpRequest is a parsed request head.
+type httpRequest struct {
 	Method, Target, Proto string
-	Header                []HTTPHeader
+	Header                []httpHeader
 }
 
 // Get returns the first value of the named header (case-insensitive).
-func (r *HTTPRequest) Get(name string) (string, bool) {
+func (r *httpRequest) Get(name string) (string, bool) {
 	for _, h := range r.Header {
 		if strings.EqualFold(h.Name, name) {
 			return h.Value, true
@@ -68,13 +68,13 @@ func (r *HTTPRequest) Get(name string) (string, bool) {
 	return "", false
 }
 
-// ParseHTTPHead parses the request head at the start of b and returns it
+// parseHTTPHead parses the request head at the start of b and returns it
 // with the head's length in bytes; what follows in b is the body (or data
-// for the CONNECT tunnel). It returns ErrHeadIncomplete while the head
-// has not ended and nothing seen so far is malformed, and an *HTTPError
+// for the CONNECT tunnel). It returns errHeadIncomplete while the head
+// has not ended and nothing seen so far is malformed, and an *httpError
 // for a malformed head. Lines may end in CRLF or LF; empty lines before
 // the request line are skipped, up to a few (RFC 9112 section 2.2).
-func ParseHTTPHead(b []byte) (*HTTPRequest, int, error) {
+func parseHTTPHead(b []byte) (*httpRequest, int, error) {
 	i := 0
 	for empty := 0; ; empty++ {
 		if empty > maxLeadingEmptyLines {
@@ -88,14 +88,14 @@ func ParseHTTPHead(b []byte) (*HTTPRequest, int, error) {
 			break
 		}
 	}
-	var req *HTTPRequest
+	var req *httpRequest
 	for {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
 			if err := checkPartialLine(b[i:]); err != nil {
 				return nil, 0, err
 			}
-			return nil, 0, ErrHeadIncomplete
+			return nil, 0, errHeadIncomplete
 		}
 		line := b[i : i+j]
 		i += j + 1
@@ -156,7 +156,7 @@ func isToken(b []byte) bool {
 	return true
 }
 
-func parseRequestLine(line []byte) (*HTTPRequest, error) {
+func parseRequestLine(line []byte) (*httpRequest, error) {
 	parts := bytes.Split(line, []byte(" "))
 	if len(parts) != 3 {
 		return nil, httpErr(400, "malformed request line")
@@ -181,35 +181,35 @@ func parseRequestLine(line []byte) (*HTTPRequest, error) {
 		}
 		return nil, httpErr(400, "malformed HTTP version")
 	}
-	return &HTTPRequest{Method: string(method), Target: string(target), Proto: string(proto)}, nil
+	return &httpRequest{Method: string(method), Target: string(target), Proto: string(proto)}, nil
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-func parseHeaderLine(line []byte) (HTTPHeader, error) {
+func parseHeaderLine(line []byte) (httpHeader, error) {
 	if line[0] == ' ' || line[0] == '\t' {
-		return HTTPHeader{}, httpErr(400, "obsolete line folding")
+		return httpHeader{}, httpErr(400, "obsolete line folding")
 	}
 	colon := bytes.IndexByte(line, ':')
 	if colon < 0 {
-		return HTTPHeader{}, httpErr(400, "header line without colon")
+		return httpHeader{}, httpErr(400, "header line without colon")
 	}
 	name := line[:colon]
 	if !isToken(name) {
-		return HTTPHeader{}, httpErr(400, "malformed header name")
+		return httpHeader{}, httpErr(400, "malformed header name")
 	}
 	value := bytes.Trim(line[colon+1:], " \t")
 	for _, c := range value {
 		if c < 0x20 && c != '\t' || c == 0x7f {
-			return HTTPHeader{}, httpErr(400, "control character in header %s", name)
+			return httpHeader{}, httpErr(400, "control character in header %s", name)
 		}
 	}
-	return HTTPHeader{Name: string(name), Value: string(value)}, nil
+	return httpHeader{Name: string(name), Value: string(value)}, nil
 }
 
-// ParseAuthority splits host[:port] or [v6][:port]; defPort 0 makes the
+// parseAuthority splits host[:port] or [v6][:port]; defPort 0 makes the
 // port required. The host must be a valid name or IP literal.
-func ParseAuthority(a string, defPort uint16) (string, uint16, error) {
+func parseAuthority(a string, defPort uint16) (string, uint16, error) {
 	var host, port string
 	hasPort := false
 	if strings.HasPrefix(a, "[") {
@@ -250,9 +250,9 @@ func ParseAuthority(a string, defPort uint16) (string, uint16, error) {
 	return host, uint16(n), nil
 }
 
-// ProxyTarget is where a proxy request goes and, for a plain request, the
+// proxyTarget is where a proxy request goes and, for a plain request, the
 // head to send there.
-type ProxyTarget struct {
+type proxyTarget struct {
 	Host    string
 	Port    uint16
 	Connect bool   // CONNECT: answer 200, then tunnel
@@ -266,26 +266,26 @@ var hopHeaders = []string{
 	"Proxy-Authenticate", "TE", "Upgrade", "Host",
 }
 
-// RouteHTTPRequest decides where req goes and builds the head to forward.
-// Errors are *HTTPError.
-func RouteHTTPRequest(req *HTTPRequest) (ProxyTarget, error) {
+// routeHTTPRequest decides where req goes and builds the head to forward.
+// Errors are *httpError.
+func routeHTTPRequest(req *httpRequest) (proxyTarget, error) {
 	if req.Method == "CONNECT" {
-		host, port, err := ParseAuthority(req.Target, 0)
+		host, port, err := parseAuthority(req.Target, 0)
 		if err != nil {
-			return ProxyTarget{}, err
+			return proxyTarget{}, err
 		}
-		return ProxyTarget{Host: host, Port: port, Connect: true}, nil
+		return proxyTarget{Host: host, Port: port, Connect: true}, nil
 	}
 	if req.Method == "TRACE" {
 		// TRACE would echo the app's headers back (cross-site tracing).
-		return ProxyTarget{}, httpErr(405, "TRACE is not forwarded")
+		return proxyTarget{}, httpErr(405, "TRACE is not forwarded")
 	}
 	scheme, rest, ok := strings.Cut(req.Target, "://")
 	if !ok || !isToken([]byte(scheme)) {
-		return ProxyTarget{}, httpErr(400, "request target must be an absolute http:// URI (or use CONNECT)")
+		return proxyTarget{}, httpErr(400, "request target must be an absolute http:// URI (or use CONNECT)")
 	}
 	if !strings.EqualFold(scheme, "http") {
-		return ProxyTarget{}, httpErr(501, "scheme %q not supported; use CONNECT", scheme)
+		return proxyTarget{}, httpErr(501, "scheme %q not supported; use CONNECT", scheme)
 	}
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
@@ -293,7 +293,7 @@ func RouteHTTPRequest(req *HTTPRequest) (ProxyTarget, error) {
 	}
 	authority, path := rest[:end], rest[end:]
 	if strings.Contains(authority, "@") {
-		return ProxyTarget{}, httpErr(400, "user information in URI")
+		return proxyTarget{}, httpErr(400, "user information in URI")
 	}
 	if i := strings.IndexByte(path, '#'); i >= 0 {
 		path = path[:i]
@@ -301,9 +301,9 @@ func RouteHTTPRequest(req *HTTPRequest) (ProxyTarget, error) {
 	if path == "" || path[0] == '?' {
 		path = "/" + path
 	}
-	host, port, err := ParseAuthority(authority, 80)
+	host, port, err := parseAuthority(authority, 80)
 	if err != nil {
-		return ProxyTarget{}, err
+		return proxyTarget{}, err
 	}
 	drop := map[string]bool{}
 	for _, h := range hopHeaders {
@@ -335,15 +335,15 @@ func RouteHTTPRequest(req *HTTPRequest) (ProxyTarget, error) {
 		head = append(head, "\r\n"...)
 	}
 	head = append(head, "Connection: close\r\n\r\n"...)
-	return ProxyTarget{Host: host, Port: port, Head: head}, nil
+	return proxyTarget{Host: host, Port: port, Head: head}, nil
 }
 
-// HTTPStatus maps a dial failure to the proxy's answer.
-func HTTPStatus(f DialFailure) int {
+// httpStatus maps a dial failure to the proxy's answer.
+func httpStatus(f dialFailure) int {
 	switch f {
-	case FailDenied:
+	case failDenied:
 		return 403
-	case FailTimeout:
+	case failTimeout:
 		return 504
 	}
 	return 502
@@ -361,9 +361,9 @@ var statusText = map[int]string{
 	505: "HTTP Version Not Supported",
 }
 
-// AppendHTTPError encodes a complete error response (it closes the
+// appendHTTPError encodes a complete error response (it closes the
 // connection).
-func AppendHTTPError(b []byte, status int, msg string) []byte {
+func appendHTTPError(b []byte, status int, msg string) []byte {
 	text := statusText[status]
 	if text == "" {
 		text = "Error"
@@ -389,20 +389,20 @@ type HTTPProxy struct {
 	// Users, if not empty, requires Proxy-Authorization: Basic.
 	Users map[string]string
 	// HandshakeTimeout bounds the wait for the request head (default
-	// DefaultHandshakeTimeout).
+	// defaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
 	Log              *logrus.Entry
 }
 
 // httpHead is a read request head and what came after it.
 type httpHead struct {
-	req  *HTTPRequest
+	req  *httpRequest
 	rest []byte
 }
 
-// ReadHTTPHead reads from r until a request head is complete, at most
+// readHTTPHead reads from r until a request head is complete, at most
 // MaxHTTPHead bytes. Bytes read past the head are returned as rest.
-func ReadHTTPHead(r io.Reader) (*HTTPRequest, []byte, error) {
+func readHTTPHead(r io.Reader) (*httpRequest, []byte, error) {
 	buf := make([]byte, 0, MaxHTTPHead)
 	for {
 		if len(buf) == cap(buf) {
@@ -427,11 +427,11 @@ func ReadHTTPHead(r io.Reader) (*HTTPRequest, []byte, error) {
 				}
 				continue
 			}
-			req, hl, perr := ParseHTTPHead(buf)
+			req, hl, perr := parseHTTPHead(buf)
 			if perr == nil {
 				return req, buf[hl:], nil
 			}
-			if !errors.Is(perr, ErrHeadIncomplete) {
+			if !errors.Is(perr, errHeadIncomplete) {
 				return nil, nil, perr
 			}
 		}
@@ -447,10 +447,10 @@ func ReadHTTPHead(r io.Reader) (*HTTPRequest, []byte, error) {
 func (f *HTTPProxy) Open(ctx context.Context, s stages.StreamIO) (net.Conn, error) {
 	log := frontendLog(f.Log).WithFields(logrus.Fields{"stream": s.ID(), "frontend": "http"})
 	h, err := readRequest(ctx, f.HandshakeTimeout, func() (httpHead, error) {
-		req, rest, err := ReadHTTPHead(s)
+		req, rest, err := readHTTPHead(s)
 		return httpHead{req, rest}, err
 	})
-	var he *HTTPError
+	var he *httpError
 	if errors.As(err, &he) {
 		log.WithError(err).Debug("http request refused")
 		return f.refuse(s, he.Status, he.Msg)
@@ -464,7 +464,7 @@ func (f *HTTPProxy) Open(ctx context.Context, s stages.StreamIO) (net.Conn, erro
 		}
 		return f.refuse(s, 407, "proxy authentication required")
 	}
-	t, err := RouteHTTPRequest(h.req)
+	t, err := routeHTTPRequest(h.req)
 	if errors.As(err, &he) {
 		log.WithError(err).Debug("http request refused")
 		return f.refuse(s, he.Status, he.Msg)
@@ -476,13 +476,13 @@ func (f *HTTPProxy) Open(ctx context.Context, s stages.StreamIO) (net.Conn, erro
 	d := dialerOr(f.Dialer)
 	c, err := d.Dial(ctx, t.Host, t.Port)
 	if err != nil {
-		fail := ClassifyDialError(err)
-		if fail == FailDenied {
+		fail := classifyDialError(err)
+		if fail == failDenied {
 			log.WithError(err).Info("http proxy target denied")
 		} else {
 			log.WithError(err).Debug("http proxy dial failed")
 		}
-		return f.refuse(s, HTTPStatus(fail), fail.String())
+		return f.refuse(s, httpStatus(fail), fail.String())
 	}
 	if t.Connect {
 		if _, err := s.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
@@ -502,7 +502,7 @@ func (f *HTTPProxy) Open(ctx context.Context, s stages.StreamIO) (net.Conn, erro
 	return c, nil
 }
 
-func (f *HTTPProxy) authorized(req *HTTPRequest) bool {
+func (f *HTTPProxy) authorized(req *httpRequest) bool {
 	v, ok := req.Get("Proxy-Authorization")
 	if !ok {
 		return false
@@ -520,7 +520,7 @@ func (f *HTTPProxy) authorized(req *HTTPRequest) bool {
 }
 
 func (f *HTTPProxy) refuse(s stages.StreamIO, status int, msg string) (net.Conn, error) {
-	if _, err := s.Write(AppendHTTPError(nil, status, msg)); err != nil {
+	if _, err := s.Write(appendHTTPError(nil, status, msg)); err != nil {
 		return nil, err
 	}
 	return closedConn{}, nil

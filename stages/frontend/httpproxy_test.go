@@ -17,16 +17,16 @@ import (
 )
 
 func TestParseHTTPHead(t *testing.T) {
-	type hdr = HTTPHeader
+	type hdr = httpHeader
 	cases := []struct {
 		name   string
 		in     string
 		method string
 		target string
 		proto  string
-		header []HTTPHeader
+		header []httpHeader
 		headAt int // head length; 0 = len(in)
-		status int // expected *HTTPError status; -1 = ErrHeadIncomplete
+		status int // expected *httpError status; -1 = errHeadIncomplete
 	}{
 		{name: "absolute", in: "GET http://example.org/x HTTP/1.1\r\nHost: example.org\r\nUser-Agent:  t 1 \r\n\r\n",
 			method: "GET", target: "http://example.org/x", proto: "HTTP/1.1", header: []hdr{{"Host", "example.org"}, {"User-Agent", "t 1"}}},
@@ -64,11 +64,11 @@ func TestParseHTTPHead(t *testing.T) {
 		{name: "too many headers", in: "GET http://a/ HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", maxHTTPHeaders+1) + "\r\n", status: 431},
 	}
 	for _, c := range cases {
-		req, n, err := ParseHTTPHead([]byte(c.in))
-		var he *HTTPError
+		req, n, err := parseHTTPHead([]byte(c.in))
+		var he *httpError
 		switch {
 		case c.status == -1:
-			if !errors.Is(err, ErrHeadIncomplete) {
+			if !errors.Is(err, errHeadIncomplete) {
 				t.Errorf("%s: %v, want incomplete", c.name, err)
 			}
 		case c.status != 0:
@@ -91,19 +91,19 @@ func TestParseHTTPHead(t *testing.T) {
 	}
 	// Exactly maxHTTPHeaders header lines are fine.
 	in := "GET http://a/ HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", maxHTTPHeaders) + "\r\n"
-	if _, _, err := ParseHTTPHead([]byte(in)); err != nil {
+	if _, _, err := parseHTTPHead([]byte(in)); err != nil {
 		t.Errorf("%d headers: %v", maxHTTPHeaders, err)
 	}
 }
 
 func TestReadHTTPHead(t *testing.T) {
 	head := "POST http://a/ HTTP/1.1\r\nContent-Length: 4\r\n\r\n"
-	req, rest, err := ReadHTTPHead(strings.NewReader(head + "BODY"))
+	req, rest, err := readHTTPHead(strings.NewReader(head + "BODY"))
 	if err != nil || req.Method != "POST" || string(rest) != "BODY" {
 		t.Errorf("one read: %+v %q %v", req, rest, err)
 	}
 	r := strings.NewReader(head + "BODY")
-	req, rest, err = ReadHTTPHead(iotest.OneByteReader(r))
+	req, rest, err = readHTTPHead(iotest.OneByteReader(r))
 	if err != nil || req.Method != "POST" || len(rest) != 0 || r.Len() != 4 {
 		t.Errorf("byte by byte: %+v %q %v, %d left", req, rest, err, r.Len())
 	}
@@ -119,8 +119,8 @@ func TestReadHTTPHead(t *testing.T) {
 		{"", 0, io.EOF},
 		{"GET http://a/ HTTP/1.1\r\nX: " + strings.Repeat("a", MaxHTTPHead), 431, nil},
 	} {
-		_, _, err := ReadHTTPHead(iotest.OneByteReader(strings.NewReader(c.in)))
-		var he *HTTPError
+		_, _, err := readHTTPHead(iotest.OneByteReader(strings.NewReader(c.in)))
+		var he *httpError
 		if c.status != 0 && (!errors.As(err, &he) || he.Status != c.status) || c.err != nil && !errors.Is(err, c.err) {
 			t.Errorf("%.40q: %v, want status %d / %v", c.in, err, c.status, c.err)
 		}
@@ -169,13 +169,13 @@ func TestRouteHTTPRequest(t *testing.T) {
 		{name: "trace", head: "TRACE http://example.org/ HTTP/1.1\r\n\r\n", status: 405},
 	}
 	for _, c := range cases {
-		req, _, err := ParseHTTPHead([]byte(c.head))
+		req, _, err := parseHTTPHead([]byte(c.head))
 		if err != nil {
 			t.Fatalf("%s: parse: %v", c.name, err)
 		}
-		pt, err := RouteHTTPRequest(req)
+		pt, err := routeHTTPRequest(req)
 		if c.status != 0 {
-			var he *HTTPError
+			var he *httpError
 			if !errors.As(err, &he) || he.Status != c.status {
 				t.Errorf("%s: %+v %v, want status %d", c.name, pt, err, c.status)
 			}
@@ -192,7 +192,7 @@ func TestRouteHTTPRequest(t *testing.T) {
 }
 
 func TestAppendHTTPError(t *testing.T) {
-	got := string(AppendHTTPError(nil, 407, "proxy authentication required"))
+	got := string(appendHTTPError(nil, 407, "proxy authentication required"))
 	want := "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"usocks\"\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 38\r\n\r\nusocks: proxy authentication required\n"
 	if got != want {
@@ -248,7 +248,7 @@ func TestHTTPProxyOpen(t *testing.T) {
 	accepted := int64(0)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			acl, err := NewACL(c.allow, nil)
+			acl, err := newACL(c.allow, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -326,20 +326,20 @@ func FuzzParseHTTPHead(f *testing.F) {
 		if len(b) > MaxHTTPHead {
 			b = b[:MaxHTTPHead]
 		}
-		req, n, err := ParseHTTPHead(b)
+		req, n, err := parseHTTPHead(b)
 		// Reading a byte at a time from a stream agrees with one parse.
-		sreq, rest, serr := ReadHTTPHead(iotest.OneByteReader(bytes.NewReader(b)))
-		var he *HTTPError
+		sreq, rest, serr := readHTTPHead(iotest.OneByteReader(bytes.NewReader(b)))
+		var he *httpError
 		switch {
 		case err == nil:
 			if serr != nil || fmt.Sprint(sreq) != fmt.Sprint(req) || len(rest) != 0 {
-				t.Fatalf("ReadHTTPHead: %v %q %v; ParseHTTPHead: %v", sreq, rest, serr, req)
+				t.Fatalf("readHTTPHead: %v %q %v; parseHTTPHead: %v", sreq, rest, serr, req)
 			}
 		case errors.As(err, &he):
 			if !errors.As(serr, &he) {
-				t.Fatalf("ParseHTTPHead: %v; ReadHTTPHead: %v", err, serr)
+				t.Fatalf("parseHTTPHead: %v; readHTTPHead: %v", err, serr)
 			}
-		case errors.Is(err, ErrHeadIncomplete):
+		case errors.Is(err, errHeadIncomplete):
 			if len(b) == MaxHTTPHead {
 				if !errors.As(serr, &he) || he.Status != 431 {
 					t.Fatalf("full buffer without a head: %v", serr)
@@ -356,14 +356,14 @@ func FuzzParseHTTPHead(f *testing.F) {
 		if n <= 0 || n > len(b) {
 			t.Fatalf("head length %d of %d bytes", n, len(b))
 		}
-		again, n2, err := ParseHTTPHead(b[:n])
+		again, n2, err := parseHTTPHead(b[:n])
 		if err != nil || n2 != n || fmt.Sprint(again) != fmt.Sprint(req) {
 			t.Fatalf("the head alone parses differently: %v %d %v", again, n2, err)
 		}
 		if len(req.Header) > maxHTTPHeaders {
 			t.Fatalf("%d headers", len(req.Header))
 		}
-		pt, err := RouteHTTPRequest(req)
+		pt, err := routeHTTPRequest(req)
 		if err != nil {
 			return
 		}
@@ -375,7 +375,7 @@ func FuzzParseHTTPHead(f *testing.F) {
 		}
 		if !pt.Connect {
 			// The forwarded head must itself be one valid head.
-			fwd, fn, err := ParseHTTPHead(pt.Head)
+			fwd, fn, err := parseHTTPHead(pt.Head)
 			if err != nil || fn != len(pt.Head) || fwd.Method != req.Method {
 				t.Fatalf("forwarded head %q does not parse: %v", pt.Head, err)
 			}

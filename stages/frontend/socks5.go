@@ -25,9 +25,9 @@ const (
 	socksVersion         = 5
 	socksUserPassVersion = 1
 
-	SocksAuthNone         byte = 0x00
-	SocksAuthUserPass     byte = 0x02
-	SocksAuthNoAcceptable byte = 0xff
+	socksAuthNone         byte = 0x00
+	socksAuthUserPass     byte = 0x02
+	socksAuthNoAcceptable byte = 0xff
 
 	SocksCmdConnect      byte = 1
 	SocksCmdBind         byte = 2
@@ -51,16 +51,16 @@ const (
 	SocksAtypNotSupported byte = 8
 )
 
-// ErrSocksVersion is input that is not SOCKS5 at all.
-var ErrSocksVersion = errors.New("socks5: wrong protocol version")
+// errSocksVersion is input that is not SOCKS5 at all.
+var errSocksVersion = errors.New("socks5: wrong protocol version")
 
-// SocksError is a request that gets the reply Code and then a close.
-type SocksError struct {
+// socksError is a request that gets the reply Code and then a close.
+type socksError struct {
 	Code byte
 	Msg  string
 }
 
-func (e *SocksError) Error() string { return fmt.Sprintf("socks5: %s (reply %d)", e.Msg, e.Code) }
+func (e *socksError) Error() string { return fmt.Sprintf("socks5: %s (reply %d)", e.Msg, e.Code) }
 
 // SocksRequest is a parsed SOCKS5 request.
 type SocksRequest struct {
@@ -72,15 +72,15 @@ type SocksRequest struct {
 	Port uint16
 }
 
-// ReadSocksGreeting reads VER NMETHODS METHODS and returns the methods.
+// readSocksGreeting reads VER NMETHODS METHODS and returns the methods.
 // It reads exactly the greeting's bytes.
-func ReadSocksGreeting(r io.Reader) ([]byte, error) {
+func readSocksGreeting(r io.Reader) ([]byte, error) {
 	var h [2]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return nil, err
 	}
 	if h[0] != socksVersion {
-		return nil, ErrSocksVersion
+		return nil, errSocksVersion
 	}
 	m := make([]byte, h[1])
 	if _, err := io.ReadFull(r, m); err != nil {
@@ -89,15 +89,15 @@ func ReadSocksGreeting(r io.Reader) ([]byte, error) {
 	return m, nil
 }
 
-// ReadSocksUserPass reads an RFC 1929 request: VER ULEN UNAME PLEN PASSWD.
-// A wrong VER is a *SocksError (the caller answers with failure).
-func ReadSocksUserPass(r io.Reader) (user, pass string, err error) {
+// readSocksUserPass reads an RFC 1929 request: VER ULEN UNAME PLEN PASSWD.
+// A wrong VER is a *socksError (the caller answers with failure).
+func readSocksUserPass(r io.Reader) (user, pass string, err error) {
 	var h [2]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return "", "", err
 	}
 	if h[0] != socksUserPassVersion {
-		return "", "", &SocksError{Code: 1, Msg: fmt.Sprintf("username/password version %d", h[0])}
+		return "", "", &socksError{Code: 1, Msg: fmt.Sprintf("username/password version %d", h[0])}
 	}
 	// ULEN ≤ 255, PLEN ≤ 255 and its own length byte: one bounded buffer.
 	buf := make([]byte, int(h[1])+1)
@@ -112,17 +112,17 @@ func ReadSocksUserPass(r io.Reader) (user, pass string, err error) {
 	return user, string(p), nil
 }
 
-// ReadSocksRequest reads VER CMD RSV ATYP DST.ADDR DST.PORT, exactly. A
+// readSocksRequest reads VER CMD RSV ATYP DST.ADDR DST.PORT, exactly. A
 // request that can be answered (unknown address type, bad name) is a
-// *SocksError; ErrSocksVersion and read errors mean "just close". The
+// *socksError; errSocksVersion and read errors mean "just close". The
 // command is returned as sent: the caller decides what it serves.
-func ReadSocksRequest(r io.Reader) (SocksRequest, error) {
+func readSocksRequest(r io.Reader) (SocksRequest, error) {
 	var h [4]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return SocksRequest{}, err
 	}
 	if h[0] != socksVersion {
-		return SocksRequest{}, ErrSocksVersion
+		return SocksRequest{}, errSocksVersion
 	}
 	req := SocksRequest{Cmd: h[1], Atyp: h[3]}
 	var a [16 + 2]byte
@@ -151,13 +151,13 @@ func ReadSocksRequest(r io.Reader) (SocksRequest, error) {
 		req.Host = string(b[:n[0]])
 		req.Port = binary.BigEndian.Uint16(b[n[0]:])
 		if n[0] == 0 {
-			return req, &SocksError{Code: SocksGeneralFailure, Msg: "empty domain name"}
+			return req, &socksError{Code: SocksGeneralFailure, Msg: "empty domain name"}
 		}
 		if !validHost(req.Host) {
-			return req, &SocksError{Code: SocksHostUnreachable, Msg: fmt.Sprintf("invalid domain name %q", req.Host)}
+			return req, &socksError{Code: SocksHostUnreachable, Msg: fmt.Sprintf("invalid domain name %q", req.Host)}
 		}
 	default:
-		return req, &SocksError{Code: SocksAtypNotSupported, Msg: fmt.Sprintf("address type %d", req.Atyp)}
+		return req, &socksError{Code: SocksAtypNotSupported, Msg: fmt.Sprintf("address type %d", req.Atyp)}
 	}
 	return req, nil
 }
@@ -203,18 +203,18 @@ func AppendSocksReply(b []byte, code byte, bound netip.AddrPort) []byte {
 	return binary.BigEndian.AppendUint16(b, bound.Port())
 }
 
-// SocksReplyCode maps a dial failure to its reply code.
-func SocksReplyCode(f DialFailure) byte {
+// socksReplyCode maps a dial failure to its reply code.
+func socksReplyCode(f dialFailure) byte {
 	switch f {
-	case FailDenied:
+	case failDenied:
 		return SocksNotAllowed
-	case FailNetUnreachable:
+	case failNetUnreachable:
 		return SocksNetUnreachable
-	case FailHostUnreachable:
+	case failHostUnreachable:
 		return SocksHostUnreachable
-	case FailRefused:
+	case failRefused:
 		return SocksConnRefused
-	case FailTimeout:
+	case failTimeout:
 		return SocksTTLExpired
 	}
 	return SocksGeneralFailure
@@ -228,7 +228,7 @@ type Socks5 struct {
 	// method offered; otherwise only "no authentication" is.
 	Users map[string]string
 	// HandshakeTimeout bounds greeting, authentication and request
-	// (default DefaultHandshakeTimeout).
+	// (default defaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
 	// UDP serves UDP ASSOCIATE (datagrams as DATAGRAM frames, SPEC-v2.md
 	// §6a); RefuseUDP443 drops datagrams to port 443 so that browsers give
@@ -267,13 +267,13 @@ func (f *Socks5) Open(ctx context.Context, s stages.StreamIO) (net.Conn, error) 
 	}
 	c, err := dialerOr(f.Dialer).Dial(ctx, out.req.Host, out.req.Port)
 	if err != nil {
-		fail := ClassifyDialError(err)
-		if fail == FailDenied {
+		fail := classifyDialError(err)
+		if fail == failDenied {
 			log.WithError(err).Info("socks5 target denied")
 		} else {
 			log.WithError(err).Debug("socks5 dial failed")
 		}
-		return f.refuse(s, SocksReplyCode(fail))
+		return f.refuse(s, socksReplyCode(fail))
 	}
 	var bound netip.AddrPort
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
@@ -324,13 +324,13 @@ func (f *Socks5) log(s stages.StreamIO) *logrus.Entry {
 
 // handshake reads greeting, credentials and request.
 func (f *Socks5) handshake(s stages.StreamIO) (socksOutcome, error) {
-	methods, err := ReadSocksGreeting(s)
+	methods, err := readSocksGreeting(s)
 	if err != nil {
 		return socksOutcome{}, err
 	}
-	want := SocksAuthNone
+	want := socksAuthNone
 	if len(f.Users) > 0 {
-		want = SocksAuthUserPass
+		want = socksAuthUserPass
 	}
 	offered := false
 	for _, m := range methods {
@@ -339,15 +339,15 @@ func (f *Socks5) handshake(s stages.StreamIO) (socksOutcome, error) {
 		}
 	}
 	if !offered {
-		_, err := s.Write([]byte{socksVersion, SocksAuthNoAcceptable})
+		_, err := s.Write([]byte{socksVersion, socksAuthNoAcceptable})
 		return socksOutcome{done: true}, err
 	}
 	if _, err := s.Write([]byte{socksVersion, want}); err != nil {
 		return socksOutcome{}, err
 	}
-	if want == SocksAuthUserPass {
-		user, pass, err := ReadSocksUserPass(s)
-		var se *SocksError
+	if want == socksAuthUserPass {
+		user, pass, err := readSocksUserPass(s)
+		var se *socksError
 		if err != nil && !errors.As(err, &se) {
 			return socksOutcome{}, err
 		}
@@ -360,13 +360,13 @@ func (f *Socks5) handshake(s stages.StreamIO) (socksOutcome, error) {
 			return socksOutcome{}, err
 		}
 	}
-	req, err := ReadSocksRequest(s)
+	req, err := readSocksRequest(s)
 	if err != nil {
-		var se *SocksError
+		var se *socksError
 		if errors.As(err, &se) {
 			return socksOutcome{req: req, code: se.Code}, nil
 		}
-		if errors.Is(err, ErrSocksVersion) {
+		if errors.Is(err, errSocksVersion) {
 			return socksOutcome{req: req, code: SocksGeneralFailure}, nil
 		}
 		return socksOutcome{}, err

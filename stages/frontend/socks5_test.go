@@ -42,7 +42,7 @@ func TestReadSocksRequest(t *testing.T) {
 		name string
 		in   []byte
 		want SocksRequest
-		code byte // expected *SocksError code; 0 = success
+		code byte // expected *socksError code; 0 = success
 		err  error
 		left int // bytes that must stay unread
 	}{
@@ -57,7 +57,7 @@ func TestReadSocksRequest(t *testing.T) {
 		{"empty domain", []byte{5, 1, 0, 3, 0, 0, 80}, SocksRequest{}, SocksGeneralFailure, nil, 0},
 		{"bad domain", append([]byte{5, 1, 0, 3, 5}, "a b.c\x00\x50"...), SocksRequest{}, SocksHostUnreachable, nil, 0},
 		{"zone as domain", append([]byte{5, 1, 0, 3, 12}, "fe80::1%eth0\x00\x50"...), SocksRequest{}, SocksHostUnreachable, nil, 0},
-		{"version 4", []byte{4, 1, 0, 80, 127, 0, 0, 1}, SocksRequest{}, 0, ErrSocksVersion, 4},
+		{"version 4", []byte{4, 1, 0, 80, 127, 0, 0, 1}, SocksRequest{}, 0, errSocksVersion, 4},
 		{"short header", []byte{5, 1, 0}, SocksRequest{}, 0, io.ErrUnexpectedEOF, 0},
 		{"short ipv4", []byte{5, 1, 0, 1, 127, 0}, SocksRequest{}, 0, io.ErrUnexpectedEOF, 0},
 		{"short domain", []byte{5, 1, 0, 3, 10, 'a'}, SocksRequest{}, 0, io.ErrUnexpectedEOF, 0},
@@ -65,8 +65,8 @@ func TestReadSocksRequest(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := bytes.NewReader(c.in)
-		got, err := ReadSocksRequest(iotest.OneByteReader(r))
-		var se *SocksError
+		got, err := readSocksRequest(iotest.OneByteReader(r))
+		var se *socksError
 		switch {
 		case c.code != 0:
 			if !errors.As(err, &se) || se.Code != c.code {
@@ -95,32 +95,32 @@ func TestReadSocksRequest(t *testing.T) {
 }
 
 func TestReadSocksGreetingAndUserPass(t *testing.T) {
-	m, err := ReadSocksGreeting(bytes.NewReader([]byte{5, 2, 0, 2, 9}))
+	m, err := readSocksGreeting(bytes.NewReader([]byte{5, 2, 0, 2, 9}))
 	if err != nil || !bytes.Equal(m, []byte{0, 2}) {
 		t.Errorf("greeting: %v %v", m, err)
 	}
-	if m, err := ReadSocksGreeting(bytes.NewReader([]byte{5, 0})); err != nil || len(m) != 0 {
+	if m, err := readSocksGreeting(bytes.NewReader([]byte{5, 0})); err != nil || len(m) != 0 {
 		t.Errorf("greeting without methods: %v %v", m, err)
 	}
-	if _, err := ReadSocksGreeting(bytes.NewReader([]byte{4, 1, 0})); !errors.Is(err, ErrSocksVersion) {
+	if _, err := readSocksGreeting(bytes.NewReader([]byte{4, 1, 0})); !errors.Is(err, errSocksVersion) {
 		t.Errorf("socks4 greeting: %v", err)
 	}
-	if _, err := ReadSocksGreeting(bytes.NewReader([]byte{5, 3, 0})); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if _, err := readSocksGreeting(bytes.NewReader([]byte{5, 3, 0})); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("short greeting: %v", err)
 	}
-	u, p, err := ReadSocksUserPass(bytes.NewReader([]byte{1, 5, 'a', 'l', 'i', 'c', 'e', 3, 'p', 'w', 'd'}))
+	u, p, err := readSocksUserPass(bytes.NewReader([]byte{1, 5, 'a', 'l', 'i', 'c', 'e', 3, 'p', 'w', 'd'}))
 	if err != nil || u != "alice" || p != "pwd" {
 		t.Errorf("user/pass: %q %q %v", u, p, err)
 	}
-	u, p, err = ReadSocksUserPass(bytes.NewReader([]byte{1, 0, 0}))
+	u, p, err = readSocksUserPass(bytes.NewReader([]byte{1, 0, 0}))
 	if err != nil || u != "" || p != "" {
 		t.Errorf("empty user/pass: %q %q %v", u, p, err)
 	}
-	var se *SocksError
-	if _, _, err := ReadSocksUserPass(bytes.NewReader([]byte{5, 1, 'a', 1, 'b'})); !errors.As(err, &se) {
+	var se *socksError
+	if _, _, err := readSocksUserPass(bytes.NewReader([]byte{5, 1, 'a', 1, 'b'})); !errors.As(err, &se) {
 		t.Errorf("user/pass version 5: %v", err)
 	}
-	if _, _, err := ReadSocksUserPass(bytes.NewReader([]byte{1, 5, 'a'})); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if _, _, err := readSocksUserPass(bytes.NewReader([]byte{1, 5, 'a'})); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("short user/pass: %v", err)
 	}
 }
@@ -198,7 +198,7 @@ func TestSocks5Open(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			acl, err := NewACL(c.allow, nil)
+			acl, err := newACL(c.allow, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +291,7 @@ func FuzzReadSocksRequest(f *testing.F) {
 	f.Add([]byte{5, 1, 0, 3, 255})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
-		req, err := ReadSocksRequest(r)
+		req, err := readSocksRequest(r)
 		if err != nil {
 			return
 		}
