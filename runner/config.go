@@ -1,18 +1,10 @@
 package runner
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
-	"io"
 	"net"
-	"os"
-	"reflect"
 	"strconv"
-	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"usocks/stages"
 	"usocks/stages/frontend"
@@ -186,107 +178,17 @@ const (
 	DefaultMaxPending  = 1024
 )
 
-// ConfigError is a bad value in the config; Key is the YAML path.
-type ConfigError struct {
-	Key string
-	Msg string
-}
-
-func (e *ConfigError) Error() string { return e.Key + ": " + e.Msg }
-
-// LoadConfig reads and parses a config file.
-func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	return ParseConfig(b)
-}
-
-// ParseConfig parses YAML, rejecting unknown keys with their full path
-// (e.g. `server.frontend.prot: unknown key`).
-func ParseConfig(b []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, fmt.Errorf("config: %s", oneLine(err))
-	}
-	if len(root.Content) > 0 {
-		if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), ""); err != nil {
-			return nil, err
-		}
-	}
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %s", oneLine(err))
-	}
-	return &c, nil
-}
-
-func oneLine(err error) string {
-	s := strings.TrimPrefix(err.Error(), "yaml: ")
-	s = strings.ReplaceAll(s, "unmarshal errors:\n  ", "")
-	return strings.ReplaceAll(s, "\n  ", "; ")
-}
-
-// checkKeys walks a YAML mapping against the struct it decodes into and
-// reports the first key the struct does not have, by its path.
-func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
-		return nil
-	}
-	fields := map[string]reflect.Type{}
-	var collect func(reflect.Type)
-	collect = func(t reflect.Type) {
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag := f.Tag.Get("yaml")
-			name, opts, _ := strings.Cut(tag, ",")
-			if opts == "inline" {
-				collect(f.Type)
-				continue
-			}
-			if name != "" && name != "-" {
-				fields[name] = f.Type
-			}
-		}
-	}
-	collect(t)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i].Value
-		key := k
-		if path != "" {
-			key = path + "." + k
-		}
-		ft, ok := fields[k]
-		if !ok {
-			return &ConfigError{key, fmt.Sprintf("unknown key (line %d)", n.Content[i].Line)}
-		}
-		if err := checkKeys(n.Content[i+1], ft, key); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (c *Common) validate(section string, server bool) error {
-	key := func(k string) string { return section + "." + k }
+// validate fills defaults and records every problem of the shared keys.
+func (c *Common) validate(p *problems, server bool) {
 	switch c.Protocol {
 	case "":
 		c.Protocol = "v2"
 	case "v1", "v2":
 	default:
-		return &ConfigError{key("protocol"), fmt.Sprintf("%q: want v2 or v1", c.Protocol)}
+		p.bad("protocol", "%q: want v2 or v1", c.Protocol)
 	}
 	if c.Key == "" {
-		return &ConfigError{key("key"), "missing: run `usocks genkey` and put its output here"}
+		p.bad("key", "missing: run `usocks genkey` and put its output here")
 	}
 	switch c.Backend.Type {
 	case "":
@@ -294,34 +196,32 @@ func (c *Common) validate(section string, server bool) error {
 	case "plain_tcp":
 	case "multi_tcp":
 		if c.Protocol != "v1" {
-			return &ConfigError{key("backend.type"), "multi_tcp is only for protocol: v1"}
+			p.bad("backend.type", "multi_tcp is only for protocol: v1")
 		}
 	case "tls":
 		if c.Protocol != "v2" {
-			return &ConfigError{key("backend.type"), "tls is only for protocol: v2"}
+			p.bad("backend.type", "tls is only for protocol: v2")
 		}
 		if server && (c.Backend.TLSCert == "" || c.Backend.TLSKey == "") {
 			k := "backend.tls_cert"
 			if c.Backend.TLSCert != "" {
 				k = "backend.tls_key"
 			}
-			return &ConfigError{key(k), "missing: a tls backend needs a certificate and its key (PEM files)"}
+			p.bad(k, "missing: a tls backend needs a certificate and its key (PEM files)")
 		}
 	default:
-		return &ConfigError{key("backend.type"), fmt.Sprintf("%q: want plain_tcp, multi_tcp or tls", c.Backend.Type)}
+		p.bad("backend.type", "%q: want plain_tcp, multi_tcp or tls", c.Backend.Type)
 	}
 	if c.Backend.Prefix != "" && (c.Protocol != "v2" || c.Backend.Type != "plain_tcp") {
-		return &ConfigError{key("backend.prefix"), "only for protocol v2 with backend type plain_tcp"}
+		p.bad("backend.prefix", "only for protocol v2 with backend type plain_tcp")
 	}
 	if len(c.Backend.Prefix) > 256 {
-		return &ConfigError{key("backend.prefix"), "at most 256 bytes"}
+		p.bad("backend.prefix", "at most 256 bytes")
 	}
 	if c.Backend.Port == 0 {
 		c.Backend.Port = DefaultBackendPort
 	}
-	if err := checkPort(key("backend.port"), c.Backend.Port); err != nil {
-		return err
-	}
+	checkPort(p, "backend.port", c.Backend.Port)
 	if c.Backend.Server == "" {
 		c.Backend.Server = "127.0.0.1"
 	}
@@ -332,44 +232,44 @@ func (c *Common) validate(section string, server bool) error {
 		c.Backend.Blocksize = 8192
 	}
 	if c.Backend.Number < 1 || c.Backend.Number > 64 {
-		return &ConfigError{key("backend.number"), "must be 1..64"}
+		p.bad("backend.number", "must be 1..64")
 	}
 	if c.Backend.Blocksize < 16 || c.Backend.Blocksize > 1<<20 {
-		return &ConfigError{key("backend.blocksize"), "must be 16..1048576"}
+		p.bad("backend.blocksize", "must be 16..1048576")
 	}
 	if c.Protocol == "v2" {
 		if _, err := wire.ParseCipher(c.Cipher); err != nil {
-			return &ConfigError{key("cipher"), err.Error()}
+			p.bad("cipher", "%s", err)
 		}
 	} else if c.Cipher != "" {
-		return &ConfigError{key("cipher"), "v1 has one fixed cipher (AES-128-CBC); remove this key"}
+		p.bad("cipher", "v1 has one fixed cipher (AES-128-CBC); remove this key")
 	}
 	if c.MaxStreams == 0 {
 		c.MaxStreams = stages.DefaultMaxStreams
 	}
 	if c.MaxStreams < 1 || c.MaxStreams > 65534 {
-		return &ConfigError{key("max_streams"), "must be 1..65534"}
+		p.bad("max_streams", "must be 1..65534")
 	}
 	if c.Padding == "" {
 		c.Padding = "low"
 	}
 	if _, err := stages.ParsePadLevel(c.Padding); err != nil {
-		return &ConfigError{key("padding"), err.Error()}
+		p.bad("padding", "%s", err)
 	}
 	if c.ChaffWindow == 0 {
 		c.ChaffWindow = stages.DefaultChaffWindow
 	}
 	if c.ChaffWindow < 100*time.Millisecond || c.ChaffWindow > time.Minute {
-		return &ConfigError{key("chaff_window"), "must be 100ms..60s"}
+		p.bad("chaff_window", "must be 100ms..60s")
 	}
 	if c.IdleChaff != 0 && c.IdleChaff < 100*time.Millisecond {
-		return &ConfigError{key("idle_chaff"), "must be 0 (off) or at least 100ms"}
+		p.bad("idle_chaff", "must be 0 (off) or at least 100ms")
 	}
 	if c.RekeyAfter == 0 {
 		c.RekeyAfter = stages.DefaultRekeyAfter
 	}
 	if c.RekeyAfter < 1000 || c.RekeyAfter > 1<<23 {
-		return &ConfigError{key("rekey_after"), "must be 1000..8388608 records"}
+		p.bad("rekey_after", "must be 1000..8388608 records")
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 15 * time.Second
@@ -384,9 +284,8 @@ func (c *Common) validate(section string, server bool) error {
 		c.ReplayWindow = stages.DefaultSkew
 	}
 	if c.ReplayWindow < 10*time.Second || c.ReplayWindow > 120*time.Second {
-		return &ConfigError{key("replay_window"), "must be 10s..120s"}
+		p.bad("replay_window", "must be 10s..120s")
 	}
-	return nil
 }
 
 // PSK parses the v2 key (this may take a moment for a passphrase).
@@ -398,18 +297,17 @@ func (c *Common) PSK(section string) (*wire.PSK, error) {
 	return &k, nil
 }
 
-func checkPort(key string, p int) error {
-	if p < 1 || p > 65535 {
-		return &ConfigError{key, fmt.Sprintf("%d: must be 1..65535", p)}
+func checkPort(p *problems, key string, port int) {
+	if port < 1 || port > 65535 {
+		p.bad(key, "%d: must be 1..65535", port)
 	}
-	return nil
 }
 
-// Validate fills defaults and checks the client section.
+// Validate fills defaults and checks the client section. The error is a
+// *ConfigError, or ConfigErrors when there are several problems.
 func (c *ClientConfig) Validate() error {
-	if err := c.Common.validate("client", false); err != nil {
-		return err
-	}
+	p := &problems{section: "client"}
+	c.Common.validate(p, false)
 	if c.Address == "" {
 		c.Address = "127.0.0.1"
 	}
@@ -417,31 +315,37 @@ func (c *ClientConfig) Validate() error {
 		c.Port = DefaultClientPort
 	}
 	if c.ServerKey != "" && c.Protocol != "v2" {
-		return &ConfigError{"client.server_key", "only for protocol v2"}
+		p.bad("server_key", "only for protocol v2")
 	}
 	if c.RotateAfter < 0 || (c.RotateAfter > 0 && c.RotateAfter < 100*time.Millisecond) {
-		return &ConfigError{"client.rotate_after", "must be 0 (off) or at least 100ms"}
+		p.bad("rotate_after", "must be 0 (off) or at least 100ms")
 	}
-	return checkPort("client.port", c.Port)
+	checkPort(p, "port", c.Port)
+	return p.err()
 }
 
-// Validate fills defaults and checks the server section.
+// Validate fills defaults and checks the server section. The error is a
+// *ConfigError, or ConfigErrors when there are several problems.
 func (s *ServerConfig) Validate() error {
-	if err := s.Common.validate("server", true); err != nil {
-		return err
-	}
+	p := &problems{section: "server"}
+	s.Common.validate(p, true)
 	switch s.Frontend.Type {
 	case "", "redirect":
 		s.Frontend.Type = "redirect"
 		if k := proxyOnlyKey(&s.Frontend); k != "" {
-			return &ConfigError{"server.frontend." + k, "only for type socks5 or http (a redirect target is set by the operator)"}
+			p.bad("frontend."+k, "only for type socks5 or http (a redirect target is set by the operator)")
 		}
 	case "socks5", "http":
 		if err := validateProxyFrontend(&s.Frontend); err != nil {
-			return err
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				p.list = append(p.list, ce)
+			} else {
+				p.bad("frontend", "%s", err)
+			}
 		}
 	default:
-		return &ConfigError{"server.frontend.type", fmt.Sprintf("%q: want redirect, socks5 or http", s.Frontend.Type)}
+		p.bad("frontend.type", "%q: want redirect, socks5 or http", s.Frontend.Type)
 	}
 	if s.Frontend.Server == "" {
 		s.Frontend.Server = "localhost"
@@ -449,31 +353,29 @@ func (s *ServerConfig) Validate() error {
 	if s.Frontend.Port == 0 {
 		s.Frontend.Port = 80
 	}
-	if err := checkPort("server.frontend.port", s.Frontend.Port); err != nil {
-		return err
-	}
+	checkPort(p, "frontend.port", s.Frontend.Port)
 	if s.Frontend.DialTimeout == 0 {
 		s.Frontend.DialTimeout = frontend.DefaultDialTimeout
 	}
 	if len(s.Clients) > 0 && s.Protocol != "v2" {
-		return &ConfigError{"server.clients", "only for protocol v2"}
+		p.bad("clients", "only for protocol v2")
 	}
 	if s.SaltCache == 0 {
 		s.SaltCache = DefaultSaltCache
 	}
 	if s.SaltCache < 1000 {
-		return &ConfigError{"server.salt_cache", "must be at least 1000"}
+		p.bad("salt_cache", "must be at least 1000")
 	}
 	if s.MaxPending == 0 {
 		s.MaxPending = DefaultMaxPending
 	}
 	if s.MaxPending < 1 {
-		return &ConfigError{"server.max_pending", "must be at least 1"}
+		p.bad("max_pending", "must be at least 1")
 	}
 	if s.ProbeTimeout < 0 || s.ProbeTimeout > 10*time.Minute {
-		return &ConfigError{"server.probe_timeout", "must be 0 (random) .. 10m"}
+		p.bad("probe_timeout", "must be 0 (random) .. 10m")
 	}
-	return nil
+	return p.err()
 }
 
 // ListenAddr is where the server listens for backends.

@@ -2,6 +2,8 @@ package runner
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +121,89 @@ func TestBackoff(t *testing.T) {
 	b.Jitter = func() float64 { return 0 }
 	if got := b.Next(time.Millisecond); got != 100*time.Millisecond {
 		t.Fatalf("zero jitter: %v, want half of 200ms", got)
+	}
+}
+
+// A value of the wrong type names its key, says what the key wants and
+// where the value is; every problem of a file is reported at once.
+func TestConfigTypeErrorsNameTheKey(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"duration", "client:\n  keepalive: 10\n", []string{"client.keepalive: want a duration like 15s, got 10 (line 2)"}},
+		{"duration word", "server:\n  idle_timeout: forever\n", []string{"server.idle_timeout: want a duration like 15s, got forever (line 2)"}},
+		{"number", "client:\n  port: \"eighty\"\n", []string{`client.port: want a whole number, got "eighty" (line 2)`}},
+		{"bool", "client:\n  udp: maybe\n", []string{"client.udp: want true or false, got maybe (line 2)"}},
+		{"list", "server:\n  frontend: {allow: 10.0.0.0/8}\n", []string{"server.frontend.allow: want a list, got 10.0.0.0/8 (line 2)"}},
+		{"map", "server:\n  clients: [a, b]\n", []string{"server.clients: want a mapping of name: value, got a list (line 2)"}},
+		{"section", "client:\n  backend: plain_tcp\n", []string{"client.backend: want a section of keys, got plain_tcp (line 2)"}},
+		{"negative count", "client:\n  rekey_after: -5\n", []string{"client.rekey_after: want a whole number ≥ 0, got -5 (line 2)"}},
+		{"all at once", "client:\n  keepalive: 3\n  prot: 1\nserver:\n  chaff: often\n", []string{
+			"client.keepalive: want a duration like 15s, got 3 (line 2)",
+			"client.prot: unknown key (line 3)",
+			"server.chaff: want true or false, got often (line 5)",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := strings.Split(err.Error(), "\n"); strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("errors:\n%s\nwant:\n%s", err, strings.Join(tc.want, "\n"))
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Key != strings.SplitN(tc.want[0], ":", 2)[0] {
+				t.Fatalf("errors.As: %v", ce)
+			}
+		})
+	}
+}
+
+// CheckConfig reports every validation problem of every section, not
+// only the first.
+func TestCheckConfigReportsEveryProblem(t *testing.T) {
+	const key = "key: 3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w3q2+4=\n"
+	cases := []struct {
+		name, yaml string
+		problems   []string
+		sections   int
+	}{
+		{"good", "client:\n  " + key + "server:\n  " + key, nil, 2},
+		{"empty", "", []string{"client: no client: or server: section"}, 0},
+		{"several", "client:\n  " + key + "  port: 70000\n  max_streams: 0x20000\n  protocol: v3\nserver:\n  key: short\n", []string{
+			"client.protocol: \"v3\": want v2 or v1",
+			"client.max_streams: must be 1..65534",
+			"client.port: 70000: must be 1..65535",
+			"server.key: a passphrase needs at least 16 characters (or use a key from `usocks genkey`)",
+		}, 0},
+		{"type and range", "server:\n  " + key + "  salt_cache: 10\n  probe_timeout: 1\n", []string{
+			"server.probe_timeout: want a duration like 15s, got 1 (line 4)",
+			"server.salt_cache: must be at least 1000",
+		}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := CheckConfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, pr := range r.Problems {
+				got = append(got, pr.Error())
+			}
+			if strings.Join(got, "|") != strings.Join(tc.problems, "|") {
+				t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.problems, "\n"))
+			}
+			if len(r.Sections) != tc.sections {
+				t.Fatalf("sections %q", r.Sections)
+			}
+		})
 	}
 }

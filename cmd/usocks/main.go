@@ -1,6 +1,6 @@
 // Command usocks is the usocks tunnel: client, server, key generation,
-// capture replay and a self-contained demo. It only parses flags; the
-// runner package does the work.
+// config check, capture replay and a self-contained demo. It only parses
+// flags; the runner package does the work.
 package main
 
 import (
@@ -14,9 +14,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/sirupsen/logrus"
-
-	"usocks/runner"
 	"usocks/wire"
 )
 
@@ -26,19 +23,32 @@ usage:
   usocks genkey                      print a new random key
   usocks server -c FILE [flags]      run the server section of FILE
   usocks client -c FILE [flags]      run the client section of FILE
+  usocks check -c FILE               check FILE without starting anything
   usocks demo [--once]               client, server and echo target on loopback
   usocks bench [flags]               compare throughput and latency on loopback
-  usocks replay FILE [flags]         list a capture file (--key K, --stream N,
-                                     --dir in|out, --json; see usocks replay -h)
+  usocks replay FILE [flags]         list a capture file
+  usocks version                     print the version and protocol versions
+  usocks help COMMAND                the flags of one command
 
-flags (server, client, demo):
-  -c FILE          config file (YAML; see testdata/config/sample.yaml)
-  --log-level L    trace, debug, info (default), warn, error
-  --log-json       log JSON lines instead of text
-  -v               same as --log-level debug
-  --capture PATH   (server, client) record every session to PATH for replay
-  --capture-plaintext  with --capture: also record payloads and session keys
+Config reference: README.md; sample: testdata/config/sample.yaml.
 `
+
+// commands maps each subcommand to its function. Every function parses
+// its own flags; given -h it prints its help and returns flag.ErrHelp.
+var commands map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+func init() {
+	commands = map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"genkey":  runGenkey,
+		"server":  func(ctx context.Context, a []string, o, e io.Writer) error { return serve(ctx, "server", a, o, e) },
+		"client":  func(ctx context.Context, a []string, o, e io.Writer) error { return serve(ctx, "client", a, o, e) },
+		"demo":    func(ctx context.Context, a []string, o, e io.Writer) error { return serve(ctx, "demo", a, o, e) },
+		"check":   runCheck,
+		"bench":   runBench,
+		"replay":  func(_ context.Context, a []string, o, e io.Writer) error { return runReplay(a, o, e) },
+		"version": runVersion,
+	}
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -51,26 +61,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
-	switch args[0] {
-	case "genkey":
-		var k string
-		if k, err = wire.GenerateKey(rand.Reader); err == nil {
-			fmt.Fprintln(stdout, k)
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help", "help":
+		if len(rest) == 0 {
+			fmt.Fprint(stdout, usage)
+			return 0
 		}
-	case "server", "client", "demo":
-		err = serve(ctx, args[0], args[1:], stdout, stderr)
-	case "bench":
-		err = runBench(ctx, args[1:], stdout, stderr)
-	case "replay":
-		err = runReplay(args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "usocks: unknown command %q\n\n%s", args[0], usage)
+		name, rest = rest[0], []string{"-h"}
+		if _, ok := commands[name]; ok {
+			stderr = stdout // asked for, help goes to standard output
+		}
+	case "--version", "-version":
+		name = "version"
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "usocks: unknown command %q\n\n%s", name, usage)
 		return 2
 	}
-	if err != nil {
+	if err := cmd(ctx, rest, stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -80,77 +90,57 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("c", "", "config file")
-	level := fs.String("log-level", "info", "log level")
-	jsonLog := fs.Bool("log-json", false, "JSON logs")
-	verbose := fs.Bool("v", false, "debug logging")
-	once := fs.Bool("once", false, "demo: run the self-test and exit")
-	streams := fs.Int("streams", 8, "demo: concurrent streams in the self-test")
-	size := fs.Int("bytes", 1<<20, "demo: bytes echoed per stream")
-	capture := fs.String("capture", "", "server, client: record every session to this file")
-	capturePlain := fs.Bool("capture-plaintext", false, "with --capture: also record payloads and session keys")
-	if err := fs.Parse(args); err != nil {
+// parseFlags parses a subcommand's flags. Given -h it prints help (the
+// text, then the flags, if any) to the flag set's output and returns
+// flag.ErrHelp; a bad flag is one line that says where to look.
+func parseFlags(fs *flag.FlagSet, help string, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(out, help)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(out, "\nflags:")
+			fs.PrintDefaults()
+		}
 		return err
 	}
+	if err != nil {
+		return fmt.Errorf("%s: %w (see usocks help %s)", fs.Name(), err, fs.Name())
+	}
+	return nil
+}
+
+// noArgs refuses positional arguments left after the flags.
+func noArgs(fs *flag.FlagSet) error {
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", cmd, fs.Arg(0))
+		return fmt.Errorf("%s: unexpected argument %q (see usocks help %s)", fs.Name(), fs.Arg(0), fs.Name())
 	}
-	if *verbose {
-		*level = "debug"
+	return nil
+}
+
+const genkeyHelp = `usage: usocks genkey
+
+Prints a new random key (32 bytes, base64) for the key: of a config.
+`
+
+func runGenkey(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("genkey", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := parseFlags(fs, genkeyHelp, args); err != nil {
+		return err
 	}
-	logger, err := runner.NewLogger(*level, *jsonLog, stderr)
-	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	if err := noArgs(fs); err != nil {
+		return err
 	}
-	if cmd == "demo" {
-		if *file != "" {
-			return errors.New("demo: takes no config file")
-		}
-		if *capture != "" || *capturePlain {
-			return errors.New("demo: --capture is for client and server")
-		}
-		if !*once && !*verbose && *level == "info" {
-			// The demo prints its own summary; only problems are logged
-			// unless a level was asked for.
-			logger.SetLevel(logrus.WarnLevel)
-		}
-		return runner.Demo(ctx, logger, runner.DemoOptions{Streams: *streams, Bytes: *size, Once: *once, Out: stdout})
-	}
-	if *file == "" {
-		return fmt.Errorf("%s: -c FILE is required", cmd)
-	}
-	cfg, err := runner.LoadConfig(*file)
+	k, err := wire.GenerateKey(rand.Reader)
 	if err != nil {
 		return err
 	}
-	if *capturePlain && *capture == "" {
-		return fmt.Errorf("%s: --capture-plaintext needs --capture PATH", cmd)
-	}
-	if cmd == "server" {
-		if cfg.Server == nil {
-			return fmt.Errorf("%s: no server: section", *file)
-		}
-		if *capture != "" {
-			cfg.Server.Capture, cfg.Server.CapturePlaintext = *capture, *capturePlain
-		}
-		s, err := runner.NewServer(cfg.Server, logger)
-		if err != nil {
-			return err
-		}
-		return s.Run(ctx)
-	}
-	if cfg.Client == nil {
-		return fmt.Errorf("%s: no client: section", *file)
-	}
-	if *capture != "" {
-		cfg.Client.Capture, cfg.Client.CapturePlaintext = *capture, *capturePlain
-	}
-	c, err := runner.NewClient(cfg.Client, logger)
-	if err != nil {
-		return err
-	}
-	return c.Run(ctx)
+	fmt.Fprintln(stdout, k)
+	return nil
 }

@@ -71,8 +71,14 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	if _, err := capture.Replay(in, stdout, o); err != nil {
+	st, err := capture.Replay(in, stdout, o)
+	if err != nil {
 		return fmt.Errorf("replay %s: %w", files[0], err)
+	}
+	if st.Errors > 0 {
+		// The listing shows each error where it occurred; the exit status
+		// lets scripts notice.
+		return fmt.Errorf("replay %s: %d errors (see the listing)", files[0], st.Errors)
 	}
 	return nil
 }

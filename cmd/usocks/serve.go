@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/runner"
+)
+
+const serverHelp = `usage: usocks server -c FILE [flags]
+
+Runs the server section of FILE until SIGINT or SIGTERM.
+`
+
+const clientHelp = `usage: usocks client -c FILE [flags]
+
+Runs the client section of FILE until SIGINT or SIGTERM: apps connect to
+its address and port, and each connection becomes a stream to the server.
+`
+
+const demoHelp = `usage: usocks demo [flags]
+
+Runs a client, a server and an echo target on loopback with a fresh key,
+moves data through the tunnel and checks every byte, then keeps serving
+(or exits, with --once).
+`
+
+// logFlags are the logging flags every long-running command takes.
+type logFlags struct {
+	level   *string
+	json    *bool
+	verbose *bool
+}
+
+func addLogFlags(fs *flag.FlagSet) logFlags {
+	return logFlags{
+		level:   fs.String("log-level", "info", "log level: trace, debug, info, warn, error"),
+		json:    fs.Bool("log-json", false, "log JSON lines instead of text"),
+		verbose: fs.Bool("v", false, "same as --log-level debug"),
+	}
+}
+
+func (l logFlags) logger(stderr io.Writer) (*logrus.Logger, error) {
+	if *l.verbose {
+		*l.level = "debug"
+	}
+	logger, err := runner.NewLogger(*l.level, *l.json, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return logger, nil
+}
+
+func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if cmd == "demo" {
+		return runDemo(ctx, fs, args, stdout, stderr)
+	}
+	file := fs.String("c", "", "config file (YAML; see testdata/config/sample.yaml)")
+	lf := addLogFlags(fs)
+	capture := fs.String("capture", "", "record every session to this file (for usocks replay)")
+	capturePlain := fs.Bool("capture-plaintext", false, "with --capture: also record payloads and session keys")
+	help := serverHelp
+	if cmd == "client" {
+		help = clientHelp
+	}
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if *file == "" {
+		return fmt.Errorf("%s: -c FILE is required", cmd)
+	}
+	cfg, err := runner.LoadConfig(*file)
+	if err != nil {
+		return err
+	}
+	if *capturePlain && *capture == "" {
+		return fmt.Errorf("%s: --capture-plaintext needs --capture PATH", cmd)
+	}
+	if cmd == "server" {
+		if cfg.Server == nil {
+			return fmt.Errorf("%s: no server: section", *file)
+		}
+		if *capture != "" {
+			cfg.Server.Capture, cfg.Server.CapturePlaintext = *capture, *capturePlain
+		}
+		s, err := runner.NewServer(cfg.Server, logger)
+		if err != nil {
+			return err
+		}
+		return s.Run(ctx)
+	}
+	if cfg.Client == nil {
+		return fmt.Errorf("%s: no client: section", *file)
+	}
+	if *capture != "" {
+		cfg.Client.Capture, cfg.Client.CapturePlaintext = *capture, *capturePlain
+	}
+	c, err := runner.NewClient(cfg.Client, logger)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	lf := addLogFlags(fs)
+	once := fs.Bool("once", false, "run the self-test and exit")
+	streams := fs.Int("streams", 8, "concurrent streams in the self-test")
+	size := fs.Int("bytes", 1<<20, "bytes echoed per stream")
+	if err := parseFlags(fs, demoHelp, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if !*once && !*lf.verbose && *lf.level == "info" {
+		// The demo prints its own summary; only problems are logged
+		// unless a level was asked for.
+		logger.SetLevel(logrus.WarnLevel)
+	}
+	if *streams < 1 || *size < 1 {
+		return errors.New("demo: --streams and --bytes must be positive")
+	}
+	return runner.Demo(ctx, logger, runner.DemoOptions{Streams: *streams, Bytes: *size, Once: *once, Out: stdout})
+}
