@@ -3,6 +3,7 @@ module usocks
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/sirupsen/logrus v1.10.2
 	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v3 v3.0.6

@@ -254,15 +254,8 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 		}
 		lanes = append(lanes, conn)
 	}
-	if c.tls != nil {
-		tc := tls.Client(lanes[0], c.tls)
-		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := tc.HandshakeContext(hctx); err != nil {
-			_ = lanes[0].Close()
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		return tc, nil
+	if c.tls != nil || c.cfg.Backend.Type == "ws" {
+		return c.dialWrapped(ctx, lanes[0])
 	}
 	if n == 1 {
 		return lanes[0], nil

@@ -49,6 +49,8 @@ type BackendConfig struct {
 	// Both sides must agree. It is a constant, so it is a fingerprint of
 	// its own: prefer the tls backend where possible.
 	Prefix string `yaml:"prefix"`
+	// WebSocket, fingerprint and fallback settings (config_detect.go).
+	DetectConfig `yaml:",inline"`
 }
 
 // FrontendConfig is the server's `frontend:` section: where streams go.
@@ -209,9 +211,14 @@ func (c *Common) validate(p *problems, server bool) {
 			}
 			p.bad(k, "missing: a tls backend needs a certificate and its key (PEM files)")
 		}
+	case "ws":
+		if c.Protocol != "v2" {
+			p.bad("backend.type", "ws is only for protocol: v2")
+		}
 	default:
-		p.bad("backend.type", "%q: want plain_tcp, multi_tcp or tls", c.Backend.Type)
+		p.bad("backend.type", "%q: want plain_tcp, multi_tcp, tls or ws", c.Backend.Type)
 	}
+	c.Backend.validateDetect(p, server)
 	if c.Backend.Prefix != "" && (c.Protocol != "v2" || c.Backend.Type != "plain_tcp") {
 		p.bad("backend.prefix", "only for protocol v2 with backend type plain_tcp")
 	}

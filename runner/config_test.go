@@ -84,15 +84,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseConfig([]byte(tc.yaml))
-			if err == nil {
-				if c.Client != nil {
-					err = c.Client.Validate()
-				}
-				if err == nil && c.Server != nil {
-					err = c.Server.Validate()
-				}
-			}
+			err := validateYAML(tc.yaml)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one naming %q", err, tc.want)
 			}

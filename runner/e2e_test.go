@@ -70,9 +70,16 @@ func TestHalfClose(t *testing.T) {
 	tg := startTarget(t)
 	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
 	tn.waitSession()
+	halfClose(t, tn, 300_000)
+}
+
+// halfClose sends n bytes, half-closes, and checks the digest the target
+// sends only after it saw the FIN: the stream must stay open the other way.
+func halfClose(t *testing.T, tn *tunnel, n int) {
+	t.Helper()
 	c := tn.dial(modeHash)
 	defer c.Close()
-	payload := make([]byte, 300_000)
+	payload := make([]byte, n)
 	Pattern(payload, 3)
 	if _, err := c.Write(payload); err != nil {
 		t.Fatal(err)
@@ -80,8 +87,6 @@ func TestHalfClose(t *testing.T) {
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	// The target answers only after it saw our FIN: the stream must stay
-	// open in the other direction.
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil {

@@ -157,7 +157,12 @@ type tunnelOpts struct {
 	prefix     string
 	rotate     time.Duration
 	key        string // default: a fresh v2 key, or a v1 passphrase
-	backend    string // "" (plain_tcp) or "multi_tcp"
+	backend    string // "" (plain_tcp), "multi_tcp", "tls" or "ws"
+	// path is the WebSocket path (ws, or wss with backend tls); via, if
+	// set, returns the address the client dials instead of the server's
+	// (a reverse proxy in front of it).
+	path string
+	via  func(serverAddr string) string
 	// frontend, if set, replaces the redirect to targetPort.
 	frontend *FrontendConfig
 	// capture settings of each end
@@ -223,6 +228,12 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		ProbeTimeout: o.probe,
 	}
 	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
+	scfg.Backend.Path = o.path
+	var cert string
+	if o.backend == "tls" {
+		cert, scfg.Backend.TLSKey = selfSigned(t)
+		scfg.Backend.TLSCert = cert
+	}
 	if o.frontend != nil {
 		scfg.Frontend = *o.frontend
 	}
@@ -238,6 +249,10 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	if o.relay {
 		tn.relay = startRelay(t, sln.Addr().String())
 		backendPort = tn.relay.port()
+	}
+	if o.via != nil {
+		_, p, _ := net.SplitHostPort(o.via(sln.Addr().String()))
+		backendPort, _ = strconv.Atoi(p)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -259,6 +274,10 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate,
 		}
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
+		ccfg.Backend.Path, ccfg.Backend.TLSCA = o.path, cert
+		if cert != "" {
+			ccfg.Backend.TLSServerName = "usocks.test"
+		}
 		cli, err := NewClient(ccfg, logger)
 		if err != nil {
 			t.Fatal(err)

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,7 +16,6 @@ import (
 
 	"usocks/runner/capture"
 	"usocks/stages"
-	"usocks/stages/frontend"
 	"usocks/wire"
 )
 
@@ -232,16 +230,17 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 	}
 	log := s.log.WithField("peer", conn.RemoteAddr().String())
 	sc := s.capture.Session(conn.RemoteAddr().String())
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	var pc *stages.PrefixConn
-	if s.tls != nil {
-		var visitor bool
-		if conn, pc, visitor = s.acceptTLS(ctx, conn, accepted); conn == nil || visitor {
+	if s.tls != nil || s.cfg.Backend.Type == "ws" {
+		var visitor *stages.PrefixConn
+		if conn, pc, visitor = s.acceptWrapped(ctx, conn, accepted); conn == nil {
 			<-s.pending
-			if visitor {
+			if visitor != nil {
 				s.Rejected.Add()
-				log.Info("tls visitor served the decoy")
-				frontend.ServeDecoy(pc.Conn, pc.Prefix, s.decoy)
+				log.Info("visitor served by the web site")
+				s.serveVisitor(visitor.Conn, visitor.Seen())
 			}
 			stop()
 			sc.End(fmt.Errorf("not a usocks client"))
@@ -255,8 +254,8 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 		// Inside TLS, anything that is not a usocks client meets a web
 		// server, not silence.
 		s.Rejected.Add()
-		log.WithField("reason", err.Error()).Warn("invalid handshake inside tls: decoy")
-		frontend.ServeDecoy(pc.Conn, pc.Seen(), s.decoy)
+		log.WithField("reason", err.Error()).Warn("invalid handshake inside tls: web site")
+		s.serveVisitor(pc.Conn, pc.Seen())
 		stop()
 		sc.End(fmt.Errorf("handshake: %w", err))
 		return
@@ -320,29 +319,4 @@ func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionPar
 		s.Clean.Add()
 		log.Info("session closed")
 	}
-}
-
-// acceptTLS runs the TLS handshake and reads the client's first record. A
-// usocks v2 first flight is always at least stages.ClientMinFlight bytes
-// in one write, so a shorter first record (an HTTP request line, a probe)
-// is a visitor: it gets the decoy at once, without waiting for more. It
-// returns the connection to run the v2 handshake on (nil if the TLS
-// handshake failed), and the PrefixConn that replays and records what was
-// read.
-func (s *Server) acceptTLS(ctx context.Context, raw net.Conn, accepted time.Time) (net.Conn, *stages.PrefixConn, bool) {
-	tc := tls.Server(raw, s.tls)
-	hctx, cancel := context.WithDeadline(ctx, accepted.Add(10*time.Second))
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		_ = raw.Close()
-		return nil, nil, false
-	}
-	_ = tc.SetReadDeadline(accepted.Add(10 * time.Second))
-	buf := make([]byte, 16<<10)
-	n, err := tc.Read(buf)
-	pc := &stages.PrefixConn{Conn: tc, Prefix: buf[:n], Record: new(bytes.Buffer)}
-	if err != nil || n < stages.ClientMinFlight {
-		return tc, pc, true
-	}
-	return pc, pc, false
 }

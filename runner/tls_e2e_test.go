@@ -26,7 +26,7 @@ import (
 
 // selfSigned writes a certificate for 127.0.0.1 and usocks.test and its
 // key as PEM files; the certificate doubles as the client's CA file.
-func selfSigned(t *testing.T) (certFile, keyFile string) {
+func selfSigned(t testing.TB) (certFile, keyFile string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)

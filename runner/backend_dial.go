@@ -1,0 +1,46 @@
+package runner
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+
+	"usocks/stages"
+)
+
+// The client's side of the wrapped backends (tls, ws, wss): what runs
+// between connect and the v2 handshake.
+
+// dialWrapped runs the TLS handshake (tls backend) and the WebSocket
+// upgrade (a ws path) on a fresh connection to the server.
+func (c *Client) dialWrapped(ctx context.Context, raw net.Conn) (net.Conn, error) {
+	hctx, cancel := context.WithTimeout(ctx, wrapTimeout)
+	defer cancel()
+	conn := raw
+	if c.tls != nil {
+		tc := tls.Client(raw, c.tls)
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		conn = tc
+	}
+	b := &c.cfg.Backend
+	if b.Path == "" {
+		return conn, nil
+	}
+	host := b.Host
+	if host == "" {
+		host = b.TLSServerName
+	}
+	if host == "" {
+		host = b.Server
+	}
+	wc, err := stages.DialWS(hctx, conn, host, b.Path)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return wc, nil
+}
