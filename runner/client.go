@@ -140,7 +140,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(c.ln.Addr().(*net.TCPAddr).AddrPort())); err != nil {
 			c.log.WithError(err).Warn("no UDP relay: SOCKS5 UDP associations will fail")
 		} else {
-			c.udp = frontend.NewUDPRelay(pc, c.log.WithField("layer", "udp"))
+			c.udp = frontend.NewUDPRelay(pc, c.log.WithField("layer", "frontend"))
 			relayDone := make(chan struct{})
 			go func() { defer close(relayDone); c.udp.Run() }()
 			defer func() { _ = pc.Close(); <-relayDone }()
@@ -278,7 +278,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 	log := c.log.WithField("peer", conn.RemoteAddr().String())
 	params := sessionParams{
 		role: stages.Client, conn: conn, accept: c.accepted,
-		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "tunnel"), stats: &c.Stats,
+		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "session"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
 		padding: c.cfg.Padding, drain: drain, rekeyAfter: c.cfg.RekeyAfter,
 		chaff: c.cfg.Chaff == nil || *c.cfg.Chaff, chaffFor: c.cfg.ChaffWindow, idleChaff: c.cfg.IdleChaff,

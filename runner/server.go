@@ -310,7 +310,7 @@ func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionPar
 	p.idle, p.half, p.padding = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout, s.cfg.Padding
 	p.keepalive = max(s.cfg.KeepAlive, 0) // every v2 peer answers pings
 	p.rekeyAfter, p.chaff, p.chaffFor, p.idleChaff = s.cfg.RekeyAfter, s.cfg.Chaff == nil || *s.cfg.Chaff, s.cfg.ChaffWindow, s.cfg.IdleChaff
-	p.log, p.stats = log.WithField("layer", "tunnel"), &s.Stats
+	p.log, p.stats = log.WithField("layer", "session"), &s.Stats
 	err := runSession(ctx, p)
 	if err != nil {
 		s.Failed.Add()

@@ -132,7 +132,9 @@ func runSession(ctx context.Context, p sessionParams) error {
 	defer stopConn()
 
 	log := p.log
-	stage := func(name string) *logrus.Entry { return log.WithField("stage", name) }
+	stage := func(name string) *logrus.Entry {
+		return log.WithFields(logrus.Fields{"layer": stageLayers[name], "stage": name})
+	}
 	var enc, dec func(context.Context) error
 	var recycle func(stages.Sealed)
 	if legacy {
@@ -179,7 +181,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 
 	run := func(name string, f func(context.Context) error, io bool) {
 		g.Go(func() (err error) {
-			slog := log.WithField("stage", name)
+			slog := stage(name)
 			defer func() {
 				if r := recover(); r != nil {
 					slog.WithField("panic", r).Error("stage panicked\n" + string(debug.Stack()))
@@ -223,4 +225,12 @@ func runSession(ctx context.Context, p sessionParams) error {
 	defer mu.Unlock()
 	p.capture.End(result)
 	return result
+}
+
+// stageLayers is the layer of each stage of a session, for the "layer"
+// log field (the frontends log as "frontend").
+var stageLayers = map[string]string{
+	"backend-reader": "backend", "backend-writer": "backend",
+	"decrypt": "record", "encrypt": "record", "chaff": "record",
+	"demux": "tunnel", "mux": "tunnel",
 }

@@ -210,7 +210,8 @@ func janitorPeriod(ts ...time.Duration) time.Duration {
 func (d *Demux) reapIdle(now time.Time) {
 	for _, s := range d.streams {
 		idle := now.Sub(time.Unix(0, s.active.Load()))
-		half := s.finSent.Load() || s.finRecv.Load()
+		st := s.currentState()
+		half := st == stateLocalFIN || st == stateRemoteFIN
 		if (d.IdleTimeout > 0 && idle > d.IdleTimeout) || (half && d.HalfClosedTimeout > 0 && idle > d.HalfClosedTimeout) {
 			d.Log.WithFields(logrus.Fields{"stream": s.id, "idle": idle.Round(time.Second).String(), "half_closed": half}).Debug("resetting idle stream")
 			s.abort(true)
@@ -251,7 +252,7 @@ func (d *Demux) spawn(ctx context.Context, s *stream, open func() (net.Conn, err
 	d.Stats.StreamsOpened.Add(1)
 	go func() {
 		s.run(ctx, open)
-		if streamState(s.state.Load()) == stateReset {
+		if s.currentState() == stateReset {
 			d.Stats.StreamsReset.Add(1)
 		}
 		d.done <- s
@@ -436,14 +437,12 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
 	id := f.Stream
 	s, known := d.streams[id]
-	live := known && !s.finSent.Load() && streamState(s.state.Load()) != stateReset
 	if f.Flags.Has(wire.FlagRST) {
 		f.Release()
 		if known {
-			if live {
-				s.wantRST.Store(true) // answer it, as v1 peers expect
-			}
-			s.abort(false)
+			// Answer it, as v1 peers expect, unless our FIN already went.
+			st := s.currentState()
+			s.abort(st == stateOpening || st == stateOpen || st == stateRemoteFIN)
 		}
 		return
 	}

@@ -38,20 +38,57 @@ import (
 // stream whose reader never reads holds at most streamWindow bytes and
 // never stalls the demux or other streams.
 
-// Stream states, for logs and tests.
-type streamState int32
+// Stream states (SPEC-v2.md §6c). The state is the stream's truth: it
+// changes only in transition, which applies the table in next, and reset
+// and closed are final, so no late event (an open that completes, a FIN
+// that was already queued) can undo a reset.
+type streamState int8
 
 const (
-	stateOpening   streamState = iota // client: SYN not yet sent; server: dialing
+	stateOpening   streamState = iota // client: SYN queued; server: the frontend connects the target
 	stateOpen                         // data both ways
 	stateLocalFIN                     // we sent FIN, peer may still send
 	stateRemoteFIN                    // peer sent FIN, we may still send
 	stateClosed                       // both FINs; finished
-	stateReset                        // RST sent or received; finished
+	stateReset                        // RST sent or received, or the stream failed; finished
 )
 
 func (s streamState) String() string {
 	return [...]string{"opening", "open", "local-fin", "remote-fin", "closed", "reset"}[s]
+}
+
+// streamEvent is what moves a stream from one state to another.
+type streamEvent int8
+
+const (
+	evOpened  streamEvent = iota // the local socket is ready: the pumps start
+	evFINSent                    // local EOF: our FIN is queued
+	evFINRecv                    // the peer's FIN reached the local socket
+	evReset                      // RST sent or received, a local failure, or the session ends
+)
+
+func (e streamEvent) String() string {
+	return [...]string{"opened", "fin-sent", "fin-received", "reset"}[e]
+}
+
+// next is the stream state table: the state ev leads to from st, and
+// whether ev applies in st at all (false: st stays, ev is ignored).
+func next(st streamState, ev streamEvent) (streamState, bool) {
+	switch {
+	case st == stateClosed || st == stateReset:
+		return st, false
+	case ev == evReset:
+		return stateReset, true
+	case st == stateOpening && ev == evOpened:
+		return stateOpen, true
+	case st == stateOpen && ev == evFINSent:
+		return stateLocalFIN, true
+	case st == stateOpen && ev == evFINRecv:
+		return stateRemoteFIN, true
+	case st == stateLocalFIN && ev == evFINRecv, st == stateRemoteFIN && ev == evFINSent:
+		return stateClosed, true
+	}
+	return st, false
 }
 
 // smallReadSize is the per-stream buffer a quiet stream reads into (the
@@ -67,11 +104,16 @@ var errFlowControl = errors.New("stream flow-control window exceeded")
 
 type stream struct {
 	id uint16
-	// conn is set (under connMu) before the pumps start; abort resets it
-	// so a pump blocked in Read or Write wakes up.
+
+	// mu guards the stream's state and what a transition acts on.
+	mu    sync.Mutex
+	state streamState
+	// conn is set before the pumps start; the transition to reset resets
+	// it so a pump blocked in Read or Write wakes up.
 	conn     net.Conn
-	connMu   sync.Mutex
 	connDone bool // the actor closed conn itself
+	// replyRST (legacy) is an RST to send when the actor ends.
+	replyRST bool
 	data     chan<- Frame
 	control  chan<- Frame
 	log      *logrus.Entry
@@ -81,19 +123,12 @@ type stream struct {
 	credit   atomic.Int64
 	creditCh chan struct{} // cap 1: "credit was added"
 
-	abortOnce sync.Once
-	aborted   chan struct{} // closed by abort
-	sentRST   atomic.Bool
-
-	state atomic.Int32
-	// finSent, finRecv: half-close bookkeeping for the state.
-	finSent, finRecv atomic.Bool
+	aborted chan struct{} // closed by the transition to reset
 
 	// legacy is v1 mode: no credit, no WINDOW frames, no half-close, and
 	// FIN and RST are answered (by the actor, on the data queue, so the
 	// answer never overtakes data the peer still expects).
-	legacy  bool
-	wantRST atomic.Bool // legacy: RST to send when the actor ends
+	legacy bool
 
 	// dgrams, once set by OpenAssociation (server), receives the app's
 	// datagrams; appIP is where a client stream's app connected from.
@@ -129,17 +164,51 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy 
 	return s
 }
 
-func (s *stream) setState(st streamState) { s.state.Store(int32(st)) }
+// currentState is the stream's state now (for the demux's rules, logs and
+// tests; it may change right after).
+func (s *stream) currentState() streamState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
 
-func (s *stream) updateHalfClose() {
-	switch {
-	case s.finSent.Load() && s.finRecv.Load():
-		s.setState(stateClosed)
-	case s.finSent.Load():
-		s.setState(stateLocalFIN)
-	case s.finRecv.Load():
-		s.setState(stateRemoteFIN)
+// transition is the one place a stream changes state: it applies ev by
+// the table in next and, on entering reset, wakes and stops everything
+// that works on the stream (the pumps, a frontend reading its request)
+// and resets the local socket (SO_LINGER 0, so the app or target sees
+// RST, not a clean EOF). sendRST on entering reset tells the peer. It
+// reports whether ev applied.
+func (s *stream) transition(ev streamEvent, sendRST bool) bool {
+	s.mu.Lock()
+	from := s.state
+	to, ok := next(from, ev)
+	if !ok {
+		s.mu.Unlock()
+		return false
 	}
+	s.state = to
+	var reset net.Conn
+	if to == stateReset {
+		close(s.aborted)
+		if s.conn != nil && !s.connDone {
+			reset = s.conn
+		}
+		if sendRST && s.legacy {
+			s.replyRST = true
+		}
+	}
+	s.mu.Unlock()
+	if to == stateReset {
+		if sendRST && !s.legacy {
+			s.sendRST()
+		}
+		s.recv.wake()
+		if reset != nil {
+			// Resetting the socket is what unblocks a pump in Read or Write.
+			resetConn(reset)
+		}
+	}
+	return true
 }
 
 // addCredit is called by demux for a WINDOW frame.
@@ -153,34 +222,13 @@ func (s *stream) addCredit(n uint32) {
 	}
 }
 
-// abort ends the stream at once: both pumps stop, the local socket is
-// reset (SO_LINGER 0, so the app or target sees RST, not a clean EOF).
-// sendRST says whether the peer must be told.
-func (s *stream) abort(sendRST bool) {
-	s.abortOnce.Do(func() {
-		s.setState(stateReset)
-		close(s.aborted)
-		if sendRST {
-			s.sendRST()
-		}
-		s.recv.wake()
-		// Resetting the socket is what unblocks a pump in Read or Write.
-		s.connMu.Lock()
-		if s.conn != nil && !s.connDone {
-			resetConn(s.conn)
-		}
-		s.connMu.Unlock()
-	})
-}
+// abort ends the stream at once (the transition to reset); sendRST says
+// whether the peer must be told. A stream already finished stays as it is.
+func (s *stream) abort(sendRST bool) { s.transition(evReset, sendRST) }
 
+// sendRST queues the RST that tells the peer about a reset (v2). It is
+// called once, on entering reset.
 func (s *stream) sendRST() {
-	if s.legacy {
-		s.wantRST.Store(true)
-		return
-	}
-	if s.sentRST.Swap(true) {
-		return
-	}
 	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: s.id}}
 	select {
 	case s.control <- f:
@@ -237,33 +285,29 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 		}
 		return
 	}
-	s.connMu.Lock()
+	s.mu.Lock()
 	s.conn = c
-	s.connMu.Unlock()
-	select {
-	case <-s.aborted: // reset while opening
-		resetConn(c)
-	default:
+	s.mu.Unlock()
+	if s.transition(evOpened, false) {
+		stop := context.AfterFunc(ctx, func() { s.abort(false) })
+		upDone := make(chan struct{})
+		go func() {
+			defer close(upDone)
+			s.up(ctx)
+		}()
+		s.down(ctx)
+		<-upDone
+		stop()
 	}
-	s.setState(stateOpen)
-	stop := context.AfterFunc(ctx, func() { s.abort(false) })
-	defer stop()
-	upDone := make(chan struct{})
-	go func() {
-		defer close(upDone)
-		s.up(ctx)
-	}()
-	s.down(ctx)
-	<-upDone
-	s.connMu.Lock()
+	// Reset while opening (the pumps never ran) or before the pumps'
+	// end: the app or target must see a reset, never a clean end.
+	s.mu.Lock()
 	s.connDone = true
-	s.connMu.Unlock()
-	select {
-	case <-s.aborted:
-		// A reset raced the pumps' end: the app must see it as a reset
-		// (abort closes aborted before it looks at connDone).
+	reset := s.state == stateReset
+	s.mu.Unlock()
+	if reset {
 		resetConn(c)
-	default:
+	} else {
 		_ = c.Close()
 	}
 	if s.legacy {
@@ -276,7 +320,10 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 // data arriving after it). FIN needs no special answer: our FIN goes out
 // when the local side ends, which is the answer.
 func (s *stream) legacyReply(ctx context.Context) {
-	if !s.wantRST.Load() {
+	s.mu.Lock()
+	reply := s.replyRST
+	s.mu.Unlock()
+	if !reply {
 		return
 	}
 	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: s.id}}
@@ -340,11 +387,10 @@ func (s *stream) up(ctx context.Context) {
 				return
 			default:
 			}
-			if errors.Is(err, io.EOF) || (s.legacy && s.finRecv.Load() && errors.Is(err, os.ErrDeadlineExceeded)) {
+			if errors.Is(err, io.EOF) || (s.legacy && s.currentState() == stateRemoteFIN && errors.Is(err, os.ErrDeadlineExceeded)) {
 				f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagFIN, Stream: s.id}}
 				if s.sendData(ctx, f) {
-					s.finSent.Store(true)
-					s.updateHalfClose()
+					s.transition(evFINSent, false)
 				}
 				return
 			}
@@ -368,8 +414,7 @@ func (s *stream) down(ctx context.Context) {
 			return
 		}
 		if len(batch) == 0 && eof {
-			s.finRecv.Store(true)
-			s.updateHalfClose()
+			s.transition(evFINRecv, false)
 			_ = CloseWrite(s.conn)
 			if s.legacy {
 				// v1 has no half-close, and a v1 peer holds the id until
