@@ -22,7 +22,7 @@ func (c *Client) dialWrapped(ctx context.Context, raw net.Conn) (net.Conn, error
 		tc := tls.Client(raw, c.tls)
 		if err := tc.HandshakeContext(hctx); err != nil {
 			_ = raw.Close()
-			return nil, fmt.Errorf("tls: %w", err)
+			return nil, fmt.Errorf("TLS handshake with %s: %w", c.cfg.ServerAddr(), err)
 		}
 		conn = tc
 	}

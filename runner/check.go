@@ -32,7 +32,7 @@ func CheckConfig(path string) (*CheckReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &CheckReport{Problems: p.list}
+	r := &CheckReport{Problems: p.list, Warnings: FileWarnings(path, c)}
 	if c.Client == nil && c.Server == nil {
 		r.Problems = append(r.Problems, &ConfigError{"client", "no client: or server: section"})
 	}

@@ -193,6 +193,10 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		if err := permanent(err); err != nil {
+			c.log.WithError(err).Error("client stopped")
+			return err
+		}
 		wait := c.Backoff.Next(time.Since(start))
 		entry := c.log.WithField("retry_in", wait.Round(time.Millisecond).String())
 		if err == nil {
@@ -261,6 +265,17 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 		return lanes[0], nil
 	}
 	return stages.NewStripedConn(lanes, c.cfg.Backend.Blocksize)
+}
+
+// permanent returns an error to stop on, instead of reconnecting, when a
+// session failed in a way that retrying cannot fix: the server's
+// certificate did not verify (wrong name, wrong or missing CA, expired).
+func permanent(err error) error {
+	var ve *tls.CertificateVerificationError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%w (not retrying: check backend.tls_server_name and backend.tls_ca, and the server's certificate)", err)
+	}
+	return nil
 }
 
 // jittered returns d ± 25 %, so that rotations do not happen in step.

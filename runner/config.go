@@ -192,6 +192,9 @@ func (c *Common) validate(p *problems, server bool) {
 	if c.Key == "" {
 		p.bad("key", "missing: run `usocks genkey` and put its output here")
 	}
+	if c.Key == SampleKey {
+		p.bad("key", "%s", sampleKeyRefused)
+	}
 	switch c.Backend.Type {
 	case "":
 		c.Backend.Type = "plain_tcp"
@@ -363,6 +366,11 @@ func (s *ServerConfig) Validate() error {
 	checkPort(p, "frontend.port", s.Frontend.Port)
 	if s.Frontend.DialTimeout == 0 {
 		s.Frontend.DialTimeout = frontend.DefaultDialTimeout
+	}
+	for name, k := range s.Clients {
+		if k == SampleKey {
+			p.bad("clients."+name, "%s", sampleKeyRefused)
+		}
 	}
 	if len(s.Clients) > 0 && s.Protocol != "v2" {
 		p.bad("clients", "only for protocol v2")

@@ -81,6 +81,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"tls server needs a cert", "server:\n  " + key + "  backend: {type: tls}\n", "server.backend.tls_cert"},
 		{"tls server needs a key", "server:\n  " + key + "  backend: {type: tls, tls_cert: c.pem}\n", "server.backend.tls_key"},
 		{"bad yaml", "client: [\n", "config:"},
+		{"published sample key", "client:\n  key: " + SampleKey + "\n", "client.key: this is the sample key"},
+		{"sample key as a client's", "server:\n  " + key + "  clients: {bob: " + SampleKey + "}\n", "server.clients.bob: this is the sample key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -228,5 +229,58 @@ func TestPrefixMustMatch(t *testing.T) {
 	r, _ := probe(tn.serverAddr(), []byte("GET / HTTP/1.0\r\nHost: x\r\n\r\n"), 3*time.Second)
 	if r.bytesBack != 0 || r.how != "FIN" {
 		t.Fatalf("wrong prefix: %+v", r)
+	}
+}
+
+// TestTLSVerificationFailureStops: a certificate that does not verify is
+// not retried forever: the client stops with one clear error.
+func TestTLSVerificationFailureStops(t *testing.T) {
+	cert, key := selfSigned(t)
+	logger, logs := testLogger(t)
+	psk := newKey(t)
+	sln := listenLocal(t)
+	srv, err := NewServer(&ServerConfig{
+		Common: Common{Key: psk, Backend: BackendConfig{Type: "tls", Address: "127.0.0.1", TLSCert: cert, TLSKey: key}},
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.UseListener(sln)
+	cases := []struct{ name, serverName, want string }{
+		{"wrong name", "other.test", "certificate is valid for usocks.test"},
+		{"unknown authority", "", "certificate signed by unknown authority"},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := &ClientConfig{Common: Common{Key: psk, Backend: BackendConfig{Type: "tls", Server: "127.0.0.1",
+				Port: sln.Addr().(*net.TCPAddr).Port, TLSServerName: tc.serverName}}}
+			if tc.serverName != "" {
+				cc.Backend.TLSCA = cert
+			}
+			cli, err := NewClient(cc, logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cli.UseListener(listenLocal(t))
+			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+			defer ccancel()
+			err = cli.Run(cctx)
+			if cctx.Err() != nil {
+				t.Fatal("client still retrying after 20s")
+			}
+			msg := fmt.Sprint(err)
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "not retrying") || strings.Contains(msg, "tls: tls:") {
+				t.Fatalf("error %q", msg)
+			}
+			for _, e := range logs.AllEntries() {
+				if strings.Contains(e.Message, "reconnecting") {
+					t.Fatalf("reconnect attempt logged: %s %v", e.Message, e.Data)
+				}
+			}
+		})
 	}
 }

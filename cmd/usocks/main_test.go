@@ -290,8 +290,25 @@ func TestBinaryTunnelV2(t *testing.T) { testBinaryTunnel(t, "") }
 
 func TestBinaryTunnelV1(t *testing.T) { testBinaryTunnel(t, "  protocol: v1") }
 
-func TestSampleConfigParses(t *testing.T) {
-	cfg, err := runner.LoadConfig("../../testdata/config/sample.yaml")
+// The sample config is complete except for its published key, which is
+// refused with a message that says how to make one; with a fresh key it
+// is valid, and its server listens on loopback only.
+func TestSampleConfig(t *testing.T) {
+	const path = "../../testdata/config/sample.yaml"
+	_, stderr, code := usocks(t, "check", "-c", path)
+	if code != 1 || strings.Count(stderr, "sample key published with usocks") != 2 || !strings.Contains(stderr, "usocks genkey") {
+		t.Fatalf("check of the sample: exit %d\n%s", code, stderr)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := usocks(t, "genkey")
+	fresh := strings.ReplaceAll(string(b), runner.SampleKey, strings.TrimSpace(key))
+	if fresh == string(b) {
+		t.Fatal("the sample does not hold runner.SampleKey")
+	}
+	cfg, err := runner.ParseConfig([]byte(fresh))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,6 +320,26 @@ func TestSampleConfigParses(t *testing.T) {
 	}
 	if err := cfg.Server.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if got := cfg.Server.ListenAddr(); got != "127.0.0.1:4194" {
+		t.Fatalf("sample server listens on %s, want loopback only", got)
+	}
+	// Readable by everyone and holding a key: a warning, not a refusal.
+	open := filepath.Join(t.TempDir(), "open.yaml")
+	if err := os.WriteFile(open, []byte(fresh), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o640, false}, {0o644, true}} {
+		if err := os.Chmod(open, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		out, stderr, code := usocks(t, "check", "-c", open)
+		if code != 0 || !strings.Contains(out, "ok") || strings.Contains(stderr, "chmod 600") != tc.warn {
+			t.Fatalf("mode %04o: exit %d, warning wanted %v\n%s%s", tc.mode, code, tc.warn, out, stderr)
+		}
 	}
 	_ = io.Discard
 }

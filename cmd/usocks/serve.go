@@ -87,6 +87,9 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	for _, w := range runner.FileWarnings(*file, cfg) {
+		logger.Warn(w)
+	}
 	if *capturePlain && *capture == "" {
 		return fmt.Errorf("%s: --capture-plaintext needs --capture PATH", cmd)
 	}
