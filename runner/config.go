@@ -164,6 +164,8 @@ type ServerConfig struct {
 	Clients map[string]string `yaml:"clients"`
 	// SaltCache caps remembered handshake salts (default 1,000,000).
 	SaltCache int `yaml:"salt_cache"`
+	// Replay store, state file and shared users (replaystore.go).
+	ScaleOutConfig `yaml:",inline"`
 	// MaxPending caps connections still in their handshake (default 1024).
 	MaxPending int `yaml:"max_pending"`
 	// ProbeTimeout fixes how long invalid input is read and discarded
@@ -390,6 +392,7 @@ func (s *ServerConfig) Validate() error {
 	if s.ProbeTimeout < 0 || s.ProbeTimeout > 10*time.Minute {
 		p.bad("probe_timeout", "must be 0 (random) .. 10m")
 	}
+	s.validateScaleOut(p)
 	return p.err()
 }
 

@@ -35,6 +35,9 @@ type Server struct {
 	// Sessions those that completed the handshake; Refused those dropped
 	// over MaxPending; Clean and Failed how sessions ended.
 	Rejected, Sessions, Refused, Clean, Failed Counter
+	// StoreDown counts handshakes refused because the replay store could
+	// not answer (unreachable shared store, or unsaved state).
+	StoreDown Counter
 
 	ln      net.Listener
 	pending chan struct{}
@@ -44,6 +47,7 @@ type Server struct {
 	tls      *tls.Config         // tls backend
 	decoy    []byte              // tls backend: the page for visitors
 	capture  *capture.Writer     // nil unless cfg.Capture is set
+	replay   *replay             // v2: salt store and users
 }
 
 // Counter is a concurrency-safe counter.
@@ -100,24 +104,13 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		probe = 30*time.Second + time.Duration(binary.LittleEndian.Uint64(rb[:8])%uint64(60*time.Second))
 	}
 	drainBytes := int64(64*1024) + int64(binary.LittleEndian.Uint64(rb[8:])%(64*1024))
+	if s.replay, err = newReplay(cfg, s.log); err != nil {
+		return nil, err
+	}
 	s.hs = &stages.ServerHandshake{
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
-		Start: time.Now(), Salts: stages.NewSaltCache(cfg.SaltCache, 2*cfg.ReplayWindow),
+		Salts: s.replay.store(), Users: s.replay.users,
 		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
-	}
-	if len(cfg.Clients) > 0 {
-		s.hs.Users = make(map[wire.UserID]*wire.PSK, len(cfg.Clients))
-		for name, k := range cfg.Clients {
-			psk, err := wire.ParseKey(k)
-			if err != nil {
-				return nil, &ConfigError{"server.clients." + name, err.Error()}
-			}
-			id := wire.UserIDOf(&psk)
-			if _, dup := s.hs.Users[id]; dup {
-				return nil, &ConfigError{"server.clients." + name, "the same key as another client"}
-			}
-			s.hs.Users[id] = &psk
-		}
 	}
 	return s, nil
 }
@@ -167,6 +160,16 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 		s.log.WithFields(logrus.Fields{"file": s.cfg.Capture, "plaintext": s.cfg.CapturePlaintext}).Warn("capturing every session to a file")
+	}
+	if s.replay != nil {
+		rctx, rcancel := context.WithCancel(ctx)
+		stopReplay, err := s.replay.start(rctx)
+		if err != nil {
+			rcancel()
+			_ = s.ln.Close()
+			return err
+		}
+		defer func() { rcancel(); stopReplay() }() // after every handshake and session has ended
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
 	defer stop()
@@ -250,6 +253,9 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 	hc := sc.HandshakeConn(conn)
 	keys, err := s.hs.Handshake(ctx, hc, accepted)
 	<-s.pending // the outcome is known: make room for the next handshake
+	if errors.Is(err, stages.ErrStoreDown) {
+		s.StoreDown.Add()
+	}
 	if err != nil && pc != nil {
 		// Inside TLS, anything that is not a usocks client meets a web
 		// server, not silence.

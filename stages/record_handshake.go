@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -178,50 +177,6 @@ func withinSkew(now time.Time, ts uint64, skew time.Duration) bool {
 	return d <= skew && d >= -skew
 }
 
-// SaltCache remembers every accepted client salt for twice the skew
-// window, exactly (no Bloom filter). It refuses new salts when full rather
-// than forgetting one inside the window.
-type SaltCache struct {
-	mu   sync.Mutex
-	seen map[[wire.SaltSize]byte]time.Time // salt → when it may be forgotten
-	max  int
-	keep time.Duration
-}
-
-// NewSaltCache returns a cache holding at most max salts for keep each.
-func NewSaltCache(max int, keep time.Duration) *SaltCache {
-	return &SaltCache{seen: make(map[[wire.SaltSize]byte]time.Time), max: max, keep: keep}
-}
-
-// Add records salt at now. It reports false if the salt was seen before
-// (replay) or the cache is full of salts still inside their window.
-func (c *SaltCache) Add(salt [wire.SaltSize]byte, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if exp, ok := c.seen[salt]; ok && now.Before(exp) {
-		return false
-	}
-	if len(c.seen) >= c.max {
-		for s, exp := range c.seen {
-			if !now.Before(exp) {
-				delete(c.seen, s)
-			}
-		}
-		if len(c.seen) >= c.max {
-			return false
-		}
-	}
-	c.seen[salt] = now.Add(c.keep)
-	return true
-}
-
-// Len is the number of salts held.
-func (c *SaltCache) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
-
 // ServerHandshake is the server's side: one per listener, shared by all
 // connections. Every way a first flight can be wrong ends in Reject, the
 // one reaction a prober can see.
@@ -232,10 +187,9 @@ type ServerHandshake struct {
 	Rand    io.Reader
 	Now     func() time.Time
 	Skew    time.Duration
-	// Start is when the server started: older timestamps are refused, so
-	// a restart does not reopen the replay window.
-	Start time.Time
-	Salts *SaltCache
+	// Salts remembers accepted salts (replay protection); it may be
+	// shared with other servers.
+	Salts SaltStore
 	// DrainTimeout and DrainBytes are this server's fixed, randomly chosen
 	// reaction to invalid input: read and discard until this long after
 	// accept or this many bytes, then close with FIN.
@@ -244,7 +198,7 @@ type ServerHandshake struct {
 	// Users, if set, makes this a multi-user server: PSK is then the
 	// server's identity key, and each client's identity hint selects its
 	// user key here (one key trial per handshake).
-	Users map[wire.UserID]*wire.PSK
+	Users *UserKeys
 	// Prefix is what clients send before their first flight (empty: none);
 	// a connection that does not start with it gets the invalid-input
 	// reaction.
@@ -255,8 +209,12 @@ type ServerHandshake struct {
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
 }
 
-// errReject carries why a handshake was refused (for the log only).
-type errReject struct{ why string }
+// errReject carries why a handshake was refused (for the log, and cause
+// for the server's counters).
+type errReject struct {
+	why   string
+	cause error
+}
 
 func (e *errReject) Error() string { return "handshake rejected: " + e.why }
 
@@ -264,7 +222,12 @@ func (e *errReject) Error() string { return "handshake rejected: " + e.why }
 // invalid-input reaction.
 var ErrRejected = errors.New("handshake rejected")
 
-func (e *errReject) Unwrap() error { return ErrRejected }
+func (e *errReject) Unwrap() []error {
+	if e.cause != nil {
+		return []error{ErrRejected, e.cause}
+	}
+	return []error{ErrRejected}
+}
 
 // Accept runs the server side on a fresh connection accepted at accepted.
 // On any failure it has already given the invalid-input reaction (Reject)
@@ -288,7 +251,7 @@ func (h *ServerHandshake) Handshake(ctx context.Context, c net.Conn, accepted ti
 		if !errors.As(err, &rej) {
 			// Our own failure (randomness, write): still no distinct
 			// reaction for the peer.
-			err = &errReject{"server error: " + err.Error()}
+			err = &errReject{"server error: " + err.Error(), nil}
 		}
 		return nil, err
 	}
@@ -303,60 +266,60 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if len(h.Prefix) > 0 {
 		got := make([]byte, len(h.Prefix))
 		if _, err := io.ReadFull(c, got); err != nil {
-			return nil, &errReject{"short first flight"}
+			return nil, &errReject{why: "short first flight"}
 		}
 		if subtle.ConstantTimeCompare(got, h.Prefix) != 1 {
-			return nil, &errReject{"wrong prefix"}
+			return nil, &errReject{why: "wrong prefix"}
 		}
 	}
 	psk := h.PSK
+	var uid wire.UserID // the zero id on a single-user server
 	prefix := make([]byte, wire.ClientPrefixLen)
 	if h.Users != nil {
 		// Multi-user: salt and identity hint first; the hint names the one
 		// key to try (wire/identity.go).
 		head := make([]byte, wire.SaltSize+wire.IdentityHintSize)
 		if _, err := io.ReadFull(c, head); err != nil {
-			return nil, &errReject{"short first flight"}
+			return nil, &errReject{why: "short first flight"}
 		}
 		salt := [wire.SaltSize]byte(head[:wire.SaltSize])
-		user, ok := h.Users[wire.OpenIdentityHint(h.PSK, &salt, head[wire.SaltSize:])]
+		uid = wire.OpenIdentityHint(h.PSK, &salt, head[wire.SaltSize:])
+		user, ok := h.Users.Lookup(uid)
 		if !ok {
-			return nil, &errReject{"unknown user (or wrong server key)"}
+			return nil, &errReject{why: "unknown user (or wrong server key)"}
 		}
 		psk = user
 		copy(prefix, head[:wire.SaltSize])
 		if _, err := io.ReadFull(c, prefix[wire.SaltSize:]); err != nil {
-			return nil, &errReject{"short first flight"}
+			return nil, &errReject{why: "short first flight"}
 		}
 	} else if _, err := io.ReadFull(c, prefix); err != nil {
-		return nil, &errReject{"short first flight"}
+		return nil, &errReject{why: "short first flight"}
 	}
 	r := wire.NewClientHelloReader(psk)
 	rest, err := r.OpenPrefix(prefix)
 	if err != nil {
-		return nil, &errReject{"bad header (wrong key or not a usocks v2 client)"}
+		return nil, &errReject{why: "bad header (wrong key or not a usocks v2 client)"}
 	}
 	now := h.Now()
 	ts := r.Time()
 	if !withinSkew(now, ts, h.Skew) {
-		return nil, &errReject{"timestamp outside the window"}
+		return nil, &errReject{why: "timestamp outside the window"}
 	}
-	if int64(ts) < h.Start.Unix() {
-		return nil, &errReject{"timestamp before server start"}
-	}
-	if !h.Salts.Add(r.Salt(), now) {
-		return nil, &errReject{"replayed salt (or salt cache full)"}
+	salt := r.Salt()
+	if err := h.Salts.Insert(ctx, uid, &salt, ts, now); err != nil {
+		return nil, &errReject{"salt store: " + err.Error(), err}
 	}
 	body := make([]byte, rest)
 	if _, err := io.ReadFull(c, body); err != nil {
-		return nil, &errReject{"short first flight"}
+		return nil, &errReject{why: "short first flight"}
 	}
 	ch, err := r.OpenRest(body)
 	if err != nil {
-		return nil, &errReject{"bad header (tampered)"}
+		return nil, &errReject{why: "bad header (tampered)"}
 	}
 	if !h.cipherAllowed(ch.Cipher) {
-		return nil, &errReject{"cipher not allowed: " + ch.Cipher.String()}
+		return nil, &errReject{why: "cipher not allowed: " + ch.Cipher.String()}
 	}
 	eph, err := wire.NewEphemeral(h.Rand)
 	if err != nil {
@@ -371,7 +334,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	}
 	shared, err := eph.Shared(ch.Public)
 	if err != nil {
-		return nil, &errReject{"bad public key"}
+		return nil, &errReject{why: "bad public key"}
 	}
 	_ = c.SetWriteDeadline(accepted.Add(h.DrainTimeout))
 	if _, err := c.Write(wire.AppendServerHello(nil, psk, &sh)); err != nil {

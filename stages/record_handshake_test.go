@@ -13,28 +13,6 @@ import (
 	"usocks/wire"
 )
 
-func TestSaltCache(t *testing.T) {
-	c := NewSaltCache(2, time.Minute)
-	now := time.Unix(1000, 0)
-	a, b, d := [wire.SaltSize]byte{1}, [wire.SaltSize]byte{2}, [wire.SaltSize]byte{3}
-	if !c.Add(a, now) || !c.Add(b, now) {
-		t.Fatal("fresh salts refused")
-	}
-	if c.Add(a, now.Add(time.Second)) {
-		t.Fatal("replayed salt accepted")
-	}
-	if c.Add(d, now.Add(time.Second)) {
-		t.Fatal("full cache must refuse, not evict inside the window")
-	}
-	later := now.Add(2 * time.Minute)
-	if !c.Add(d, later) {
-		t.Fatal("expired salts must make room")
-	}
-	if !c.Add(a, later) {
-		t.Fatal("a salt past its window may be seen again")
-	}
-}
-
 type hsPair struct {
 	srv     *ServerHandshake
 	cliConn net.Conn
@@ -63,8 +41,8 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 }
 
 func testServerHandshake(psk *wire.PSK) *ServerHandshake {
-	return &ServerHandshake{PSK: psk, Rand: rand.Reader, Now: time.Now, Start: time.Now().Add(-time.Minute),
-		Salts: NewSaltCache(1000, time.Minute), DrainTimeout: 300 * time.Millisecond, DrainBytes: 1 << 16}
+	return &ServerHandshake{PSK: psk, Rand: rand.Reader, Now: time.Now,
+		Salts: NewLocalSaltStore(DefaultSkew, 1000, 0, time.Now().Add(-time.Minute)), DrainTimeout: 300 * time.Millisecond, DrainBytes: 1 << 16}
 }
 
 func TestHandshakeRoundTrip(t *testing.T) {
@@ -141,7 +119,6 @@ func TestEveryInvalidHandshakeIsRejectedTheSameWay(t *testing.T) {
 	}
 	srv := testServerHandshake(&psk)
 	srv.Skew = 30 * time.Second
-	srv.Start = time.Now().Add(-time.Minute)
 	// Use the good flight once so that its replay is refused.
 	{
 		cc, sc := tcpPair(t)
