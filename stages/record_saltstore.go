@@ -42,7 +42,7 @@ var (
 // skew as the clock advances (buckets below it are dropped), so a wall
 // clock stepping backwards cannot make a dropped salt acceptable again;
 // and, at start, to what a previous run's saved state requires
-// (record_record_saltstate.go).
+// (record_saltstate.go).
 type LocalSaltStore struct {
 	width int64 // seconds of timestamps per bucket
 	skew  int64 // accepted clock difference, whole seconds rounded up
@@ -54,7 +54,7 @@ type LocalSaltStore struct {
 	buckets map[int64]*saltBucket // by ts / width
 	n       int
 	// failAfter, if set, is when (on the monotonic clock) the store stops
-	// accepting because its state was not saved in time (record_record_saltstate.go).
+	// accepting because its state was not saved in time (record_saltstate.go).
 	failAfter time.Time
 }
 
