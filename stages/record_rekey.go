@@ -72,6 +72,16 @@ func (r *Rekeyer) next(salt []byte) (cipher.AEAD, error) {
 	return wire.NewAEAD(r.Cipher, &r.Key)
 }
 
+// NextOpener moves to the key after salt and returns its opener: the
+// receiving side of a KEYUPDATE (wire.RecordReader.Rekey).
+func (r *Rekeyer) NextOpener(salt []byte) (*wire.Opener, error) {
+	a, err := r.next(salt)
+	if err != nil {
+		return nil, err
+	}
+	return wire.NewOpener(a), nil
+}
+
 // rekey seals a KEYUPDATE under s into buf and returns the sealer of the
 // next key.
 func (r *Rekeyer) rekey(buf []byte, s *wire.Sealer) ([]byte, *wire.Sealer, error) {

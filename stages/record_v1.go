@@ -91,12 +91,7 @@ func (d *DecryptV1) Run(ctx context.Context) error {
 			return err
 		}
 		if !ok {
-			err := d.Opener.EOF()
-			if errors.Is(err, v1.ErrConnectionClosed) || errors.Is(err, v1.ErrInsecureClose) {
-				// Demux tells the two apart by whether it saw CLOSE.
-				return nil
-			}
-			return err
+			return EndV1(d.Opener)
 		}
 		d.Opener.Feed(c.B)
 		c.Release()
@@ -108,34 +103,23 @@ func (d *DecryptV1) Run(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			var f Frame
-			switch ev.Kind {
-			case v1.EventClose:
-				f.Type = wire.FrameClose
-			case v1.EventMessage:
-				m, err := v1.ParseMessage(ev.Payload)
-				if err != nil {
-					d.Log.WithError(err).Warn("dropping invalid v1 tunnel message")
-					continue
-				}
-				f.Type = wire.FrameStream
-				f.Stream = m.ID
-				f.Flags = wire.Flags(m.Flags) & (wire.FlagSYN | wire.FlagDAT | wire.FlagFIN | wire.FlagRST)
-				if len(m.Payload) > 0 && f.Flags.Has(wire.FlagDAT) {
-					// ev.Payload is valid only until the next call: copy.
-					if len(m.Payload) <= payloadBufSize {
-						f.buf = getBuf(len(m.Payload))
-						f.Payload = append(f.buf.B[:0], m.Payload...)
-					} else {
-						f.Payload = append([]byte(nil), m.Payload...)
-					}
-				}
-				if f.Stream == 0 || f.Stream == 0xffff || f.Flags == 0 {
-					f.Release()
-					continue
-				}
-			default:
+			wf, ok, err := FrameOfV1(ev)
+			if err != nil {
+				d.Log.WithError(err).Warn("dropping invalid v1 tunnel message")
 				continue
+			}
+			if !ok {
+				continue
+			}
+			f := Frame{Frame: wf}
+			if len(wf.Payload) > 0 {
+				// ev.Payload is valid only until the next call: copy.
+				if len(wf.Payload) <= payloadBufSize {
+					f.buf = getBuf(len(wf.Payload))
+					f.Payload = append(f.buf.B[:0], wf.Payload...)
+				} else {
+					f.Payload = append([]byte(nil), wf.Payload...)
+				}
 			}
 			if d.Tap != nil {
 				d.Tap(&f.Frame, 0)
@@ -148,4 +132,44 @@ func (d *DecryptV1) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// FrameOfV1 is the tunnel frame a v1 record event carries: CLOSE for the
+// close record, the message's stream frame for a message (its flags
+// limited to SYN, DAT, FIN and RST; its payload aliases ev.Payload, kept
+// only with DAT). ok is false for events that carry no frame (NODATA) and
+// for messages the original drops in silence (stream 0 or 65535, no
+// flags); err is an invalid tunnel message, which v1 logs and drops.
+func FrameOfV1(ev v1.Event) (f wire.Frame, ok bool, err error) {
+	switch ev.Kind {
+	case v1.EventClose:
+		return wire.Frame{Type: wire.FrameClose}, true, nil
+	case v1.EventMessage:
+		m, err := v1.ParseMessage(ev.Payload)
+		if err != nil {
+			return f, false, err
+		}
+		f.Type = wire.FrameStream
+		f.Stream = m.ID
+		f.Flags = wire.Flags(m.Flags) & (wire.FlagSYN | wire.FlagDAT | wire.FlagFIN | wire.FlagRST)
+		if len(m.Payload) > 0 && f.Flags.Has(wire.FlagDAT) {
+			f.Payload = m.Payload
+		}
+		if f.Stream == 0 || f.Stream == 0xffff || f.Flags == 0 {
+			return wire.Frame{}, false, nil
+		}
+		return f, true, nil
+	}
+	return f, false, nil
+}
+
+// EndV1 is what the end of the backend's byte stream means for the v1
+// records read from it: nil after whole records (the demux tells a secure
+// end from an insecure one by whether it saw CLOSE), else v1's error.
+func EndV1(o *v1.Opener) error {
+	err := o.EOF()
+	if errors.Is(err, v1.ErrConnectionClosed) || errors.Is(err, v1.ErrInsecureClose) {
+		return nil
+	}
+	return err
 }

@@ -152,32 +152,34 @@ type Decrypt struct {
 
 // Run opens records until In is closed (then closes Out) or an error. A
 // record that fails authentication is dropped unreleased and ends the
-// session with wire.ErrAuth: nothing after it can be trusted.
+// session with wire.ErrAuth: nothing after it can be trusted. Records are
+// reassembled and opened by a wire.RecordReader; the plaintext goes
+// straight into a pooled buffer of the right class.
 func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
-	pend := make([]byte, 0, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
+	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
+	if d.Rekey != nil {
+		rr.Rekey = d.Rekey.NextOpener
+	}
 	for {
 		c, ok, err := recv(ctx, d.In)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			if len(pend) > 0 {
+			if rr.Buffered() > 0 {
 				return ErrTruncated
 			}
 			return nil
 		}
-		pend = append(pend, c.B...)
+		rr.Feed(c.B)
 		c.Release()
-		off := 0
 		for {
-			// The body length is known (and authenticated) first, so the
-			// plaintext goes straight into a buffer of the right class.
-			bl, err := d.Opener.BodyLen(pend[off:])
+			bl, err := rr.Ready()
 			if err != nil {
 				return err
 			}
-			if bl < 0 || len(pend)-off < wire.LengthBoxSize+bl+wire.TagSize {
+			if bl < 0 {
 				break
 			}
 			var owner *payloadBuf
@@ -186,34 +188,20 @@ func (d *Decrypt) Run(ctx context.Context) error {
 				owner = getBuf(bl + wire.TagSize)
 				dst = owner.B[:0]
 			}
-			body, n, err := d.Opener.Open(dst, pend[off:])
+			wf, padLen, opened, err := rr.Next(dst)
+			if opened && d.Tap != nil {
+				tf := wf // only a tapped frame escapes to the heap
+				d.Tap(&tf, padLen)
+			}
 			if err != nil {
 				putBuf(owner)
 				return err
 			}
-			off += n
-			wf, padLen, err := wire.ParseFrame(body)
-			if err != nil {
+			switch wf.Type {
+			case wire.FrameKeyUpdate:
 				putBuf(owner)
-				return fmt.Errorf("%w: %w", ErrProtocol, err)
-			}
-			if d.Tap != nil {
-				d.Tap(&wf, padLen)
-			}
-			if wf.Type == wire.FrameKeyUpdate {
-				if d.Rekey == nil {
-					putBuf(owner)
-					return fmt.Errorf("%w: unexpected KEYUPDATE", ErrProtocol)
-				}
-				a, err := d.Rekey.next(wf.Payload)
-				putBuf(owner)
-				if err != nil {
-					return err
-				}
-				d.Opener = wire.NewOpener(a)
 				continue
-			}
-			if wf.Type == wire.FramePad {
+			case wire.FramePad:
 				putBuf(owner)
 				if d.Chaff != nil {
 					d.Chaff()
@@ -227,7 +215,5 @@ func (d *Decrypt) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
-		// Keep only the unread tail, at the front.
-		pend = append(pend[:0], pend[off:]...)
 	}
 }

@@ -35,7 +35,7 @@ var (
 	ErrPeerClosed    = errors.New("peer closed the session")
 	ErrInsecureClose = errors.New("backend ended without a CLOSE record (insecure close: possible truncation)")
 	ErrPeerReset     = errors.New("peer reset the session")
-	ErrProtocol      = errors.New("protocol error")
+	ErrProtocol      = wire.ErrProtocol // the same error as the record layer's
 	ErrPeerDead      = errors.New("peer stopped answering (keepalive)")
 )
 
