@@ -13,7 +13,7 @@ import (
 const replayUsage = `usage: usocks replay FILE [flags]
 
 Lists a capture file (made with --capture / capture: PATH) record by record,
-feeding its ciphertext through the same decode stages the tunnel uses.
+feeding its ciphertext through the same record decoder the tunnel uses.
 v2: --key (the PSK) verifies the handshakes; records are forward-secret and
 are decoded only from a capture made with --capture-plaintext (it holds the
 session keys). v1: --key (the config key) decodes every record.

@@ -11,12 +11,12 @@ import (
 	v1 "usocks/wire/v1"
 )
 
-// Replay: a capture file fed back through the decode stages the runner
-// uses. Each session's backend chunks, exactly as captured, go one by one
-// into a stages.Decrypt (v2) or stages.DecryptV1 (v1) running on its own
-// channels; what the stage taps is printed under the chunk that produced
-// it, and a stage error is printed right where the stage stopped. The v2
-// handshake flights are opened with wire.ClientHelloReader and
+// Replay: a capture file fed back through the record decoder the decrypt
+// stages use. Each session's backend chunks, exactly as captured, go one
+// by one into a wire.RecordReader (v2) or a v1.Opener (v1), called
+// synchronously (replay_decoder.go); the frames opened from a chunk are
+// printed under it, and a decoding error right where decoding stopped.
+// The v2 handshake flights are opened with wire.ClientHelloReader and
 // wire.ServerHelloReader. Nothing here decodes records a second way.
 
 // ReplayOptions control Replay.
@@ -105,11 +105,12 @@ type replayer struct {
 	line  int
 	t     time.Duration
 	trail bool
-	live  int // decode stages running
+	live  int // record decoders holding buffers
 }
 
-// maxLiveDecoders bounds the decode stages running at once (two per
-// session that has not ended), so a hostile file cannot exhaust memory.
+// maxLiveDecoders bounds the record decoders holding buffers at once (two
+// per session that has not ended), so a hostile file cannot exhaust
+// memory.
 const maxLiveDecoders = 512
 
 func (rp *replayer) roomFor(s *rsess) bool {
@@ -184,7 +185,7 @@ func (rp *replayer) session(id int) *rsess {
 		rp.stats.Sessions++
 		if rp.legacy() && rp.v1key != nil && rp.roomFor(s) {
 			// v1 has no handshake: records start at once.
-			s.dec[DirIn], s.dec[DirOut] = startV1Decoder(*rp.v1key, &rp.live), startV1Decoder(*rp.v1key, &rp.live)
+			s.dec[DirIn], s.dec[DirOut] = newV1Decoder(*rp.v1key, &rp.live), newV1Decoder(*rp.v1key, &rp.live)
 		}
 	}
 	return s

@@ -1,17 +1,14 @@
 package capture
 
 import (
-	"context"
-	"io"
-
-	"github.com/sirupsen/logrus"
+	"errors"
 
 	"usocks/stages"
 	"usocks/wire"
 	v1 "usocks/wire/v1"
 )
 
-// decoded is what a decode stage tapped of one frame.
+// decoded is what the record decoder opened of one frame.
 type decoded struct {
 	typ    wire.FrameType
 	flags  wire.Flags
@@ -20,59 +17,45 @@ type decoded struct {
 	data   []byte
 }
 
-// recDecoder runs one decode stage (stages.Decrypt or stages.DecryptV1)
-// on its own channels. feed hands it one captured chunk and then an empty
-// chunk: both stages treat an empty chunk as "no new bytes", so the
-// hand-over of the empty one proves the stage has finished the captured
-// one, and every frame it tapped belongs to that chunk. The tap and notes
-// are written by the stage goroutine before that hand-over and read by
-// the caller after it (channel synchronization, no lock needed).
+// recDecoder decodes one direction's records with the decoder the decrypt
+// stages use, called synchronously: wire.RecordReader for v2 (the same
+// reassembly, rekeying and errors as stages.Decrypt), v1.Opener with
+// stages.FrameOfV1 and stages.EndV1 for v1 (as stages.DecryptV1). It
+// lists every frame opened, PAD and KEYUPDATE included.
 type recDecoder struct {
-	in       chan stages.Chunk
-	done     chan struct{}
-	err      error
+	v2       *wire.RecordReader
+	v1       *v1.Opener
 	got      []decoded
 	notes    []string
 	finished bool
 	sawClose bool
 	sawReset bool
 	lastType wire.FrameType
-	cancel   context.CancelFunc
-	live     *int // the replayer's count of running stages
+	live     *int // the replayer's count of decoders holding buffers
 }
 
-func newRecDecoder(live *int) (*recDecoder, context.Context, chan stages.Frame) {
-	ctx, cancel := context.WithCancel(context.Background())
+func newV2Decoder(o *wire.Opener, rk *stages.Rekeyer, live *int) *recDecoder {
+	rr := wire.NewRecordReader(o, 4096)
+	rr.Rekey = rk.NextOpener
 	*live++
-	return &recDecoder{in: make(chan stages.Chunk), done: make(chan struct{}), cancel: cancel, live: live}, ctx, make(chan stages.Frame, 16)
+	return &recDecoder{v2: rr, live: live}
 }
 
-// setFinished marks the stage as no longer fed.
+func newV1Decoder(key [v1.KeySize]byte, live *int) *recDecoder {
+	*live++
+	return &recDecoder{v1: v1.NewOpener(key), live: live}
+}
+
+// setFinished marks the decoder as no longer fed and drops its buffers.
 func (d *recDecoder) setFinished() {
 	if !d.finished {
 		d.finished = true
+		d.v2, d.v1 = nil, nil
 		*d.live--
 	}
 }
 
-// start runs the stage; its output frames are released (the tap has seen them).
-func (d *recDecoder) start(ctx context.Context, out chan stages.Frame, run func(context.Context) error) {
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		for f := range out {
-			f.Release()
-		}
-	}()
-	go func() {
-		err := run(ctx)
-		<-drained
-		d.err = err
-		close(d.done)
-	}()
-}
-
-func (d *recDecoder) tap(f *wire.Frame, pad int) {
+func (d *recDecoder) add(f *wire.Frame, pad int) {
 	g := decoded{typ: f.Type, flags: f.Flags, stream: f.Stream, n: len(f.Payload), pad: pad}
 	if len(f.Payload) > 0 {
 		g.data = append([]byte(nil), f.Payload...)
@@ -87,73 +70,73 @@ func (d *recDecoder) tap(f *wire.Frame, pad int) {
 	}
 }
 
-// noteHook turns the stage's log warnings into replay errors.
-type noteHook struct{ d *recDecoder }
-
-func (h noteHook) Levels() []logrus.Level { return logrus.AllLevels[:logrus.WarnLevel+1] }
-func (h noteHook) Fire(e *logrus.Entry) error {
-	msg := e.Message
-	if err, ok := e.Data[logrus.ErrorKey].(error); ok {
-		msg += ": " + err.Error()
-	}
-	h.d.notes = append(h.d.notes, msg)
-	return nil
-}
-
-func (d *recDecoder) log() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	l.SetLevel(logrus.WarnLevel)
-	l.AddHook(noteHook{d})
-	return logrus.NewEntry(l)
-}
-
-func startV2Decoder(o *wire.Opener, rk *stages.Rekeyer, live *int) *recDecoder {
-	d, ctx, out := newRecDecoder(live)
-	st := &stages.Decrypt{Opener: o, Rekey: rk, In: d.in, Out: out, Log: d.log(), Tap: d.tap}
-	d.start(ctx, out, st.Run)
-	return d
-}
-
-func startV1Decoder(key [v1.KeySize]byte, live *int) *recDecoder {
-	d, ctx, out := newRecDecoder(live)
-	st := &stages.DecryptV1{Opener: v1.NewOpener(key), In: d.in, Out: out, Log: d.log(), Tap: d.tap}
-	d.start(ctx, out, st.Run)
-	return d
-}
-
-func (d *recDecoder) send(c stages.Chunk) bool {
-	select {
-	case d.in <- c:
-		return true
-	case <-d.done:
-		return false
-	}
-}
-
-// feed decodes one captured chunk: it returns the frames the stage tapped
-// while processing it, and the stage's error if it stopped there.
+// feed decodes one captured chunk: it returns the frames opened from it,
+// and the error decoding stopped with, if it stopped there.
 func (d *recDecoder) feed(b []byte) ([]decoded, error) {
 	d.got = d.got[:0]
-	if d.send(stages.Chunk{B: b}) && d.send(stages.Chunk{}) {
-		return d.got, nil
+	var err error
+	if d.v2 != nil {
+		err = d.feedV2(b)
+	} else {
+		err = d.feedV1(b)
 	}
-	d.setFinished()
-	d.cancel()
-	return d.got, d.err
+	if err != nil {
+		d.setFinished()
+	}
+	return d.got, err
 }
 
-// finish ends the input (end of stream) and returns what the stage did
-// then: ErrTruncated for a record cut short (v2), v1's final error.
+func (d *recDecoder) feedV2(b []byte) error {
+	d.v2.Feed(b)
+	for {
+		f, pad, ok, err := d.v2.Next(nil)
+		if ok {
+			d.add(&f, pad)
+		}
+		if err != nil || !ok {
+			return err
+		}
+	}
+}
+
+func (d *recDecoder) feedV1(b []byte) error {
+	d.v1.Feed(b)
+	for {
+		ev, err := d.v1.Next()
+		if errors.Is(err, v1.ErrNeedMore) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		f, ok, err := stages.FrameOfV1(ev)
+		if err != nil {
+			// The stage logs and drops such a message.
+			d.notes = append(d.notes, "dropping invalid v1 tunnel message: "+err.Error())
+			continue
+		}
+		if ok {
+			d.add(&f, 0)
+		}
+	}
+}
+
+// finish ends the input (end of stream): stages.ErrTruncated for a v2
+// record cut short, v1's error for a v1 stream that ended badly.
 func (d *recDecoder) finish() ([]decoded, error) {
 	d.got = d.got[:0]
-	if !d.finished {
-		d.setFinished()
-		close(d.in)
-		<-d.done
-		d.cancel()
+	if d.finished {
+		return d.got, nil
 	}
-	return d.got, d.err
+	var err error
+	switch {
+	case d.v2 != nil && d.v2.Buffered() > 0:
+		err = stages.ErrTruncated
+	case d.v1 != nil:
+		err = stages.EndV1(d.v1)
+	}
+	d.setFinished()
+	return d.got, err
 }
 
 func (d *recDecoder) takeNotes() []string {
@@ -162,13 +145,5 @@ func (d *recDecoder) takeNotes() []string {
 	return n
 }
 
-// stop ends the stage without judging how the stream ended.
-func (d *recDecoder) stop() {
-	if d.finished {
-		<-d.done
-		return
-	}
-	d.setFinished()
-	d.cancel()
-	<-d.done
-}
+// stop ends decoding without judging how the stream ended.
+func (d *recDecoder) stop() { d.setFinished() }

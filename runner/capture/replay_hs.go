@@ -161,6 +161,6 @@ func (rp *replayer) keys(s *rsess, e *Event) {
 		if !rp.roomFor(s) {
 			return
 		}
-		s.dec[d] = startV2Decoder(wire.NewOpener(a), &stages.Rekeyer{Cipher: c, Key: key}, &rp.live)
+		s.dec[d] = newV2Decoder(wire.NewOpener(a), &stages.Rekeyer{Cipher: c, Key: key}, &rp.live)
 	}
 }

@@ -56,7 +56,7 @@ func (rp *replayer) printDecoded(s *rsess, dir Dir, got []decoded, d *recDecoder
 	}
 }
 
-// decodeError reports the error a decode stage stopped with.
+// decodeError reports the error record decoding stopped with.
 func (rp *replayer) decodeError(s *rsess, d Dir, err error) {
 	var msg string
 	switch {

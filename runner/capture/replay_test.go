@@ -172,10 +172,9 @@ func TestReplayDamagedFile(t *testing.T) {
 	}
 }
 
-// FuzzReplay: any file replays without a panic (and without leaking the
-// decode stages' goroutines: TestMain checks). The decode stages run in
-// goroutines, so coverage varies from run to run and the fuzzer keeps
-// minimizing: run it with -fuzzminimizetime=1s.
+// FuzzReplay: any file replays without a panic (and without leaking a
+// goroutine: TestMain checks). Record decoding is synchronous, so a run's
+// coverage depends on its input alone.
 func FuzzReplay(f *testing.F) {
 	for _, name := range []string{"v2-plaintext.capture", "v1.capture", "v2-ciphertext.capture"} {
 		raw, err := os.ReadFile(filepath.Join(capturesDir, name))
