@@ -332,6 +332,13 @@ func (d *Demux) allocID() (uint16, bool) {
 
 // handle acts on one frame from the peer.
 func (d *Demux) handle(ctx context.Context, f Frame) error {
+	if d.closeSeen {
+		// The peer said it sends nothing more: records after its CLOSE
+		// are opened (a failure still ends the session) but no frame in
+		// them is acted on (SPEC-v2.md §6d).
+		f.Release()
+		return nil
+	}
 	switch f.Type {
 	case wire.FrameStream:
 		d.handleStream(ctx, f)
@@ -511,6 +518,10 @@ func (d *Demux) handleDatagram(f Frame) {
 		d.Relay.Deliver(f.Stream, f.Payload)
 		return
 	}
+	if s.relayOpen {
+		return // the association is open already: ignored (§6d)
+	}
+	s.relayOpen = true
 	reply := d.Relay.Open(s.id, s.appIP, s.SendDatagram)
 	buf := getBuf(len(reply))
 	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: append(buf.B[:0], reply...)}, buf: buf}

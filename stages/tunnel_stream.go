@@ -131,9 +131,11 @@ type stream struct {
 	legacy bool
 
 	// dgrams, once set by OpenAssociation (server), receives the app's
-	// datagrams; appIP is where a client stream's app connected from.
-	dgrams atomic.Pointer[chan []byte]
-	appIP  netip.Addr
+	// datagrams; appIP is where a client stream's app connected from;
+	// relayOpen (client, demux goroutine only) says the association is open.
+	dgrams    atomic.Pointer[chan []byte]
+	appIP     netip.Addr
+	relayOpen bool
 
 	// active is the unix-nano time of the last data in either direction;
 	// the demux's janitor resets streams idle for too long.
@@ -279,7 +281,9 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	c, err := open()
 	if err != nil {
 		s.log.WithError(err).Debug("stream open failed")
-		s.abort(true)
+		// No RST when the session is ending: its streams are reset
+		// without them (SPEC-v2.md §6d).
+		s.abort(ctx.Err() == nil)
 		if s.legacy {
 			s.legacyReply(ctx)
 		}
