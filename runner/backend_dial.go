@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 
@@ -18,15 +17,15 @@ func (c *Client) dialWrapped(ctx context.Context, raw net.Conn) (net.Conn, error
 	hctx, cancel := context.WithTimeout(ctx, wrapTimeout)
 	defer cancel()
 	conn := raw
+	b := &c.cfg.Backend
 	if c.tls != nil {
-		tc := tls.Client(raw, c.tls)
-		if err := tc.HandshakeContext(hctx); err != nil {
+		tc, err := stages.DialBrowserTLS(hctx, raw, c.tls, b.Fingerprint, b.Path != "")
+		if err != nil {
 			_ = raw.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", c.cfg.ServerAddr(), err)
 		}
 		conn = tc
 	}
-	b := &c.cfg.Backend
 	if b.Path == "" {
 		return conn, nil
 	}

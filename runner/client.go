@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	utls "github.com/refraction-networking/utls"
 	"github.com/sirupsen/logrus"
 
 	"usocks/runner/capture"
@@ -49,7 +49,7 @@ type Client struct {
 	ln       net.Listener
 	accepted chan net.Conn
 	udp      *frontend.UDPRelay
-	tls      *tls.Config     // tls backend
+	tls      *utls.Config    // tls backend
 	identity *wire.PSK       // multi-user server's identity key
 	capture  *capture.Writer // nil unless cfg.Capture is set
 }
@@ -271,7 +271,7 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 // session failed in a way that retrying cannot fix: the server's
 // certificate did not verify (wrong name, wrong or missing CA, expired).
 func permanent(err error) error {
-	var ve *tls.CertificateVerificationError
+	var ve *utls.CertificateVerificationError
 	if errors.As(err, &ve) {
 		return fmt.Errorf("%w (not retrying: check backend.tls_server_name and backend.tls_ca, and the server's certificate)", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 
+	utls "github.com/refraction-networking/utls"
+
 	"usocks/stages/frontend"
 )
 
@@ -32,13 +34,11 @@ func serverTLS(b *BackendConfig) (*tls.Config, []byte, error) {
 }
 
 // clientTLS is the client's TLS configuration: the server's certificate is
-// always verified, against the system roots or the configured CA file.
-func clientTLS(b *BackendConfig) (*tls.Config, error) {
-	cfg := &tls.Config{
-		ServerName: b.Server,
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
-	}
+// always verified, against the system roots or the configured CA file. The
+// ClientHello is a browser's (stages.DialBrowserTLS), so its versions,
+// ALPN and groups come from the browser, not from here.
+func clientTLS(b *BackendConfig) (*utls.Config, error) {
+	cfg := &utls.Config{ServerName: b.Server}
 	if b.TLSServerName != "" {
 		cfg.ServerName = b.TLSServerName
 	}

@@ -184,32 +184,7 @@ func TestFETExemptionOfFirstPayloads(t *testing.T) {
 		t.Fatalf("prefixed first flight %q…: %q, want Ex2", pre[:20], wire.FETExemption(pre))
 	}
 	// The tls backend's first payload is a TLS ClientHello.
-	ln := listenLocal(t)
-	got := make(chan []byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 4096)
-		n, _ := c.Read(buf)
-		got <- buf[:n]
-	}()
-	cfg, err := clientTLS(&BackendConfig{Server: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw2, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := tls.Client(raw2, cfg)
-	_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
-	go func() { _ = tc.Handshake() }()
-	hello := <-got
-	_ = tc.Close()
+	hello := captureHello(t, BackendConfig{Type: "tls"})
 	if r := wire.FETExemption(hello); r != "Ex5" {
 		t.Fatalf("tls first payload %x…: %q, want Ex5", hello[:8], r)
 	}

@@ -2,7 +2,11 @@ package stages
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net"
+
+	utls "github.com/refraction-networking/utls"
 )
 
 // The TLS backend (SPEC-v2.md §3a): the v2 handshake and records run
@@ -54,4 +58,65 @@ func (c *PrefixConn) Seen() []byte {
 // CloseWrite half-closes when the wrapped connection can.
 func (c *PrefixConn) CloseWrite() error {
 	return CloseWrite(c.Conn)
+}
+
+// Browsers whose TLS ClientHello the client parrots (uTLS presets): the
+// current Chrome preset, with the X25519MLKEM768 key share, and the
+// current Firefox preset.
+var browsers = map[string]utls.ClientHelloID{
+	"chrome":  utls.HelloChrome_Auto,
+	"firefox": utls.HelloFirefox_Auto,
+}
+
+// BrowserHello is the uTLS preset for a fingerprint name ("" is chrome).
+func BrowserHello(name string) (utls.ClientHelloID, error) {
+	if name == "" {
+		name = "chrome"
+	}
+	id, ok := browsers[name]
+	if !ok {
+		return utls.ClientHelloID{}, fmt.Errorf("unknown browser fingerprint %q", name)
+	}
+	return id, nil
+}
+
+// DialBrowserTLS runs a TLS client handshake on raw whose ClientHello is
+// the browser's, byte for byte in structure (GREASE, extension set and
+// order, cipher suites, groups and key shares, ALPN). With http1Only the
+// ALPN offer is http/1.1 alone (and ALPS, which only h2 uses, is left
+// out), as a browser opens a WebSocket. cfg must name the server and its
+// roots; the certificate is verified.
+func DialBrowserTLS(ctx context.Context, raw net.Conn, cfg *utls.Config, browser string, http1Only bool) (net.Conn, error) {
+	id, err := BrowserHello(browser)
+	if err != nil {
+		return nil, err
+	}
+	var uc *utls.UConn
+	if !http1Only {
+		uc = utls.UClient(raw, cfg, id)
+	} else {
+		spec, err := utls.UTLSIdToSpec(id)
+		if err != nil {
+			return nil, err
+		}
+		exts := spec.Extensions[:0]
+		for _, e := range spec.Extensions {
+			switch e := e.(type) {
+			case *utls.ALPNExtension:
+				e.AlpnProtocols = []string{"http/1.1"}
+			case *utls.ApplicationSettingsExtension, *utls.ApplicationSettingsExtensionNew:
+				continue
+			}
+			exts = append(exts, e)
+		}
+		spec.Extensions = exts
+		uc = utls.UClient(raw, cfg, utls.HelloCustom)
+		if err := uc.ApplyPreset(&spec); err != nil {
+			return nil, err
+		}
+	}
+	if err := uc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return uc, nil
 }

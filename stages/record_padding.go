@@ -23,8 +23,10 @@ import (
 // Levels and their overhead budgets (bulk transfer, measured on the wire):
 //
 // With low and high, each stream's first five data frames are also padded
-// on their own to a random size below 1,400 bytes (Cloak-style), against
-// fingerprints of handshakes carried inside streams.
+// on their own to a random size below earlyMax (two segments, Cloak-style),
+// against fingerprints of handshakes carried inside streams (TLS-in-TLS,
+// Xue et al. 2024): a browser's ClientHello with an X25519MLKEM768 key
+// share is about 1.8 KB, so the range must reach past one segment.
 //
 //	off   no padding
 //	low   every burst grows by a draw from the session's distribution over
@@ -69,6 +71,10 @@ const padPoints = 24
 // their own (Cloak-style), so that the sizes of an encapsulated handshake
 // (TLS ClientHello, server certificates) do not show through.
 const earlyFrames = 5
+
+// earlyMax bounds the early padding: a padded early frame's payload and
+// padding stay below it.
+const earlyMax = 2 * segmentSize
 
 // maxEarlyTracked bounds the per-stream counters; past it they restart.
 const maxEarlyTracked = 8192
@@ -130,7 +136,7 @@ func (p *Padding) recordPad(f *wire.Frame) int {
 }
 
 // earlyPad pads each of a stream's first earlyFrames data frames to a
-// random size in [len, 1400) (no padding for frames already that big).
+// random size in [len, earlyMax) (no padding for frames already that big).
 func (p *Padding) earlyPad(f *wire.Frame) int {
 	if f.Type != wire.FrameStream {
 		return 0
@@ -150,10 +156,10 @@ func (p *Padding) earlyPad(f *wire.Frame) int {
 		return 0
 	}
 	p.early[f.Stream] = n + 1
-	if len(f.Payload) >= 1400 {
+	if len(f.Payload) >= earlyMax {
 		return 0
 	}
-	return int(p.draw(uint32(1400 - len(f.Payload))))
+	return int(p.draw(uint32(earlyMax - len(f.Payload))))
 }
 
 // draw is a uniform number in [0, n).

@@ -98,7 +98,7 @@ func TestPaddingDiffersBetweenSessions(t *testing.T) {
 	}
 }
 
-// Each stream's first data frames are padded on their own, up to 1,400
+// Each stream's first data frames are padded on their own, up to earlyMax
 // bytes; later ones are not, and a FIN forgets the stream.
 func TestPaddingEarlyFrames(t *testing.T) {
 	p, err := NewPadding(PadLow, rand.Reader)
@@ -110,7 +110,7 @@ func TestPaddingEarlyFrames(t *testing.T) {
 		f := wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: id, Payload: make([]byte, 50)}
 		for i := 0; i < earlyFrames; i++ {
 			pad := p.recordPad(&f)
-			if pad < 0 || 50+pad > 1400 {
+			if pad < 0 || 50+pad >= earlyMax {
 				t.Fatalf("early pad %d", pad)
 			}
 			if pad > 0 {
