@@ -26,6 +26,7 @@ usage:
   usocks check -c FILE               check FILE without starting anything
   usocks demo [--once]               client, server and echo target on loopback
   usocks bench [flags]               compare throughput and latency on loopback
+  usocks wfbench [flags]             website-fingerprinting bench
   usocks replay FILE [flags]         list a capture file
   usocks version                     print the version and protocol versions
   usocks help COMMAND                the flags of one command
@@ -45,6 +46,7 @@ func init() {
 		"demo":    func(ctx context.Context, a []string, o, e io.Writer) error { return serve(ctx, "demo", a, o, e) },
 		"check":   runCheck,
 		"bench":   runBench,
+		"wfbench": runWFBench,
 		"replay":  func(_ context.Context, a []string, o, e io.Writer) error { return runReplay(a, o, e) },
 		"version": runVersion,
 	}

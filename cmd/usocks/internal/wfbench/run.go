@@ -1,0 +1,169 @@
+package wfbench
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/runner"
+	"usocks/wire"
+)
+
+// Sample is one page load as the observer and the loader saw it.
+type Sample struct {
+	Page, Load int
+	Trace      []Packet
+	PLT        time.Duration // first request to last byte at the loader
+	App        int64         // application bytes of the load
+}
+
+// RunResult is one (policy, link) run: one tunnel session serving every
+// load in sequence.
+type RunResult struct {
+	Policy, Link string
+	Samples      []Sample
+	// AppBytes and WireBytes are the whole session's application bytes
+	// and link bytes (headers included), idle time between loads too.
+	AppBytes, WireBytes int64
+	Sessions            int64
+	Elapsed             time.Duration
+}
+
+// RunOptions is one run's setup.
+type RunOptions struct {
+	Pages, Loads int
+	Seed         uint64
+	// Gap is the idle time from a load's last byte to the next load;
+	// Tail is how long after the last byte a trace runs (Tail ≤ Gap).
+	Gap, Tail time.Duration
+	Policy    Policy
+	Link      Link
+	// Log gets the tunnel's log lines (nil: discarded); Progress, if
+	// set, is called after each load.
+	Log      io.Writer
+	Progress func(done, total int)
+}
+
+// Run starts a target, a tunnel with the policy and the recorder on the
+// link between its ends, loads every page Loads times (rounds of all
+// pages in a seeded random order), and returns the traces.
+func Run(ctx context.Context, o RunOptions) (*RunResult, error) {
+	if o.Tail > o.Gap {
+		return nil, fmt.Errorf("trace tail %v longer than the gap %v between loads", o.Tail, o.Gap)
+	}
+	start := time.Now()
+	tg, err := StartTarget(o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	defer tg.Close()
+	sln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer sln.Close()
+	rec, err := StartRecorder(sln.Addr().String(), o.Link)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Close()
+	cln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer cln.Close()
+	key, err := wire.GenerateKey(crand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ccfg, scfg, err := o.Policy.Configs(key, cln.Addr().(*net.TCPAddr).Port, rec.Port(), tg.ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", o.Policy.Name, err)
+	}
+	scfg.Backend.Port = sln.Addr().(*net.TCPAddr).Port
+	logger := logrus.New()
+	logger.SetOutput(io.Discard)
+	if o.Log != nil {
+		logger.SetOutput(o.Log)
+	}
+	srv, err := runner.NewServer(scfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := runner.NewClient(ccfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	srv.UseListener(sln)
+	cli.UseListener(cln)
+	tctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, f := range []func(context.Context) error{srv.Run, cli.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(tctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	defer func() { stop(); wg.Wait() }()
+	select {
+	case <-cli.Sessions:
+	case err := <-errs:
+		return nil, err
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("no tunnel session within 10s")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+
+	res := &RunResult{Policy: o.Policy.Name, Link: o.Link.Name}
+	ld := &Loader{Seed: o.Seed, Addr: cli.Addr().String()}
+	type window struct{ from, to time.Duration }
+	var wins []window
+	r := rand.New(rand.NewPCG(o.Seed, 99))
+	total := o.Pages * o.Loads
+	for l := range o.Loads {
+		for _, p := range r.Perm(o.Pages) {
+			plan := BasePage(o.Seed, p).Load(o.Seed, p, l)
+			app0 := ld.App.Load()
+			lr, err := ld.Load(ctx, plan, p, l)
+			if err != nil {
+				return nil, fmt.Errorf("%s/%s: %w", o.Policy.Name, o.Link.Name, err)
+			}
+			// Connection closes through the tunnel are part of the load.
+			time.Sleep(50 * time.Millisecond)
+			res.Samples = append(res.Samples, Sample{Page: p, Load: l, PLT: lr.LastByte.Sub(lr.Start), App: ld.App.Load() - app0})
+			wins = append(wins, window{rec.Since(lr.Start), rec.Since(lr.LastByte.Add(o.Tail))})
+			if o.Progress != nil {
+				o.Progress(len(res.Samples), total)
+			}
+			select {
+			case <-time.After(time.Until(lr.LastByte.Add(o.Gap))):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	res.Sessions = srv.Sessions.Load()
+	stop()
+	wg.Wait()
+	rec.Close()
+	for i, w := range wins {
+		res.Samples[i].Trace = rec.Window(w.from, w.to)
+	}
+	res.AppBytes = ld.App.Load()
+	res.WireBytes = rec.WireBytes()
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
