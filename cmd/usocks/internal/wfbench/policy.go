@@ -95,7 +95,7 @@ func ParsePolicies(s string) ([]Policy, error) {
 func (p Policy) Configs(key string, clientPort, backendPort, targetPort int) (*runner.ClientConfig, *runner.ServerConfig, error) {
 	var cli, srv strings.Builder
 	fmt.Fprintf(&cli, "client:\n  key: %q\n  address: 127.0.0.1\n  port: %d\n  udp: false\n  backend: {server: 127.0.0.1, port: %d}\n", key, clientPort, backendPort)
-	fmt.Fprintf(&srv, "server:\n  key: %q\n  backend: {address: 127.0.0.1, port: %d}\n  frontend: {type: redirect, server: 127.0.0.1, port: %d}\n", key, backendPort, targetPort)
+	fmt.Fprintf(&srv, "server:\n  key: %q\n  backend: {address: 127.0.0.1, port: %d}\n  frontend: {type: redirect, server: 127.0.0.1, port: %d}\n  probe_timeout: 300ms\n", key, backendPort, targetPort)
 	for kv := range strings.SplitSeq(p.Spec, ";") {
 		kv = strings.TrimSpace(kv)
 		if kv == "" {

@@ -104,6 +104,9 @@ func Run(ctx context.Context, o RunOptions) (*RunResult, error) {
 	}
 	srv.UseListener(sln)
 	cli.UseListener(cln)
+	// A server refuses first flights stamped in its start second (replay
+	// protection across restarts); the client retries at once.
+	cli.Backoff.Min, cli.Backoff.Max = 50*time.Millisecond, 500*time.Millisecond
 	tctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
