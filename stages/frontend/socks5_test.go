@@ -11,9 +11,8 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"testing/synctest"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
 // pxStream is a stages.StreamIO for frontend tests: the app's bytes come from r,
@@ -254,33 +253,39 @@ func TestSocks5ResetsNonSocks(t *testing.T) {
 	}
 }
 
+// The handshake timeout, in a synctest bubble: the clock is fake, so the
+// timeout is exact and the test does not wait for it.
 func TestSocks5HandshakeTimeout(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	pr, pw := io.Pipe()
-	fe := &Socks5{Dialer: NewDialer(nil, time.Second, 0), HandshakeTimeout: 50 * time.Millisecond}
-	s := &pxStream{r: pr}
-	go func() { _, _ = pw.Write([]byte{5, 1}) }() // a greeting that never ends
-	start := time.Now()
-	_, err := fe.Open(context.Background(), s)
-	if !errors.Is(err, errHandshakeTimeout) {
-		t.Fatalf("Open: %v, want the handshake timeout", err)
-	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Fatalf("timeout after %v", el)
-	}
-	// The stage resets the stream now, which ends the pending Read.
-	_ = pw.CloseWithError(net.ErrClosed)
-	_ = pr.Close()
+	synctest.Test(t, func(t *testing.T) {
+		pr, pw := io.Pipe()
+		fe := &Socks5{Dialer: NewDialer(nil, time.Second, 0), HandshakeTimeout: 50 * time.Millisecond}
+		go func() { _, _ = pw.Write([]byte{5, 1}) }() // a greeting that never ends
+		start := time.Now()
+		_, err := fe.Open(context.Background(), &pxStream{r: pr})
+		if !errors.Is(err, errHandshakeTimeout) {
+			t.Fatalf("Open: %v, want the handshake timeout", err)
+		}
+		if el := time.Since(start); el != 50*time.Millisecond {
+			t.Fatalf("timeout after %v, want 50ms", el)
+		}
+		// The stage resets the stream now, which ends the pending Read.
+		_ = pw.CloseWithError(net.ErrClosed)
+		_ = pr.Close()
 
-	// ctx ends the wait as well.
-	pr2, pw2 := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(20*time.Millisecond, cancel)
-	fe.HandshakeTimeout = time.Minute
-	if _, err := fe.Open(ctx, &pxStream{r: pr2}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Open with cancelled ctx: %v", err)
-	}
-	_ = pw2.Close()
+		// ctx ends the wait as well.
+		pr2, pw2 := io.Pipe()
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(20*time.Millisecond, cancel)
+		fe.HandshakeTimeout = time.Minute
+		start = time.Now()
+		if _, err := fe.Open(ctx, &pxStream{r: pr2}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Open with cancelled ctx: %v", err)
+		}
+		if el := time.Since(start); el != 20*time.Millisecond {
+			t.Fatalf("cancelled after %v, want 20ms", el)
+		}
+		_ = pw2.Close()
+	})
 }
 
 func FuzzReadSocksRequest(f *testing.F) {
