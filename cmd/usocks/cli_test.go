@@ -72,6 +72,9 @@ func TestCommandLine(t *testing.T) {
 		{"replay clean", []string{"replay", clean, "--key", "dXNvY2tzIGNhcHR1cmUgdGVzdCBrZXkgKHB1YmxpYyk="}, 0, []string{"0 errors"}, nil, nil},
 		{"replay tampered", []string{"replay", filepath.Join(captures, "v2-plaintext.capture"), "--key", "dXNvY2tzIGNhcHR1cmUgdGVzdCBrZXkgKHB1YmxpYyk="}, 1, []string{"1 errors"}, []string{"1 errors (see the listing)"}, nil},
 		{"replay wrong key", []string{"replay", filepath.Join(captures, "v1.capture"), "--key", "not the key"}, 1, []string{"error"}, []string{"errors (see the listing)"}, nil},
+		{"analyze", []string{"analyze", filepath.Join(captures, "v2-plaintext.capture")}, 0, []string{"taken at the server, 2 sessions", "packet sizes, in (client → server)", "burst bytes median"}, nil, nil},
+		{"analyze json", []string{"analyze", "--json", "--mss", "536", filepath.Join(captures, "v1.capture")}, 0, []string{`"MSS": 536`, `"Protocol": "v1"`}, nil, nil},
+		{"analyze not a capture", []string{"analyze", good}, 1, nil, []string{"not a usocks capture file"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,7 @@ usage:
   usocks bench [flags]               compare throughput and latency on loopback
   usocks wfbench [flags]             website-fingerprinting bench
   usocks replay FILE [flags]         list a capture file
+  usocks analyze FILE [flags]        what an observer sees in a capture file
   usocks version                     print the version and protocol versions
   usocks help COMMAND                the flags of one command
 
@@ -49,6 +50,7 @@ func init() {
 		"wfbench": runWFBench,
 		"replay":  func(_ context.Context, a []string, o, e io.Writer) error { return runReplay(a, o, e) },
 		"version": runVersion,
+		"analyze": runAnalyze,
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,22 +31,11 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("dir", "", "show only one direction: in or out (seen from the capturing side)")
 	jsonOut := fs.Bool("json", false, "print one JSON object per line")
 	noTime := fs.Bool("no-time", false, "leave out time offsets")
-	// Flags may come before or after FILE.
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
+	name, in, closeFile, err := captureFile(fs, args)
+	if err != nil {
+		return err
 	}
-	if len(files) != 1 {
-		fs.Usage()
-		return errors.New("replay: want exactly one FILE")
-	}
+	defer closeFile()
 	o := capture.ReplayOptions{Key: *key, Stream: *stream, JSON: *jsonOut, NoTime: *noTime}
 	if o.Key == "" {
 		o.Key = os.Getenv("USOCKS_KEY")
@@ -62,23 +50,14 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 	if *stream < -1 || *stream > 65535 {
 		return fmt.Errorf("replay: --stream %d: want a stream id 0..65535", *stream)
 	}
-	in := io.Reader(os.Stdin)
-	if files[0] != "-" {
-		f, err := os.Open(files[0])
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		defer f.Close()
-		in = f
-	}
 	st, err := capture.Replay(in, stdout, o)
 	if err != nil {
-		return fmt.Errorf("replay %s: %w", files[0], err)
+		return fmt.Errorf("replay %s: %w", name, err)
 	}
 	if st.Errors > 0 {
 		// The listing shows each error where it occurred; the exit status
 		// lets scripts notice.
-		return fmt.Errorf("replay %s: %d errors (see the listing)", files[0], st.Errors)
+		return fmt.Errorf("replay %s: %d errors (see the listing)", name, st.Errors)
 	}
 	return nil
 }
