@@ -40,6 +40,7 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	gap := fs.Duration("gap", 2*time.Second, "idle time from a page's last byte to the next load")
 	tail := fs.Duration("tail", time.Second, "how long a trace runs after the page's last byte")
 	seed := fs.Uint64("seed", 1, "seed of the page set and the load jitter")
+	traces := fs.Bool("traces", false, "also write each run's raw traces (POLICY-LINK.traces)")
 	noPython := fs.Bool("no-python", false, "skip the sklearn classifiers")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of Markdown")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
@@ -61,7 +62,7 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("wfbench: -links: %w", err)
 	}
 	o := wfbench.Options{Pages: *pages, Loads: *loads, Seed: *seed, Gap: *gap, Tail: *tail,
-		Policies: ps, Links: ls, Parallel: *parallel, Out: *out, Progress: stderr, NoPython: *noPython}
+		Policies: ps, Links: ls, Parallel: *parallel, Out: *out, Progress: stderr, NoPython: *noPython, Traces: *traces}
 	if *quiet {
 		o.Progress = nil
 	}

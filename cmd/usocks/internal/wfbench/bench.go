@@ -60,6 +60,8 @@ type Options struct {
 	Progress     io.Writer
 	// NoPython skips the sklearn classifiers.
 	NoPython bool
+	// Traces also writes each run's raw traces (POLICY-LINK.traces).
+	Traces bool
 }
 
 // BasePolicy is the reference for overhead and page-load time: "off"
@@ -145,19 +147,21 @@ func Bench(ctx context.Context, o Options) (*Report, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if o.Traces {
+		for _, r := range runs {
+			if err := writeFile(filepath.Join(o.Out, r.Policy+"-"+r.Link+".traces"), func(w io.Writer) error { return WriteTraces(w, r) }); err != nil {
+				return nil, err
+			}
+		}
+	}
 	csvPath := filepath.Join(o.Out, "features.csv")
-	f, err := os.Create(csvPath)
-	if err != nil {
+	if err := writeFile(csvPath, func(w io.Writer) error { return WriteCSV(w, runs) }); err != nil {
 		return nil, err
 	}
-	if err := WriteCSV(f, runs); err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	var acc map[string]struct{ RF, KNN float64 }
+	var (
+		acc map[string]struct{ RF, KNN float64 }
+		err error
+	)
 	if !o.NoPython {
 		logf("wfbench: classifying (sklearn)\n")
 		if acc, err = Classify(csvPath); err != nil {
@@ -166,4 +170,16 @@ func Bench(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep := BuildReport(runs, acc, BasePolicy(o.Policies), o.Pages)
 	return rep, rep.WriteFiles(o.Out)
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

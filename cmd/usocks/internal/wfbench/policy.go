@@ -16,6 +16,9 @@ import (
 type Policy struct {
 	Name string
 	Spec string // key:value;key:value
+	// Direct is no tunnel at all: the loader's connections go through
+	// the recorder straight to the target (the reference "no tunnel").
+	Direct bool
 }
 
 // Builtin policies: the defence levels of the defense key, and named
@@ -28,6 +31,7 @@ var builtinPolicies = map[string]string{
 	"padding-off":  "padding:off;chaff:false",
 	"default":      "",
 	"padding-high": "padding:high;idle_chaff:100ms",
+	"direct":       "",
 }
 
 // HasDefenseKey reports whether this build's config has the defense key.
@@ -77,7 +81,7 @@ func ParsePolicies(s string) ([]Policy, error) {
 			return nil, fmt.Errorf("policy %q twice", name)
 		}
 		seen[name] = true
-		p := Policy{Name: name, Spec: spec}
+		p := Policy{Name: name, Spec: spec, Direct: name == "direct" && !custom}
 		if _, _, err := p.Configs("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1, 2, 3); err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)
 		}

@@ -65,73 +65,27 @@ func Run(ctx context.Context, o RunOptions) (*RunResult, error) {
 		return nil, err
 	}
 	defer tg.Close()
-	sln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	defer sln.Close()
-	rec, err := StartRecorder(sln.Addr().String(), o.Link)
-	if err != nil {
-		return nil, err
+	var (
+		rec        *Recorder
+		appAddr    string
+		srv        *runner.Server
+		stopTunnel = func() {}
+	)
+	if o.Policy.Direct {
+		if rec, err = StartRecorder(tg.Addr(), o.Link); err != nil {
+			return nil, err
+		}
+		appAddr = rec.Addr()
+	} else {
+		if rec, srv, appAddr, stopTunnel, err = startTunnel(ctx, o, tg); err != nil {
+			return nil, err
+		}
+		defer stopTunnel()
 	}
 	defer rec.Close()
-	cln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	defer cln.Close()
-	key, err := wire.GenerateKey(crand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	ccfg, scfg, err := o.Policy.Configs(key, cln.Addr().(*net.TCPAddr).Port, rec.Port(), tg.ln.Addr().(*net.TCPAddr).Port)
-	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", o.Policy.Name, err)
-	}
-	scfg.Backend.Port = sln.Addr().(*net.TCPAddr).Port
-	logger := logrus.New()
-	logger.SetOutput(io.Discard)
-	if o.Log != nil {
-		logger.SetOutput(o.Log)
-	}
-	srv, err := runner.NewServer(scfg, logger)
-	if err != nil {
-		return nil, err
-	}
-	cli, err := runner.NewClient(ccfg, logger)
-	if err != nil {
-		return nil, err
-	}
-	srv.UseListener(sln)
-	cli.UseListener(cln)
-	// A server refuses first flights stamped in its start second (replay
-	// protection across restarts); the client retries at once.
-	cli.Backoff.Min, cli.Backoff.Max = 50*time.Millisecond, 500*time.Millisecond
-	tctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for _, f := range []func(context.Context) error{srv.Run, cli.Run} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(tctx); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	defer func() { stop(); wg.Wait() }()
-	select {
-	case <-cli.Sessions:
-	case err := <-errs:
-		return nil, err
-	case <-time.After(10 * time.Second):
-		return nil, errors.New("no tunnel session within 10s")
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 
 	res := &RunResult{Policy: o.Policy.Name, Link: o.Link.Name}
-	ld := &Loader{Seed: o.Seed, Addr: cli.Addr().String()}
+	ld := &Loader{Seed: o.Seed, Addr: appAddr}
 	type window struct{ from, to time.Duration }
 	var wins []window
 	r := rand.New(rand.NewPCG(o.Seed, 99))
@@ -158,9 +112,10 @@ func Run(ctx context.Context, o RunOptions) (*RunResult, error) {
 			}
 		}
 	}
-	res.Sessions = srv.Sessions.Load()
-	stop()
-	wg.Wait()
+	if srv != nil {
+		res.Sessions = srv.Sessions.Load()
+	}
+	stopTunnel() // the client closes its session gracefully
 	rec.Close()
 	for i, w := range wins {
 		res.Samples[i].Trace = rec.Window(w.from, w.to)
@@ -169,4 +124,86 @@ func Run(ctx context.Context, o RunOptions) (*RunResult, error) {
 	res.WireBytes = rec.WireBytes()
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// startTunnel starts a usocks server and client with the run's policy,
+// the recorder between them, and waits for the session. It returns the
+// client's listener address and a stop function.
+func startTunnel(ctx context.Context, o RunOptions, tg *Target) (rec *Recorder, srv *runner.Server, appAddr string, stop func(), err error) {
+	var closers []func()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		})
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	sln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, "", stop, err
+	}
+	closers = append(closers, func() { _ = sln.Close() })
+	if rec, err = StartRecorder(sln.Addr().String(), o.Link); err != nil {
+		return nil, nil, "", stop, err
+	}
+	closers = append(closers, rec.Close)
+	cln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, "", stop, err
+	}
+	closers = append(closers, func() { _ = cln.Close() })
+	key, err := wire.GenerateKey(crand.Reader)
+	if err != nil {
+		return nil, nil, "", stop, err
+	}
+	ccfg, scfg, err := o.Policy.Configs(key, cln.Addr().(*net.TCPAddr).Port, rec.Port(), tg.ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		return nil, nil, "", stop, fmt.Errorf("policy %s: %w", o.Policy.Name, err)
+	}
+	scfg.Backend.Port = sln.Addr().(*net.TCPAddr).Port
+	logger := logrus.New()
+	logger.SetOutput(io.Discard)
+	if o.Log != nil {
+		logger.SetOutput(o.Log)
+	}
+	if srv, err = runner.NewServer(scfg, logger); err != nil {
+		return nil, nil, "", stop, err
+	}
+	cli, err := runner.NewClient(ccfg, logger)
+	if err != nil {
+		return nil, nil, "", stop, err
+	}
+	srv.UseListener(sln)
+	cli.UseListener(cln)
+	// A server refuses first flights stamped in its start second (replay
+	// protection across restarts); the client retries at once.
+	cli.Backoff.Min, cli.Backoff.Max = 50*time.Millisecond, 500*time.Millisecond
+	tctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, f := range []func(context.Context) error{srv.Run, cli.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(tctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	closers = append(closers, func() { cancel(); wg.Wait() })
+	select {
+	case <-cli.Sessions:
+	case err = <-errs:
+	case <-time.After(10 * time.Second):
+		err = errors.New("no tunnel session within 10s")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	return rec, srv, cli.Addr().String(), stop, err
 }

@@ -239,24 +239,35 @@ func TestRecorderShaped(t *testing.T) {
 }
 
 // TestSmoke is the bench in miniature: 3 pages × 2 loads through a real
-// tunnel on an unshaped link. Every object is SHA-256 checked by the
-// loader; each load gets its own non-empty trace that carries at least
-// the page; features are complete and finite; the Go k-NN runs.
+// tunnel (and with no tunnel) on an unshaped link. Every object is
+// SHA-256 checked by the loader; each load gets its own non-empty trace
+// that carries at least the page; features are complete and finite; the
+// Go k-NN runs; the raw traces can be written and read back.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads pages through a tunnel")
 	}
-	ps, err := ParsePolicies("default")
+	ps, err := ParsePolicies("default,direct")
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range ps {
+		t.Run(p.Name, func(t *testing.T) { smoke(t, p) })
+	}
+}
+
+func smoke(t *testing.T, p Policy) {
 	var log strings.Builder
 	res, err := Run(context.Background(), RunOptions{Pages: 3, Loads: 2, Seed: 7, Gap: 400 * time.Millisecond, Tail: 200 * time.Millisecond,
-		Policy: ps[0], Link: Link{Name: "unshaped"}, Log: &log})
+		Policy: p, Link: Link{Name: "unshaped"}, Log: &log})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
-	if len(res.Samples) != 6 || res.Sessions != 1 {
+	wantSessions := int64(1)
+	if p.Direct {
+		wantSessions = 0
+	}
+	if len(res.Samples) != 6 || res.Sessions != wantSessions {
 		t.Fatalf("%d samples, %d sessions", len(res.Samples), res.Sessions)
 	}
 	var x [][]float64
@@ -300,9 +311,31 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("k-NN accuracy %v", a)
 	}
 	var sb strings.Builder
-	rep := BuildReport([]*RunResult{res}, nil, "default", 3)
+	rep := BuildReport([]*RunResult{res}, nil, p.Name, 3)
 	rep.WriteMarkdown(&sb)
-	if !strings.Contains(sb.String(), "| default | unshaped | 6 |") {
+	if !strings.Contains(sb.String(), "| "+p.Name+" | unshaped | 6 |") {
 		t.Fatalf("report:\n%s", sb.String())
+	}
+	var tb strings.Builder
+	if err := WriteTraces(&tb, res); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadTraces(strings.NewReader(tb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != len(res.Samples) {
+		t.Fatalf("%d traces read back, want %d", len(back), len(res.Samples))
+	}
+	for i, s := range back {
+		w := res.Samples[i]
+		if s.Page != w.Page || s.Load != w.Load || s.PLT.Microseconds() != w.PLT.Microseconds() || s.App != w.App || len(s.Trace) != len(w.Trace) {
+			t.Fatalf("trace %d read back as %+v", i, s)
+		}
+		for j := range s.Trace {
+			if s.Trace[j].Size != w.Trace[j].Size || s.Trace[j].T != w.Trace[j].T.Truncate(time.Microsecond) {
+				t.Fatalf("trace %d packet %d: %v, want %v", i, j, s.Trace[j], w.Trace[j])
+			}
+		}
 	}
 }
