@@ -12,29 +12,32 @@ import (
 // between connect and the v2 handshake.
 
 // dialWrapped runs the TLS handshake (tls backend) and the WebSocket
-// upgrade (a ws path) on a fresh connection to the server.
-func (c *Client) dialWrapped(ctx context.Context, raw net.Conn) (net.Conn, error) {
+// upgrade (a ws path) on a fresh connection to the server named host.
+func (c *Client) dialWrapped(ctx context.Context, raw net.Conn, host string) (net.Conn, error) {
 	hctx, cancel := context.WithTimeout(ctx, wrapTimeout)
 	defer cancel()
 	conn := raw
 	b := &c.cfg.Backend
 	if c.tls != nil {
-		tc, err := stages.DialBrowserTLS(hctx, raw, c.tls, b.Fingerprint, b.Path != "")
+		cfg := c.tls
+		if b.TLSServerName == "" && cfg.ServerName != host {
+			cfg = cfg.Clone() // one of several servers: its own name
+			cfg.ServerName = host
+		}
+		tc, err := stages.DialBrowserTLS(hctx, raw, cfg, b.Fingerprint, b.Path != "")
 		if err != nil {
 			_ = raw.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", c.cfg.ServerAddr(), err)
+			return nil, fmt.Errorf("TLS handshake with %s: %w", raw.RemoteAddr(), err)
 		}
 		conn = tc
 	}
 	if b.Path == "" {
 		return conn, nil
 	}
-	host := b.Host
-	if host == "" {
+	if b.Host != "" {
+		host = b.Host
+	} else if b.TLSServerName != "" {
 		host = b.TLSServerName
-	}
-	if host == "" {
-		host = b.Server
 	}
 	wc, err := stages.DialWS(hctx, conn, host, b.Path)
 	if err != nil {

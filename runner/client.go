@@ -52,6 +52,7 @@ type Client struct {
 	tls      *utls.Config    // tls backend
 	identity *wire.PSK       // multi-user server's identity key
 	capture  *capture.Writer // nil unless cfg.Capture is set
+	servers  *serverPicker   // where new sessions go
 }
 
 // NewClient checks the config and prepares a client.
@@ -67,6 +68,7 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		Backoff:  DefaultBackoff(),
 		accepted: make(chan net.Conn, AcceptQueueLen),
 		Sessions: make(chan struct{}, 1),
+		servers:  newServerPicker(cfg.backendServers()),
 	}
 	if cfg.Protocol == "v1" {
 		c.log.Warn(v1Warning)
@@ -133,7 +135,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}()
 		c.log.WithFields(logrus.Fields{"file": c.cfg.Capture, "plaintext": c.cfg.CapturePlaintext}).Warn("capturing every session to a file")
 	}
-	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "server": c.cfg.ServerAddr(), "protocol": c.cfg.Protocol}).Info("client started")
+	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "servers": c.servers.String(), "protocol": c.cfg.Protocol}).Info("client started")
 	if c.cfg.Protocol == "v2" && (c.cfg.UDP == nil || *c.cfg.UDP) {
 		// The UDP relay for SOCKS5 associations shares the TCP listener's
 		// address and port; without it UDP is simply not offered.
@@ -241,7 +243,7 @@ func (c *Client) acceptLoop(ctx context.Context) {
 
 // dialBackend opens the backend: one TCP connection, or for multi_tcp
 // (v1) `number` connections, one after another, joined into one stream.
-func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
+func (c *Client) dialBackend(ctx context.Context, srv BackendServer) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	n := 1
 	if c.cfg.Backend.Type == "multi_tcp" {
@@ -249,7 +251,7 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 	}
 	var lanes []net.Conn
 	for len(lanes) < n {
-		conn, err := d.DialContext(ctx, "tcp", c.cfg.ServerAddr())
+		conn, err := d.DialContext(ctx, "tcp", srv.Addr())
 		if err != nil {
 			for _, l := range lanes {
 				_ = l.Close()
@@ -259,7 +261,7 @@ func (c *Client) dialBackend(ctx context.Context) (net.Conn, error) {
 		lanes = append(lanes, conn)
 	}
 	if c.tls != nil || c.cfg.Backend.Type == "ws" {
-		return c.dialWrapped(ctx, lanes[0])
+		return c.dialWrapped(ctx, lanes[0], srv.Server)
 	}
 	if n == 1 {
 		return lanes[0], nil
@@ -286,10 +288,17 @@ func jittered(d time.Duration) time.Duration {
 // session dials, handshakes and runs one session; closing drain moves it
 // to draining (see stages.Demux.Drain).
 func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
-	conn, err := c.dialBackend(ctx)
+	conn, srv, err := c.dialAny(ctx)
 	if err != nil {
 		return err
 	}
+	// A session that ends while the client runs (dead backend, server
+	// gone) sends the next one to another server first.
+	defer func() {
+		if ctx.Err() == nil {
+			c.servers.failed(srv)
+		}
+	}()
 	log := c.log.WithField("peer", conn.RemoteAddr().String())
 	params := sessionParams{
 		role: stages.Client, conn: conn, accept: c.accepted,
@@ -309,6 +318,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 			return err
 		}
 		log.Info("session started (protocol v1)")
+		c.servers.ok(srv)
 		select {
 		case c.Sessions <- struct{}{}:
 		default:
@@ -326,6 +336,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		return fmt.Errorf("handshake: %w", err)
 	}
 	log.WithField("cipher", keys.Cipher.String()).Info("session established")
+	c.servers.ok(srv)
 	select {
 	case c.Sessions <- struct{}{}:
 	default:

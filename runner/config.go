@@ -31,6 +31,9 @@ type BackendConfig struct {
 	Address string `yaml:"address"`
 	// Port is the backend port on both sides (default 4194).
 	Port int `yaml:"port"`
+	// Servers (client) replaces Server and Port with several servers to
+	// spread sessions over and fail over between (failover.go).
+	Servers []BackendServer `yaml:"servers"`
 	// Number and Blocksize are multi_tcp settings (v1; defaults 5, 8192).
 	Number    int `yaml:"number"`
 	Blocksize int `yaml:"blocksize"`
@@ -319,6 +322,7 @@ func checkPort(p *problems, key string, port int) {
 // *ConfigError, or ConfigErrors when there are several problems.
 func (c *ClientConfig) Validate() error {
 	p := &problems{section: "client"}
+	c.validateServers(p) // before the defaults of backend.server and port
 	c.Common.validate(p, false)
 	if c.Address == "" {
 		c.Address = "127.0.0.1"

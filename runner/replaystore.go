@@ -51,6 +51,9 @@ const ReplayStatePeriod = 5 * time.Second
 
 func (s *ServerConfig) validateScaleOut(p *problems) {
 	so := &s.ScaleOutConfig
+	if len(s.Backend.Servers) > 0 {
+		p.bad("backend.servers", "only for the client (a server listens on backend.address and backend.port)")
+	}
 	if so.ReplayStore != "" {
 		if !strings.HasPrefix(so.ReplayStore, "redis://") && !strings.HasPrefix(so.ReplayStore, "rediss://") {
 			p.bad("replay_store", "want redis://HOST:PORT/DB (or rediss:// for TLS)")
