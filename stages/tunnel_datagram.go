@@ -58,3 +58,38 @@ func (s *stream) deliverDatagram(p []byte) bool {
 		return false
 	}
 }
+
+// handleDatagram routes a DATAGRAM frame (SPEC-v2.md §6a). On the server it
+// goes to the stream's association; on the client an empty one opens the
+// association (the relay's reply goes to the app in the stream, as if the
+// server had sent it) and others go to the app through the relay. Datagrams that
+// have nowhere to go are dropped: UDP may lose packets, a tunnel may not
+// queue them without bound.
+func (d *Demux) handleDatagram(f Frame) {
+	defer f.Release()
+	s, ok := d.streams[f.Stream]
+	if !ok || d.Legacy {
+		return
+	}
+	if d.Role == Server {
+		s.deliverDatagram(f.Payload)
+		return
+	}
+	if d.Relay == nil {
+		return
+	}
+	if len(f.Payload) > 0 {
+		d.Relay.Deliver(f.Stream, f.Payload)
+		return
+	}
+	if s.relayOpen {
+		return // the association is open already: ignored (§6d)
+	}
+	s.relayOpen = true
+	reply := d.Relay.Open(s.id, s.appIP, s.SendDatagram)
+	buf := getBuf(len(reply))
+	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: append(buf.B[:0], reply...)}, buf: buf}
+	if err := s.recv.push(rf); err != nil {
+		s.abort(true)
+	}
+}

@@ -38,59 +38,6 @@ import (
 // stream whose reader never reads holds at most streamWindow bytes and
 // never stalls the demux or other streams.
 
-// Stream states (SPEC-v2.md §6c). The state is the stream's truth: it
-// changes only in transition, which applies the table in next, and reset
-// and closed are final, so no late event (an open that completes, a FIN
-// that was already queued) can undo a reset.
-type streamState int8
-
-const (
-	stateOpening   streamState = iota // client: SYN queued; server: the frontend connects the target
-	stateOpen                         // data both ways
-	stateLocalFIN                     // we sent FIN, peer may still send
-	stateRemoteFIN                    // peer sent FIN, we may still send
-	stateClosed                       // both FINs; finished
-	stateReset                        // RST sent or received, or the stream failed; finished
-)
-
-func (s streamState) String() string {
-	return [...]string{"opening", "open", "local-fin", "remote-fin", "closed", "reset"}[s]
-}
-
-// streamEvent is what moves a stream from one state to another.
-type streamEvent int8
-
-const (
-	evOpened  streamEvent = iota // the local socket is ready: the pumps start
-	evFINSent                    // local EOF: our FIN is queued
-	evFINRecv                    // the peer's FIN reached the local socket
-	evReset                      // RST sent or received, a local failure, or the session ends
-)
-
-func (e streamEvent) String() string {
-	return [...]string{"opened", "fin-sent", "fin-received", "reset"}[e]
-}
-
-// next is the stream state table: the state ev leads to from st, and
-// whether ev applies in st at all (false: st stays, ev is ignored).
-func next(st streamState, ev streamEvent) (streamState, bool) {
-	switch {
-	case st == stateClosed || st == stateReset:
-		return st, false
-	case ev == evReset:
-		return stateReset, true
-	case st == stateOpening && ev == evOpened:
-		return stateOpen, true
-	case st == stateOpen && ev == evFINSent:
-		return stateLocalFIN, true
-	case st == stateOpen && ev == evFINRecv:
-		return stateRemoteFIN, true
-	case st == stateLocalFIN && ev == evFINRecv, st == stateRemoteFIN && ev == evFINSent:
-		return stateClosed, true
-	}
-	return st, false
-}
-
 // smallReadSize is the per-stream buffer a quiet stream reads into (the
 // small pool class).
 const smallReadSize = smallBufSize
@@ -166,53 +113,6 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy 
 	return s
 }
 
-// currentState is the stream's state now (for the demux's rules, logs and
-// tests; it may change right after).
-func (s *stream) currentState() streamState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state
-}
-
-// transition is the one place a stream changes state: it applies ev by
-// the table in next and, on entering reset, wakes and stops everything
-// that works on the stream (the pumps, a frontend reading its request)
-// and resets the local socket (SO_LINGER 0, so the app or target sees
-// RST, not a clean EOF). sendRST on entering reset tells the peer. It
-// reports whether ev applied.
-func (s *stream) transition(ev streamEvent, sendRST bool) bool {
-	s.mu.Lock()
-	from := s.state
-	to, ok := next(from, ev)
-	if !ok {
-		s.mu.Unlock()
-		return false
-	}
-	s.state = to
-	var reset net.Conn
-	if to == stateReset {
-		close(s.aborted)
-		if s.conn != nil && !s.connDone {
-			reset = s.conn
-		}
-		if sendRST && s.legacy {
-			s.replyRST = true
-		}
-	}
-	s.mu.Unlock()
-	if to == stateReset {
-		if sendRST && !s.legacy {
-			s.sendRST()
-		}
-		s.recv.wake()
-		if reset != nil {
-			// Resetting the socket is what unblocks a pump in Read or Write.
-			resetConn(reset)
-		}
-	}
-	return true
-}
-
 // addCredit is called by demux for a WINDOW frame.
 func (s *stream) addCredit(n uint32) {
 	if s.credit.Add(int64(n)) > 1<<30 {
@@ -221,23 +121,6 @@ func (s *stream) addCredit(n uint32) {
 	select {
 	case s.creditCh <- struct{}{}:
 	default:
-	}
-}
-
-// abort ends the stream at once (the transition to reset); sendRST says
-// whether the peer must be told. A stream already finished stays as it is.
-func (s *stream) abort(sendRST bool) { s.transition(evReset, sendRST) }
-
-// sendRST queues the RST that tells the peer about a reset (v2). It is
-// called once, on entering reset.
-func (s *stream) sendRST() {
-	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: s.id}}
-	select {
-	case s.control <- f:
-	default:
-		// The control queue is full only when the peer floods us with
-		// frames that need answers; the stream is gone on our side anyway.
-		s.log.Debug("control queue full, RST dropped")
 	}
 }
 
@@ -473,70 +356,3 @@ func (s *stream) down(ctx context.Context) {
 		}
 	}
 }
-
-// Read lets a frontend read what the app sent before the target is
-// connected (a SOCKS or HTTP request). It returns credit like down does.
-func (s *stream) Read(p []byte) (int, error) {
-	for {
-		s.recv.mu.Lock()
-		if len(s.recv.chunks) > 0 {
-			f := &s.recv.chunks[0]
-			n := copy(p, f.Payload)
-			f.Payload = f.Payload[n:]
-			s.recv.size -= n
-			if len(f.Payload) == 0 {
-				f.Release()
-				s.recv.chunks = s.recv.chunks[1:]
-			}
-			s.recv.mu.Unlock()
-			s.recv.signalSpace()
-			if !s.legacy {
-				s.addPeerCredit(n)
-			}
-			return n, nil
-		}
-		eof := s.recv.eof
-		s.recv.mu.Unlock()
-		if eof {
-			return 0, io.EOF
-		}
-		select {
-		case <-s.recv.notify:
-		case <-s.aborted:
-			return 0, net.ErrClosed
-		}
-	}
-}
-
-// addPeerCredit returns n bytes of credit to the peer at once (frontend
-// handshakes are small; no batching needed).
-func (s *stream) addPeerCredit(n int) {
-	w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(n))}}
-	select {
-	case s.control <- w:
-	case <-s.aborted:
-	}
-}
-
-// Write lets a frontend answer the app (proxy replies) before the target
-// is connected. It sends DAT frames within the stream's credit.
-func (s *stream) Write(p []byte) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, ok := s.takeCredit(context.Background(), min(len(p)-done, wire.MaxPayloadLen))
-		if !ok {
-			return done, net.ErrClosed
-		}
-		buf := getBuf(n)
-		copy(buf.B, p[done:done+n])
-		f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf.B[:n]}, buf: buf}
-		if !s.sendData(context.Background(), f) {
-			return done, net.ErrClosed
-		}
-		done += n
-	}
-	return done, nil
-}
-
-// ID is the stream id (for frontends' logs).
-func (s *stream) ID() uint16 { return s.id }

@@ -213,10 +213,10 @@ func mustRules(list ...string) []Rule {
 // ACL decides which target addresses a proxy frontend may connect to.
 // Order: an explicit Deny match refuses; else an explicit Allow match
 // permits (Allow overrides the default deny); else a defaultDeny match
-// refuses (unless NoDefaultDeny); else the target is allowed.
+// refuses (unless noDefaultDeny); else the target is allowed.
 type ACL struct {
 	Allow, Deny   []Rule
-	NoDefaultDeny bool
+	noDefaultDeny bool
 }
 
 // newACL parses allow and deny lists.
@@ -247,7 +247,7 @@ func (a *ACL) Check(ap netip.AddrPort) error {
 			return nil
 		}
 	}
-	if !a.NoDefaultDeny {
+	if !a.noDefaultDeny {
 		for _, r := range defaultDeny {
 			if r.Matches(ap) {
 				return &deniedError{Addr: ap, Rule: "default deny " + r.String()}

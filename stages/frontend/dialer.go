@@ -39,12 +39,12 @@ type Dialer struct {
 	// Timeout bounds one Dial: waiting for a dial slot, name resolution
 	// and connect together.
 	Timeout time.Duration
-	// FallbackDelay is the happy-eyeballs delay (net.Dialer's meaning;
+	// fallbackDelay is the happy-eyeballs delay (net.Dialer's meaning;
 	// negative disables the race).
-	FallbackDelay time.Duration
-	// Resolver, if set, resolves names (tests use one that never leaves
+	fallbackDelay time.Duration
+	// resolver, if set, resolves names (tests use one that never leaves
 	// the host).
-	Resolver *net.Resolver
+	resolver *net.Resolver
 
 	slots chan struct{}
 }
@@ -57,7 +57,7 @@ func NewDialer(acl *ACL, timeout time.Duration, maxDials int) *Dialer {
 	if maxDials <= 0 {
 		maxDials = DefaultMaxDials
 	}
-	return &Dialer{ACL: acl, Timeout: timeout, FallbackDelay: defaultFallbackDelay, slots: make(chan struct{}, maxDials)}
+	return &Dialer{ACL: acl, Timeout: timeout, fallbackDelay: defaultFallbackDelay, slots: make(chan struct{}, maxDials)}
 }
 
 // defaultDialer serves frontends built without a Dialer: defaults, and
@@ -94,8 +94,8 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (net.Conn, 
 	}
 	nd := net.Dialer{
 		KeepAlive:     -1, // streams have idle timeouts; saves syscalls per dial
-		FallbackDelay: d.FallbackDelay,
-		Resolver:      d.Resolver,
+		FallbackDelay: d.fallbackDelay,
+		Resolver:      d.resolver,
 		ControlContext: func(_ context.Context, _, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {
@@ -124,7 +124,7 @@ func (d *Dialer) Resolve(ctx context.Context, host string, port uint16) (netip.A
 	}
 	ctx, cancel := context.WithTimeout(ctx, t)
 	defer cancel()
-	r := d.Resolver
+	r := d.resolver
 	if r == nil {
 		r = net.DefaultResolver
 	}

@@ -127,7 +127,7 @@ func TestACLCheck(t *testing.T) {
 		{"deny port mismatch", mixed, "203.0.113.7:587", true},
 		{"deny v6 port", mixed, "[2001:db8::5]:22", false},
 		{"deny v6 other port", mixed, "[2001:db8::5]:443", true},
-		{"no default deny", &ACL{NoDefaultDeny: true}, "127.0.0.1:80", true},
+		{"no default deny", &ACL{noDefaultDeny: true}, "127.0.0.1:80", true},
 	}
 	for _, c := range cases {
 		err := c.acl.Check(netip.MustParseAddrPort(c.addr))
@@ -268,7 +268,7 @@ func pxDialer(t *testing.T, allow []string, maxDials int, queries *atomic.Int64)
 	if queries == nil {
 		queries = new(atomic.Int64)
 	}
-	d.Resolver = pxResolver(release, queries)
+	d.resolver = pxResolver(release, queries)
 	return d
 }
 
