@@ -283,7 +283,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 			return nil, &errReject{why: "short first flight"}
 		}
 		salt := [wire.SaltSize]byte(head[:wire.SaltSize])
-		uid = wire.OpenIdentityHint(h.PSK, &salt, head[wire.SaltSize:])
+		uid = wire.OpenIdentityHint(h.PSK, &salt, (*[wire.IdentityHintSize]byte)(head[wire.SaltSize:]))
 		user, ok := h.Users.Lookup(uid)
 		if !ok {
 			return nil, &errReject{why: "unknown user (or wrong server key)"}

@@ -55,14 +55,15 @@ func SealIdentityHint(identity *PSK, salt *[SaltSize]byte, user *PSK) [IdentityH
 }
 
 // OpenIdentityHint recovers the user id from an EIH. A wrong identity PSK
-// or a forged hint gives an id that matches no user.
-func OpenIdentityHint(identity *PSK, salt *[SaltSize]byte, eih []byte) UserID {
+// or a forged hint gives an id that matches no user. Every 16 bytes are a
+// hint (AES is a permutation): there is nothing to reject before the lookup.
+func OpenIdentityHint(identity *PSK, salt *[SaltSize]byte, eih *[IdentityHintSize]byte) UserID {
 	k := identityCipher(identity, salt)
 	b, err := aes.NewCipher(k[:])
 	if err != nil {
 		panic(err)
 	}
 	var id UserID
-	b.Decrypt(id[:], eih[:IdentityHintSize])
+	b.Decrypt(id[:], eih[:])
 	return id
 }

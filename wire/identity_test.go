@@ -12,10 +12,10 @@ func TestIdentityHint(t *testing.T) {
 		_, _ = rand.Read(b)
 	}
 	eih := SealIdentityHint(&identity, &salt, &user)
-	if got := OpenIdentityHint(&identity, &salt, eih[:]); got != UserIDOf(&user) {
+	if got := OpenIdentityHint(&identity, &salt, &eih); got != UserIDOf(&user) {
 		t.Fatal("the hint does not name its user")
 	}
-	if got := OpenIdentityHint(&other, &salt, eih[:]); got == UserIDOf(&user) {
+	if got := OpenIdentityHint(&other, &salt, &eih); got == UserIDOf(&user) {
 		t.Fatal("a wrong identity key recovered the user")
 	}
 	var salt2 [SaltSize]byte
