@@ -304,8 +304,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		role: stages.Client, conn: conn, accept: c.accepted,
 		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "session"), stats: &c.Stats,
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
-		padding: c.cfg.Padding, drain: drain, rekeyAfter: c.cfg.RekeyAfter,
-		chaff: c.cfg.Chaff == nil || *c.cfg.Chaff, chaffFor: c.cfg.ChaffWindow, idleChaff: c.cfg.IdleChaff,
+		drain: drain, rekeyAfter: c.cfg.RekeyAfter, tuning: c.cfg.DefenseTuning,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
 	}
 	if c.udp != nil {
@@ -325,7 +324,8 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		}
 		return runSession(ctx, params)
 	}
-	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix), Identity: c.identity}
+	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix), Identity: c.identity,
+		Defence: c.cfg.defencePolicy()}
 	if params.capture != nil {
 		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.KeyLog(k, ci) }
 	}

@@ -108,17 +108,13 @@ type Common struct {
 	// HalfClosedTimeout resets a stream that one side finished and that
 	// then carried no data for this long (default 2m; -1s disables).
 	HalfClosedTimeout time.Duration `yaml:"half_closed_timeout"`
-	// Padding is the traffic-analysis padding of what this side sends on
-	// v2: off, low (default) or high (stages/record_padding.go has the budgets).
-	Padding string `yaml:"padding"`
-	// Chaff sends a FRONT-style burst of PAD frames in the first seconds
-	// of each v2 backend (default true; stages/record_chaff.go).
-	Chaff *bool `yaml:"chaff"`
-	// ChaffWindow is how long the burst lasts (default 6s, 100ms..60s).
-	ChaffWindow time.Duration `yaml:"chaff_window"`
-	// IdleChaff, if set, also sends a PAD frame at random intervals with
-	// this mean for the life of each v2 session (default off; ≥ 100ms).
-	IdleChaff time.Duration `yaml:"idle_chaff"`
+	// Defense is the traffic-analysis defence policy (v2): off, light,
+	// standard or max. The client asks for it (default standard); the
+	// server grants at most this (default max). See runner/defence.go.
+	Defense string `yaml:"defense"`
+	// DefenseTuning overrides the policy's parameters for what this side
+	// sends (experts only).
+	DefenseTuning *DefenseTuning `yaml:"defense_tuning"`
 	// RekeyAfter is how many records a v2 sender seals under one key
 	// before it rekeys in band (default 4194304; at least 1000). It rekeys
 	// hourly in any case.
@@ -265,21 +261,7 @@ func (c *Common) validate(p *problems, server bool) {
 	if c.MaxStreams < 1 || c.MaxStreams > 65534 {
 		p.bad("max_streams", "must be 1..65534")
 	}
-	if c.Padding == "" {
-		c.Padding = "low"
-	}
-	if _, err := stages.ParsePadLevel(c.Padding); err != nil {
-		p.bad("padding", "%s", err)
-	}
-	if c.ChaffWindow == 0 {
-		c.ChaffWindow = stages.DefaultChaffWindow
-	}
-	if c.ChaffWindow < 100*time.Millisecond || c.ChaffWindow > time.Minute {
-		p.bad("chaff_window", "must be 100ms..60s")
-	}
-	if c.IdleChaff != 0 && c.IdleChaff < 100*time.Millisecond {
-		p.bad("idle_chaff", "must be 0 (off) or at least 100ms")
-	}
+	c.validateDefence(p, server)
 	if c.RekeyAfter == 0 {
 		c.RekeyAfter = stages.DefaultRekeyAfter
 	}

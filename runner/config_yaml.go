@@ -174,6 +174,10 @@ func checkNode(p *problems, n *yaml.Node, t reflect.Type, path string) {
 			key = path + "." + k
 		}
 		ft, ok := fields[k]
+		if msg, retired := retiredKeys[k]; retired && !ok {
+			p.bad(key, "%s (line %d)", msg, n.Content[i].Line)
+			continue
+		}
 		if !ok {
 			p.bad(key, "unknown key (line %d)", n.Content[i].Line)
 			continue

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -151,9 +152,9 @@ type tunnelOpts struct {
 	protocol   string // "" (v2) or "v1"
 	halfClosed time.Duration
 	keepalive  time.Duration
-	padding    string
+	defense    string // both sides' `defense` ("": the defaults)
+	cliDefense string // the client's, if it differs
 	rekeyAfter uint64
-	chaffFor   time.Duration
 	prefix     string
 	rotate     time.Duration
 	key        string // default: a fresh v2 key, or a v1 passphrase
@@ -222,7 +223,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	sln := listenLocal(t)
 	sport := sln.Addr().(*net.TCPAddr).Port
 	scfg := &ServerConfig{
-		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams, HalfClosedTimeout: o.halfClosed, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
+		Common: Common{Key: key, Protocol: o.protocol, MaxStreams: o.maxStreams, HalfClosedTimeout: o.halfClosed, RekeyAfter: o.rekeyAfter, Defense: o.defense,
 			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport, Prefix: o.prefix}},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
@@ -269,7 +270,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		}
 		cln := listenLocal(t)
 		ccfg := &ClientConfig{
-			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Padding: o.padding, RekeyAfter: o.rekeyAfter, ChaffWindow: o.chaffFor,
+			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Defense: cmp.Or(o.cliDefense, o.defense), RekeyAfter: o.rekeyAfter,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort, Prefix: o.prefix}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate,
 		}

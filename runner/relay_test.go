@@ -22,8 +22,8 @@ type relay struct {
 	// blackhole, while set, makes the relay swallow traffic both ways
 	// (the connections stay up): a network that silently stopped.
 	blackhole atomic.Bool
-	// c2s counts bytes relayed client → server on all connections.
-	c2s atomic.Int64
+	// c2s and s2c count bytes relayed each way on all connections.
+	c2s, s2c atomic.Int64
 }
 
 func startRelay(t testing.TB, target string) *relay {
@@ -94,6 +94,7 @@ func (r *relay) pipeS2C(c, s net.Conn) {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := s.Read(buf)
+		r.s2c.Add(int64(n))
 		if n > 0 && !r.blackhole.Load() {
 			if _, werr := c.Write(buf[:n]); werr != nil {
 				return

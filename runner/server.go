@@ -111,6 +111,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
 		Salts: s.replay.store(), Users: s.replay.users,
 		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
+		DefenceCap: cfg.defencePolicy(),
 	}
 	return s, nil
 }
@@ -313,9 +314,9 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 
 func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams) {
 	p.role, p.frontend, p.maxStreams = stages.Server, s.fe, s.cfg.MaxStreams
-	p.idle, p.half, p.padding = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout, s.cfg.Padding
+	p.idle, p.half = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout
 	p.keepalive = max(s.cfg.KeepAlive, 0) // every v2 peer answers pings
-	p.rekeyAfter, p.chaff, p.chaffFor, p.idleChaff = s.cfg.RekeyAfter, s.cfg.Chaff == nil || *s.cfg.Chaff, s.cfg.ChaffWindow, s.cfg.IdleChaff
+	p.rekeyAfter, p.tuning = s.cfg.RekeyAfter, s.cfg.DefenseTuning
 	p.log, p.stats = log.WithField("layer", "session"), &s.Stats
 	err := runSession(ctx, p)
 	if err != nil {

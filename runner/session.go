@@ -56,13 +56,10 @@ type sessionParams struct {
 	maxStreams int
 	idle, half time.Duration        // stream timeouts (≤ 0: off)
 	keepalive  time.Duration        // PING interval (0: off)
-	padding    string               // v2 padding level (validated config value)
+	tuning     *DefenseTuning       // v2: expert overrides of the agreed defence policy
 	relay      stages.DatagramRelay // client: relay for UDP associations (nil: none)
 	rekeyAfter uint64               // records under one key (0: default)
-	chaff      bool                 // v2: FRONT-style chaff at the start
-	chaffFor   time.Duration        // its window
 	drain      <-chan struct{}      // client: closed to rotate away from this backend
-	idleChaff  time.Duration        // mean interval of idle chaff (0: off)
 	log        *logrus.Entry
 	stats      *stages.Stats
 	capture    *capture.Session // nil: capture off (nil taps)
@@ -99,6 +96,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	data := make(chan stages.Frame, stages.DataQueueLen)
 	control := make(chan stages.Frame, stages.ControlQueueLen)
 	batches := make(chan stages.Batch, stages.BatchQueueLen)
+	shaped := batches // encrypt's input: the mux's batches, or the defence stage's
 	sealed := make(chan stages.Sealed, stages.BatchQueueLen)
 
 	var mu sync.Mutex
@@ -135,7 +133,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	stage := func(name string) *logrus.Entry {
 		return log.WithFields(logrus.Fields{"layer": stageLayers[name], "stage": name})
 	}
-	var enc, dec func(context.Context) error
+	var enc, dec, defence func(context.Context) error
 	var recycle func(stages.Sealed)
 	if legacy {
 		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: batches, Out: sealed, Log: stage("encrypt")}
@@ -145,17 +143,22 @@ func runSession(ctx context.Context, p sessionParams) error {
 		}
 		enc, dec = e.Run, d.Run
 	} else {
-		level, _ := stages.ParsePadLevel(p.padding)
-		var seed [32]byte
-		_, _ = rand.Read(seed[:])
-		pad, err := stages.NewPadding(level, mrand.NewChaCha8(seed))
-		if err != nil {
-			return err
+		p.stats.DefencePolicy.Store(int32(p.keys.Defence))
+		var decEvents *stages.DefenceEvents
+		cell := 0
+		if params := p.tuning.apply(p.keys.Defence, p.role); params != nil {
+			shaped = make(chan stages.Batch, stages.BatchQueueLen)
+			var seed [32]byte
+			_, _ = rand.Read(seed[:])
+			decEvents = stages.NewDefenceEvents()
+			def := &stages.Defence{Params: params, In: batches, Out: shaped, Events: decEvents,
+				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats}
+			defence, cell = def.Run, params.Cell
 		}
-		e := &stages.Encrypt{Sealer: p.keys.Seal, Padding: pad, In: batches, Out: sealed, Log: stage("encrypt"),
+		e := &stages.Encrypt{Sealer: p.keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: stage("encrypt"),
 			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.SealKey, After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
 		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) },
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents,
 			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.OpenKey},
 		}
 		if p.capture != nil {
@@ -208,10 +211,8 @@ func runSession(ctx context.Context, p sessionParams) error {
 			return err
 		})
 	}
-	if p.chaff && !legacy {
-		ch := &stages.Chaff{Out: control, Rand: rand.Reader, MaxFrames: stages.DefaultChaffFrames,
-			Window: p.chaffFor, Idle: p.idleChaff, Stop: closing, Sent: func() { p.stats.ChaffSent.Add(1) }}
-		run("chaff", ch.Run, false)
+	if defence != nil {
+		run("defence", defence, false)
 	}
 	run("backend-reader", readRun, true)
 	run("decrypt", dec, false)

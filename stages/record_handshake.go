@@ -27,6 +27,8 @@ type Keys struct {
 	Cipher wire.CipherID
 	// SealKey and OpenKey are the keys behind Seal and Open, for rekeying.
 	SealKey, OpenKey [wire.KeySize]byte
+	// Defence is the traffic-analysis defence policy both sides agreed on.
+	Defence wire.DefencePolicy
 }
 
 // Handshake padding ranges: the client's first flight is
@@ -76,6 +78,8 @@ type ClientHandshake struct {
 	// (SPEC-v2.md §3b: printable bytes that exempt the flight from
 	// fully-encrypted-traffic rules). The server must expect the same.
 	Prefix []byte
+	// Defence is the defence policy the client asks for (SPEC-v2.md §7).
+	Defence wire.DefencePolicy
 	// KeyLog, if set, is told the session's data keys (a plaintext
 	// capture records them, like SSLKEYLOGFILE). nil in normal use.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
@@ -92,6 +96,9 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 		return nil, err
 	}
 	hello := wire.ClientHello{Time: uint64(h.Now().Unix()), Cipher: h.Cipher, Public: eph.Public()}
+	if h.Defence != wire.DefenceOff {
+		hello.Ext = wire.Extensions{wire.DefenceExt(h.Defence)}
+	}
 	if _, err := io.ReadFull(h.Rand, hello.Salt[:]); err != nil {
 		return nil, err
 	}
@@ -150,7 +157,15 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	if err != nil {
 		return nil, ErrServerAuth
 	}
-	return sessionKeys(h.PSK, &hello, sh, shared, Client, c, h.KeyLog)
+	agreed, err := wire.DefenceOf(sh.Ext)
+	if err != nil || agreed > h.Defence {
+		return nil, ErrServerAuth // a server never raises the client's request
+	}
+	k, err := sessionKeys(h.PSK, &hello, sh, shared, Client, c, h.KeyLog)
+	if k != nil {
+		k.Defence = agreed
+	}
+	return k, err
 }
 
 // sessionKeys runs the key schedule of a finished handshake and returns the
@@ -203,7 +218,10 @@ type ServerHandshake struct {
 	// a connection that does not start with it gets the invalid-input
 	// reaction.
 	Prefix []byte
-	Log    *logrus.Entry
+	// DefenceCap is the strongest defence policy the server grants; a
+	// client asking for more gets this (SPEC-v2.md §7).
+	DefenceCap wire.DefencePolicy
+	Log        *logrus.Entry
 	// KeyLog, if set, is told each session's data keys (plaintext
 	// capture). It gets the connection Accept was given. nil normally.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
@@ -321,11 +339,19 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if !h.cipherAllowed(ch.Cipher) {
 		return nil, &errReject{why: "cipher not allowed: " + ch.Cipher.String()}
 	}
+	asked, err := wire.DefenceOf(ch.Ext)
+	if err != nil {
+		return nil, &errReject{why: "bad defence extension"}
+	}
+	agreed := min(asked, h.DefenceCap)
 	eph, err := wire.NewEphemeral(h.Rand)
 	if err != nil {
 		return nil, err
 	}
 	sh := wire.ServerHello{Time: uint64(now.Unix()), ClientSalt: ch.Salt, Public: eph.Public()}
+	if agreed != wire.DefenceOff {
+		sh.Ext = wire.Extensions{wire.DefenceExt(agreed)}
+	}
 	if _, err := io.ReadFull(h.Rand, sh.Salt[:]); err != nil {
 		return nil, err
 	}
@@ -340,7 +366,11 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if _, err := c.Write(wire.AppendServerHello(nil, psk, &sh)); err != nil {
 		return nil, &BackendError{Op: "write", Err: err}
 	}
-	return sessionKeys(psk, ch, &sh, shared, Server, c, h.KeyLog)
+	k, err := sessionKeys(psk, ch, &sh, shared, Server, c, h.KeyLog)
+	if k != nil {
+		k.Defence = agreed
+	}
+	return k, err
 }
 
 func (h *ServerHandshake) cipherAllowed(c wire.CipherID) bool {

@@ -22,8 +22,10 @@ type Encrypt struct {
 	Sealer *wire.Sealer
 	In     <-chan Batch
 	Out    chan<- Sealed
-	// Padding is the session's padding policy; nil means none.
-	Padding *Padding
+	// Cell, if set, pads the last record of every batch so that the
+	// batch, as written, is a whole number of Cell-byte cells (the
+	// defence policy's cells, SPEC-v2.md §7).
+	Cell int
 	// Rekey, if set, makes the stage rekey its direction in band (a
 	// KEYUPDATE frame, then the next key) when its key has been used long
 	// enough.
@@ -69,28 +71,19 @@ func (e *Encrypt) Run(ctx context.Context) error {
 		}
 		return out
 	}
-	burst := 0 // sealed bytes of the burst so far
 	seal := func(out []byte, sf *Frame, last bool) ([]byte, error) {
 		f := &sf.Frame
 		pad := sf.padLen
-		if e.Padding != nil {
-			if last {
-				unpadded := burst + wire.RecordOverhead + wire.FrameHeaderLen + len(f.Payload) + pad
-				pad += e.Padding.burstPad(f, unpadded)
-			} else {
-				pad += e.Padding.recordPad(f)
-			}
-			pad = min(pad, wire.MaxBodyLen-wire.FrameHeaderLen-len(f.Payload))
+		if last && e.Cell > 0 {
+			// out holds this batch's records so far (and a KEYUPDATE).
+			n := len(out) + recordLen(sf)
+			pad += (e.Cell - n%e.Cell) % e.Cell
 		}
+		pad = min(pad, wire.MaxBodyLen-wire.FrameHeaderLen-len(f.Payload))
 		if e.Tap != nil {
 			e.Tap(f, pad)
 		}
-		n := len(out)
 		out, err := e.Sealer.SealFrame(out, f, pad)
-		burst += len(out) - n
-		if last {
-			burst = 0
-		}
 		if err != nil {
 			err = fmt.Errorf("seal: %w", err)
 		}
@@ -145,6 +138,8 @@ type Decrypt struct {
 	Tap func(*wire.Frame, int)
 	// Chaff counts PAD frames verified and discarded.
 	Chaff func()
+	// Events, if set, is told what arrives, for the defence stage.
+	Events *DefenceEvents
 	// Rekey, if set, follows the peer's KEYUPDATE frames; without it a
 	// KEYUPDATE is a protocol error.
 	Rekey *Rekeyer
@@ -173,6 +168,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			return nil
 		}
 		rr.Feed(c.B)
+		if d.Events != nil {
+			d.Events.Read(len(c.B))
+		}
 		c.Release()
 		for {
 			bl, err := rr.Ready()
@@ -180,6 +178,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 				return err
 			}
 			if bl < 0 {
+				if d.Events != nil {
+					d.Events.Notify()
+				}
 				break
 			}
 			var owner *payloadBuf
@@ -196,6 +197,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			if err != nil {
 				putBuf(owner)
 				return err
+			}
+			if d.Events != nil {
+				d.Events.Frame(wf.Type)
 			}
 			switch wf.Type {
 			case wire.FrameKeyUpdate:

@@ -116,6 +116,11 @@ type Stats struct {
 	StreamsOpened, StreamsReset, ControlDropped, ChaffSent, ChaffReceived atomic.Int64
 	// Rekeys counts keys replaced in our sending direction (v2).
 	Rekeys atomic.Int64
+	// DefenceData and DefenceDummy are the wire bytes the defence stage
+	// sent as data and as dummies (v2, policy not off).
+	DefenceData, DefenceDummy atomic.Int64
+	// DefencePolicy is the policy of the newest session (a wire.DefencePolicy).
+	DefencePolicy atomic.Int32
 }
 
 // Run demultiplexes until the input ends, ctx is done or a session error.

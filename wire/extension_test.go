@@ -113,3 +113,34 @@ func FuzzParseExtensions(f *testing.F) {
 		}
 	})
 }
+
+func TestDefenceOf(t *testing.T) {
+	cases := []struct {
+		name string
+		ext  Extensions
+		want DefencePolicy
+		err  bool
+	}{
+		{"missing means off", nil, DefenceOff, false},
+		{"standard", Extensions{DefenceExt(DefenceStandard)}, DefenceStandard, false},
+		{"max", Extensions{DefenceExt(DefenceMax)}, DefenceMax, false},
+		{"unknown policy", Extensions{{Type: ExtDefence, Value: []byte{4}}}, 0, true},
+		{"too long", Extensions{{Type: ExtDefence, Value: []byte{1, 0}}}, 0, true},
+		{"empty", Extensions{{Type: ExtDefence}}, 0, true},
+	}
+	for _, c := range cases {
+		got, err := DefenceOf(c.ext)
+		if (err != nil) != c.err || (!c.err && got != c.want) {
+			t.Errorf("%s: got %v, %v", c.name, got, err)
+		}
+	}
+	for _, s := range []string{"off", "light", "standard", "max"} {
+		p, err := ParseDefencePolicy(s)
+		if err != nil || p.String() != s {
+			t.Errorf("ParseDefencePolicy(%q) = %v, %v", s, p, err)
+		}
+	}
+	if _, err := ParseDefencePolicy("high"); err == nil {
+		t.Error("ParseDefencePolicy(high) did not fail")
+	}
+}

@@ -1,0 +1,285 @@
+package stages
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"usocks/wire"
+)
+
+// Defence is the traffic-analysis defence stage of protocol v2 (SPEC-v2.md
+// §7): mux → defence → encrypt. It decides what the observer sees of this
+// side's sending direction — record sizes (cells), dummy records, pacing —
+// from the policy both sides agreed in the handshake and from events on the
+// data path: batches to send, and what the decrypt stage reports received.
+// With policy off the stage is not in the pipeline at all.
+type Defence struct {
+	Params *DefenceParams
+	In     <-chan Batch
+	Out    chan<- Batch
+	// Events, if set, tells the stage what arrived (tie and episodes that
+	// the peer's data opens).
+	Events *DefenceEvents
+	Rand   *rand.Rand
+	// Stats, if set, counts the wire bytes of data and of dummies.
+	Stats *Stats
+}
+
+// DefenceEvents carries what the receive side saw to the defence stage:
+// decrypt adds, the defence stage reads. Safe for one writer and one
+// reader.
+type DefenceEvents struct {
+	bytes atomic.Int64 // wire bytes read
+	data  atomic.Int64 // data frames opened
+	wake  chan struct{}
+}
+
+// NewDefenceEvents returns an empty event channel.
+func NewDefenceEvents() *DefenceEvents { return &DefenceEvents{wake: make(chan struct{}, 1)} }
+
+// Read is told the size of every chunk read from the backend.
+func (e *DefenceEvents) Read(n int) { e.bytes.Add(int64(n)) }
+
+// Frame is told the type of every frame opened.
+func (e *DefenceEvents) Frame(t wire.FrameType) {
+	if isData(t) {
+		e.data.Add(1)
+	}
+}
+
+// Notify wakes the defence stage; it never blocks.
+func (e *DefenceEvents) Notify() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run shapes until In is closed (then it flushes and closes Out) or ctx is
+// done.
+func (d *Defence) Run(ctx context.Context) error {
+	defer close(d.Out)
+	s := newShaper(d.Params, d.Rand)
+	var wake <-chan struct{}
+	if d.Events != nil {
+		wake = d.Events.wake
+	}
+	// The batches sent cycle through a ring, as the mux's do: a slot is
+	// reused only after encrypt has taken the batches sent after it.
+	var ring [batchRing]Batch
+	next := 0
+	fresh := func() Batch { return ring[next][:0] }
+	send := func(b Batch) error {
+		ring[next] = b // keep a grown array
+		next = (next + 1) % batchRing
+		if d.Stats != nil {
+			d.Stats.DefenceData.Store(s.realBytes)
+			d.Stats.DefenceDummy.Store(s.dummy)
+		}
+		select {
+		case d.Out <- b:
+			return nil
+		case <-ctx.Done():
+			for i := range b {
+				b[i].Release()
+			}
+			return ctx.Err()
+		}
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	defer func() {
+		for i := range s.queue {
+			s.queue[i].Release()
+		}
+	}()
+	for {
+		if b := s.due(time.Now(), fresh()); len(b) > 0 {
+			if err := send(b); err != nil {
+				return err
+			}
+		}
+		var tick <-chan time.Time
+		if dl := s.deadline(); !dl.IsZero() {
+			timer.Reset(time.Until(dl))
+			tick = timer.C
+		}
+		in := d.In
+		if s.queued >= maxQueueCells {
+			in = nil
+		}
+		select {
+		case b, ok := <-in:
+			now := time.Now()
+			if !ok {
+				if out := s.flush(now); len(out) > 0 {
+					return send(append(fresh(), out...))
+				}
+				return nil
+			}
+			if out := s.admit(now, b); len(out) > 0 {
+				if err := send(append(fresh(), out...)); err != nil {
+					return err
+				}
+			}
+		case <-wake:
+			s.received(time.Now(), d.Events.bytes.Load(), d.Events.data.Load())
+		case <-tick:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// due appends to b what must go out at now: paced cells, FRONT, fill,
+// tail and tie dummies.
+func (s *shaper) due(now time.Time, b Batch) Batch {
+	if s.phase == phaseOpen && len(s.queue) == 0 && now.Sub(s.lastData) >= s.p.Idle {
+		s.endOpen(now)
+	}
+	if s.pacing() {
+		return s.paced(now, b)
+	}
+	if s.bulk {
+		s.front = s.front[:0]
+		if s.phase == phaseTail {
+			s.phase = phaseIdle
+		}
+		return b
+	}
+	var want int64
+	for len(s.front) > 0 && !s.front[0].After(now) {
+		s.front = s.front[1:]
+		want++
+	}
+	if s.phase == phaseOpen && s.p.FillRate > 0 && !now.Before(s.nextFill) {
+		want++
+	}
+	if s.phase == phaseTail {
+		want += s.tailDue(now)
+	}
+	if s.tieOwed >= 1 {
+		want += int64(s.tieOwed)
+	}
+	want = min(want, s.budget())
+	if want == 0 && s.phase == phaseTail && s.budget() == 0 {
+		s.phase = phaseIdle // out of budget: the bucket stays unfilled
+	}
+	return s.dummies(now, b, want)
+}
+
+// endOpen closes the open phase: to the tail when the bucket needs
+// filling, else the episode ends.
+func (s *shaper) endOpen(now time.Time) {
+	s.front = s.front[:0]
+	s.phase = phaseIdle
+	if s.p.Bucket > 1 && !s.bulk {
+		if s.target = s.bucketUp(s.epCells); s.target > s.epCells {
+			s.phase, s.tailNext = phaseTail, now
+		}
+	}
+}
+
+// tailDue is how many tail cells are due at now.
+func (s *shaper) tailDue(now time.Time) int64 {
+	if now.Before(s.tailNext) {
+		return 0
+	}
+	per := float64(time.Second) / s.p.TailRate
+	k := 1 + int64(float64(now.Sub(s.tailNext))/per)
+	k = min(k, s.target-s.epCells, maxSlotsPerWake)
+	s.tailNext = s.tailNext.Add(time.Duration(float64(k) * per))
+	if now.Sub(s.tailNext) > 50*time.Millisecond {
+		s.tailNext = now // a late wake-up does not turn into a burst
+	}
+	return max(k, 0)
+}
+
+// paced fills the slots due at now with queued cells, and with dummies
+// while an episode is on.
+func (s *shaper) paced(now time.Time, b Batch) Batch {
+	if now.Before(s.slotNext) || (s.phase == phaseIdle && len(s.queue) == 0) {
+		return b
+	}
+	per := float64(time.Second) / s.p.Rate
+	slots := min(1+int64(float64(now.Sub(s.slotNext))/per), maxSlotsPerWake)
+	s.slotNext = s.slotNext.Add(time.Duration(float64(slots) * per))
+	if now.Sub(s.slotNext) > 50*time.Millisecond {
+		s.slotNext = now
+	}
+	var data int64
+	for slots > 0 && len(s.queue) > 0 {
+		f := s.queue[0]
+		c := s.cellsOf(recordLen(&f))
+		if c > slots && data > 0 {
+			break // a multi-cell frame waits for a wake-up with room
+		}
+		s.queue[0] = Frame{}
+		s.queue = s.queue[1:]
+		s.queued -= int(c)
+		b = append(b, f)
+		data += c
+		slots -= min(c, slots)
+	}
+	s.sent(now, data, false)
+	if s.phase == phaseIdle {
+		return b
+	}
+	if s.phase == phaseTail {
+		slots = min(slots, s.target-s.epCells)
+	}
+	return s.dummies(now, b, min(slots, s.budget()))
+}
+
+// dummies appends n dummy cells to b as PAD records of up to
+// maxDummyCells cells each, and ends a tail whose bucket is full.
+func (s *shaper) dummies(now time.Time, b Batch, n int64) Batch {
+	if n > 0 {
+		s.sent(now, n, true)
+	}
+	for n > 0 {
+		k := min(n, maxDummyCells)
+		n -= k
+		pad := int(k)*s.p.Cell - wire.RecordOverhead - wire.FrameHeaderLen
+		b = append(b, Frame{Frame: wire.Frame{Type: wire.FramePad}, padLen: pad})
+	}
+	if s.phase == phaseTail && s.epCells >= s.target {
+		s.phase = phaseIdle
+	}
+	return b
+}
+
+// deadline is when the shaper next needs a wake-up without input; zero
+// when nothing is pending.
+func (s *shaper) deadline() time.Time {
+	var dl time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (dl.IsZero() || t.Before(dl)) {
+			dl = t
+		}
+	}
+	if s.phase == phaseOpen && len(s.queue) == 0 {
+		earliest(s.lastData.Add(s.p.Idle))
+	}
+	if s.pacing() {
+		if s.phase != phaseIdle || len(s.queue) > 0 {
+			earliest(s.slotNext)
+		}
+		return dl
+	}
+	if s.bulk {
+		return dl
+	}
+	if len(s.front) > 0 {
+		earliest(s.front[0])
+	}
+	if s.phase == phaseOpen && s.p.FillRate > 0 {
+		earliest(s.nextFill)
+	}
+	if s.phase == phaseTail {
+		earliest(s.tailNext)
+	}
+	return dl
+}

@@ -1,0 +1,119 @@
+package stages
+
+import (
+	"fmt"
+	"time"
+
+	"usocks/wire"
+)
+
+// DefenceParams is what one side's defence stage does for its sending
+// direction (SPEC-v2.md §7). A policy is a pair of these, one per role; the
+// server's shapes the download, the client's the upload. Zero values turn a
+// mechanism off.
+type DefenceParams struct {
+	// Cell makes every write a whole number of Cell-byte cells: the last
+	// record of each write is padded up to the next multiple. With Cell at
+	// the link's TCP payload size (1448 on a 1500-byte MTU with
+	// timestamps) every segment the observer sees has the same size.
+	Cell int
+	// Idle is the quiet time (no data frames either way) that ends an
+	// episode: the unit the defence pads and shapes. A page load is one
+	// episode, or a few.
+	Idle time.Duration
+	// Bucket rounds the cells an episode sends up to the next power of
+	// Bucket (at least MinCells) before it closes: the observer sees one
+	// of a few volumes, not the page's. ≤ 1: off.
+	Bucket   float64
+	MinCells int
+	// TailRate is how fast (cells/s) the dummies that fill the bucket
+	// go out once the episode's data has stopped.
+	TailRate float64
+	// FillRate sends dummy cells (cells/s) while an episode is open and
+	// nothing else is being sent, so gaps between bursts do not show.
+	FillRate float64
+	// Front sends N ~ U[0, Front] dummy cells at the start of every
+	// episode, Rayleigh-timed over a window drawn from
+	// [FrontWindow/2, FrontWindow] (FRONT, Gong & Wang 2020).
+	Front       int
+	FrontWindow time.Duration
+	// Tie sends at least one cell for every Tie cells received (dummies
+	// when there is nothing real to send), so the upload follows the
+	// download instead of the application's requests (RegulaTor).
+	Tie int
+	// Rate, if set, sends at a constant Rate cells/s for the whole
+	// episode: data waits for its slot, dummies fill empty slots
+	// (Tamaraw). Records are then one cell each.
+	Rate float64
+	// MaxEpisode makes an episode bulk once this many real bytes went
+	// out in it: from then on no dummies and no pacing, cells only, so a
+	// long download pays the cell padding and nothing else.
+	MaxEpisode int64
+	// Budget bounds dummy bytes to Budget × real bytes + BudgetFree over
+	// the session; past it dummies stop until real traffic catches up.
+	// 0: no bound.
+	Budget     float64
+	BudgetFree int64
+}
+
+// DefaultCell is the cell size: one TCP segment's payload on a 1500-byte
+// MTU path with TCP timestamps.
+const DefaultCell = 1448
+
+// DefencePolicy returns the parameters of policy p for role r, the table
+// of SPEC-v2.md §7. Off returns nil: no defence stage at all.
+func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
+	server := r == Server
+	switch p {
+	case wire.DefenceLight:
+		return &DefenceParams{
+			Cell: DefaultCell, Idle: 250 * time.Millisecond,
+			Bucket: 1.25, MinCells: 8, TailRate: 4000,
+			Front: 16, FrontWindow: time.Second,
+			MaxEpisode: 8 << 20, Budget: 0.3, BudgetFree: 256 << 10,
+		}
+	case wire.DefenceStandard:
+		d := &DefenceParams{
+			Cell: DefaultCell, Idle: 400 * time.Millisecond,
+			Bucket: 1.5, MinCells: 16, TailRate: 4000, FillRate: 150,
+			Front: 48, FrontWindow: 1500 * time.Millisecond,
+			MaxEpisode: 16 << 20, Budget: 1, BudgetFree: 1 << 20,
+		}
+		if !server {
+			d.Tie, d.FillRate, d.Front = 6, 50, 16
+		}
+		return d
+	case wire.DefenceMax:
+		d := &DefenceParams{
+			Cell: DefaultCell, Idle: time.Second,
+			Bucket: 2, MinCells: 64, Rate: 2500, TailRate: 2500,
+			MaxEpisode: 32 << 20,
+		}
+		if !server {
+			d.Rate, d.TailRate, d.MinCells = 400, 400, 16
+		}
+		return d
+	}
+	return nil
+}
+
+// Validate checks parameters that came from expert tuning.
+func (d *DefenceParams) Validate() error {
+	switch {
+	case d.Cell != 0 && (d.Cell < 64 || d.Cell > 16384):
+		return fmt.Errorf("cell must be 0 (off) or 64..16384 bytes, got %d", d.Cell)
+	case d.Bucket != 0 && d.Bucket <= 1:
+		return fmt.Errorf("bucket must be 0 (off) or above 1, got %g", d.Bucket)
+	case d.Rate < 0 || d.FillRate < 0 || d.TailRate < 0 || d.Rate > 1e6 || d.FillRate > 1e6 || d.TailRate > 1e6:
+		return fmt.Errorf("rates must be 0..1000000 cells/s")
+	case d.Front < 0 || d.Front > 10000 || d.Tie < 0 || d.MinCells < 0 || d.Budget < 0 || d.BudgetFree < 0 || d.MaxEpisode < 0:
+		return fmt.Errorf("counts and budgets must not be negative (front ≤ 10000)")
+	case d.Idle <= 0 && (d.Bucket != 0 || d.FillRate != 0 || d.Rate != 0):
+		return fmt.Errorf("idle must be positive when episodes are shaped")
+	case (d.Bucket != 0 || d.Rate != 0 || d.FillRate != 0 || d.Front != 0 || d.Tie != 0) && d.Cell == 0:
+		return fmt.Errorf("dummies and shaping need cells (cell > 0)")
+	case d.Bucket != 0 && d.TailRate == 0:
+		return fmt.Errorf("bucket needs a tail_rate")
+	}
+	return nil
+}

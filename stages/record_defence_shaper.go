@@ -1,0 +1,279 @@
+package stages
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"usocks/wire"
+)
+
+// shaper is the defence stage's state machine, without goroutines or
+// clocks: the stage feeds it events with their time and sends what it
+// returns. SPEC-v2.md §7 describes the same machine.
+//
+// Phases of the sending direction:
+//
+//	idle ──data sent or received──► open ──Idle without data──► tail ──bucket full──► idle
+//	                                  ▲                           │
+//	                                  └────────data───────────────┘
+//
+// An episode runs from idle back to idle. In open the shaper adds FRONT
+// dummies (scheduled when the episode starts) and fill dummies in gaps; in
+// tail it sends dummies until the episode's cells reach the bucket. With a
+// Rate it also paces every cell, data or dummy, in open and tail. Tie
+// dummies follow received cells in any phase. Dummies stop when the budget
+// is spent; an episode that grows past MaxEpisode becomes bulk and gets no
+// dummies and no pacing until it ends.
+type shaper struct {
+	p        *DefenceParams
+	rng      *rand.Rand
+	cellBody int // the most payload a one-cell STREAM record carries
+
+	phase    phase
+	lastData time.Time // last data frame sent or received
+	lastSend time.Time
+	epCells  int64 // cells sent in this episode, data and dummies
+	epReal   int64 // payload bytes sent in this episode
+	bulk     bool
+	target   int64       // tail: the episode's padded size in cells
+	tailNext time.Time   // tail: when the next tail cell is due
+	nextFill time.Time   // open: when a fill dummy is due if nothing else went
+	front    []time.Time // FRONT dummies still to send, in order
+
+	tieOwed          float64 // cells owed to the peer's download
+	seenBytes, seenD int64   // receive counters already accounted
+
+	// Pacing (Rate > 0).
+	queue     []Frame // frames waiting for their slot, one cell each
+	queued    int     // cells in queue
+	slotNext  time.Time
+	realBytes int64 // session totals on the wire, for the budget and stats
+	dummy     int64
+}
+
+type phase uint8
+
+const (
+	phaseIdle phase = iota
+	phaseOpen
+	phaseTail
+)
+
+// maxDummyCells bounds one dummy record, so its body stays in the pooled
+// buffer class on the receiver.
+const maxDummyCells = 12
+
+// maxQueueCells bounds what pacing holds back; past it the stage stops
+// taking batches and back-pressure reaches the streams.
+const maxQueueCells = 512
+
+// maxSlotsPerWake bounds the cells one late wake-up sends at once.
+const maxSlotsPerWake = 64
+
+func newShaper(p *DefenceParams, rng *rand.Rand) *shaper {
+	s := &shaper{p: p, rng: rng}
+	if p.Cell > 0 {
+		s.cellBody = p.Cell - wire.RecordOverhead - wire.FrameHeaderLen
+	}
+	return s
+}
+
+// isData says whether a frame is application activity: it opens or keeps
+// open an episode. Keepalives, session control and dummies are not.
+func isData(t wire.FrameType) bool {
+	return t == wire.FrameStream || t == wire.FrameDatagram || t == wire.FrameWindow
+}
+
+// recordLen is the sealed size of a frame.
+func recordLen(f *Frame) int {
+	return wire.RecordOverhead + wire.FrameHeaderLen + len(f.Payload) + f.padLen
+}
+
+// cellsOf is how many cells n sealed bytes take once aligned.
+func (s *shaper) cellsOf(n int) int64 {
+	if s.p.Cell == 0 {
+		return 0
+	}
+	return int64((n + s.p.Cell - 1) / s.p.Cell)
+}
+
+func (s *shaper) pacing() bool { return s.p.Rate > 0 && !s.bulk }
+
+// touch records data activity at now: it opens an episode if none is.
+func (s *shaper) touch(now time.Time) {
+	s.lastData = now
+	switch s.phase {
+	case phaseIdle:
+		s.phase = phaseOpen
+		s.epCells, s.epReal, s.bulk = 0, 0, false
+		s.scheduleFront(now)
+		s.nextFill = now.Add(s.fillGap())
+		if s.p.Rate > 0 && s.slotNext.Before(now) {
+			s.slotNext = now
+		}
+	case phaseTail:
+		s.phase = phaseOpen
+	}
+}
+
+// scheduleFront draws the episode's FRONT dummies: N ~ U[0, Front] at
+// Rayleigh times with scale w/3, w ~ U[FrontWindow/2, FrontWindow].
+func (s *shaper) scheduleFront(now time.Time) {
+	s.front = s.front[:0]
+	if s.p.Front == 0 {
+		return
+	}
+	n := s.rng.IntN(s.p.Front + 1)
+	w := float64(s.p.FrontWindow) * (0.5 + 0.5*s.rng.Float64())
+	for range n {
+		u := 1 - s.rng.Float64() // (0, 1]
+		t := time.Duration(w / 3 * math.Sqrt(-2*math.Log(u)))
+		s.front = append(s.front, now.Add(min(t, time.Duration(w))))
+	}
+	slices.SortFunc(s.front, func(a, b time.Time) int { return a.Compare(b) })
+}
+
+// fillGap is the wait before a fill dummy: 1/FillRate, jittered ±50 %.
+func (s *shaper) fillGap() time.Duration {
+	if s.p.FillRate == 0 {
+		return 0
+	}
+	return time.Duration(float64(time.Second) / s.p.FillRate * (0.5 + s.rng.Float64()))
+}
+
+// admit takes a batch from the mux at now. Without pacing it returns the
+// batch to send now; with pacing the frames are queued (split into cells)
+// and it returns nil.
+func (s *shaper) admit(now time.Time, b Batch) Batch {
+	data := false
+	payload := 0
+	for i := range b {
+		if isData(b[i].Type) {
+			data = true
+			payload += len(b[i].Payload)
+		}
+	}
+	if data {
+		s.touch(now)
+		s.epReal += int64(payload)
+		if s.p.MaxEpisode > 0 && s.epReal > s.p.MaxEpisode && !s.bulk {
+			s.bulk = true
+			s.front = s.front[:0]
+		}
+	}
+	if s.pacing() && s.phase != phaseIdle {
+		for _, f := range b {
+			s.enqueue(f)
+		}
+		return nil
+	}
+	n := 0
+	for i := range b {
+		n += recordLen(&b[i])
+	}
+	if len(s.queue) > 0 { // pacing just ended (bulk): the queue goes first
+		b = append(s.flush(now), b...)
+	}
+	s.sent(now, s.cellsOf(n), false)
+	return b
+}
+
+// enqueue splits a STREAM frame into one-cell pieces (the last piece keeps
+// the buffer and the FIN/RST flags) and queues them; any other frame is
+// queued whole, padded to whole cells.
+func (s *shaper) enqueue(f Frame) {
+	if f.Type == wire.FrameStream && len(f.Payload) > s.cellBody {
+		p, buf := f.Payload, f.buf
+		first := true
+		for len(p) > 0 {
+			piece := f
+			n := min(len(p), s.cellBody)
+			piece.Payload, p = p[:n], p[n:]
+			piece.buf = nil
+			if !first {
+				piece.Flags &^= wire.FlagSYN
+			}
+			if len(p) > 0 {
+				piece.Flags &^= wire.FlagFIN | wire.FlagRST
+			} else {
+				piece.buf = buf
+			}
+			first = false
+			s.push(piece)
+		}
+		return
+	}
+	s.push(f)
+}
+
+// push queues a frame padded to whole cells.
+func (s *shaper) push(f Frame) {
+	n := recordLen(&f)
+	cells := s.cellsOf(n)
+	f.padLen += int(cells)*s.p.Cell - n
+	s.queue = append(s.queue, f)
+	s.queued += int(cells)
+}
+
+// flush hands out everything queued at once (session end, bulk).
+func (s *shaper) flush(now time.Time) Batch {
+	if len(s.queue) == 0 {
+		return nil
+	}
+	b := slices.Clone(s.queue)
+	s.sent(now, int64(s.queued), false)
+	clear(s.queue)
+	s.queue, s.queued = s.queue[:0], 0
+	return b
+}
+
+// received accounts for what the receive side saw: wire bytes read and
+// data frames opened, as running totals.
+func (s *shaper) received(now time.Time, bytes, data int64) {
+	if data > s.seenD {
+		s.touch(now)
+	}
+	if s.p.Tie > 0 && s.p.Cell > 0 && !s.bulk {
+		s.tieOwed += float64(bytes-s.seenBytes) / float64(s.p.Cell) / float64(s.p.Tie)
+	}
+	s.seenBytes, s.seenD = bytes, data
+}
+
+// sent accounts cells that went out.
+func (s *shaper) sent(now time.Time, cells int64, dummy bool) {
+	if cells == 0 {
+		return
+	}
+	s.lastSend = now
+	s.nextFill = now.Add(s.fillGap())
+	if s.phase != phaseIdle {
+		s.epCells += cells
+	}
+	s.tieOwed = max(s.tieOwed-float64(cells), -4)
+	if dummy {
+		s.dummy += cells * int64(s.p.Cell)
+	} else {
+		s.realBytes += cells * int64(s.p.Cell)
+	}
+}
+
+// budget is how many dummy cells may still go out.
+func (s *shaper) budget() int64 {
+	if s.p.Budget == 0 {
+		return math.MaxInt64
+	}
+	left := int64(s.p.Budget*float64(s.realBytes)) + s.p.BudgetFree - s.dummy
+	return max(left/int64(s.p.Cell), 0)
+}
+
+// bucketUp is the padded size of an episode of n cells.
+func (s *shaper) bucketUp(n int64) int64 {
+	t := max(int64(s.p.MinCells), 1)
+	for t < n {
+		next := int64(math.Ceil(float64(t) * s.p.Bucket))
+		t = max(next, t+1)
+	}
+	return t
+}

@@ -1,0 +1,273 @@
+package stages
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"usocks/wire"
+)
+
+func testShaper(p DefenceParams) *shaper {
+	return newShaper(&p, rand.New(rand.NewPCG(1, 2)))
+}
+
+func dataBatch(n int) Batch {
+	return Batch{{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: make([]byte, n)}}}
+}
+
+// cellsIn is the number of cells b takes on the wire.
+func cellsIn(s *shaper, b Batch) int64 {
+	n := 0
+	for i := range b {
+		n += recordLen(&b[i])
+	}
+	return s.cellsOf(n)
+}
+
+func TestBucketUp(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Bucket: 1.5, MinCells: 16})
+	cases := []struct{ in, want int64 }{
+		{0, 16}, {1, 16}, {16, 16}, {17, 24}, {24, 24}, {25, 36}, {37, 54}, {1000, 1395},
+	}
+	for _, c := range cases {
+		if got := s.bucketUp(c.in); got != c.want {
+			t.Errorf("bucketUp(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}
+
+// TestEpisodeFillsItsBucket: data opens an episode; Idle later the tail
+// sends dummies at TailRate until the episode's cells reach the bucket,
+// then the shaper is idle and sends nothing more.
+func TestEpisodeFillsItsBucket(t *testing.T) {
+	p := DefenceParams{Cell: DefaultCell, Idle: 100 * time.Millisecond, Bucket: 2, MinCells: 8, TailRate: 1000}
+	s := testShaper(p)
+	t0 := time.Unix(1000, 0)
+	out := s.admit(t0, dataBatch(5000)) // 4 cells
+	if len(out) != 1 || s.phase != phaseOpen || s.epCells != 4 {
+		t.Fatalf("after data: phase %d, cells %d", s.phase, s.epCells)
+	}
+	if b := s.due(t0.Add(50*time.Millisecond), nil); len(b) != 0 {
+		t.Fatalf("dummies before the episode went idle: %d", len(b))
+	}
+	if dl := s.deadline(); !dl.Equal(t0.Add(p.Idle)) {
+		t.Fatalf("deadline %v, want idle end", dl.Sub(t0))
+	}
+	var dummies int64
+	now, last := t0.Add(p.Idle), time.Time{}
+	for i := 0; i < 100 && s.phase != phaseIdle; i++ {
+		b := s.due(now, nil)
+		last = now
+		for _, f := range b {
+			if f.Type != wire.FramePad {
+				t.Fatalf("tail sent a %v frame", f.Type)
+			}
+		}
+		dummies += cellsIn(s, b)
+		now = s.deadline()
+		if now.IsZero() {
+			break
+		}
+	}
+	if s.phase != phaseIdle || 4+dummies != 8 {
+		t.Fatalf("episode ended in phase %d with %d cells, want 8", s.phase, 4+dummies)
+	}
+	if el := last.Sub(t0.Add(p.Idle)); el < 3*time.Millisecond || el > 5*time.Millisecond {
+		t.Errorf("4 tail cells at 1000/s took %v", el)
+	}
+	if !s.deadline().IsZero() {
+		t.Error("an idle shaper still wants a wake-up")
+	}
+}
+
+// TestDataDuringTailReopens: data in the tail goes back to open and the
+// bucket is computed again from the larger episode.
+func TestDataDuringTailReopens(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: 100 * time.Millisecond, Bucket: 2, MinCells: 8, TailRate: 10})
+	t0 := time.Unix(1000, 0)
+	s.admit(t0, dataBatch(100))
+	s.due(t0.Add(100*time.Millisecond), nil)
+	if s.phase != phaseTail {
+		t.Fatalf("phase %d, want tail", s.phase)
+	}
+	s.admit(t0.Add(150*time.Millisecond), dataBatch(16000))
+	if s.phase != phaseOpen {
+		t.Fatalf("data in the tail left phase %d", s.phase)
+	}
+	s.due(t0.Add(250*time.Millisecond), nil)
+	if s.phase != phaseTail || s.target != 16 {
+		t.Fatalf("phase %d target %d (episode %d cells), want tail to 16", s.phase, s.target, s.epCells)
+	}
+}
+
+// TestDummiesAreNotActivity: PAD frames and keepalives neither open nor
+// prolong an episode; received dummies do not either, but they are tied.
+func TestDummiesAreNotActivity(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: 100 * time.Millisecond, Tie: 4})
+	t0 := time.Unix(1000, 0)
+	s.admit(t0, Batch{{Frame: wire.Frame{Type: wire.FramePing}}})
+	if s.phase != phaseIdle {
+		t.Fatal("a PING opened an episode")
+	}
+	// 20 cells arrive, none of them data: 5 cells are owed, less the
+	// PING's cell already sent.
+	s.received(t0, 20*DefaultCell, 0)
+	if s.phase != phaseIdle {
+		t.Fatal("received dummies opened an episode")
+	}
+	if got := cellsIn(s, s.due(t0, nil)); got != 4 {
+		t.Fatalf("tie sent %d cells for 20 received, want 4", got)
+	}
+	s.received(t0, 24*DefaultCell, 1)
+	if s.phase != phaseOpen {
+		t.Fatal("received data did not open an episode")
+	}
+}
+
+// TestBudgetBoundsDummies: dummies stop at Budget × data + BudgetFree.
+func TestBudgetBoundsDummies(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: 10 * time.Millisecond, Bucket: 100, MinCells: 1000, TailRate: 1e6,
+		Budget: 0.5, BudgetFree: 2 * DefaultCell})
+	t0 := time.Unix(1000, 0)
+	s.admit(t0, dataBatch(10*DefaultCell)) // 11 cells of data
+	now := t0.Add(10 * time.Millisecond)
+	var dummies int64
+	for i := 0; i < 50 && s.phase != phaseIdle; i++ {
+		dummies += cellsIn(s, s.due(now, nil))
+		now = now.Add(time.Millisecond)
+	}
+	if want := int64(11/2 + 2); dummies != want || s.phase != phaseIdle {
+		t.Fatalf("sent %d dummy cells (phase %d), budget allows %d", dummies, s.phase, want)
+	}
+}
+
+// TestBulkEpisodeIsNotPadded: past MaxEpisode an episode gets no tail.
+func TestBulkEpisodeIsNotPadded(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: 10 * time.Millisecond, Bucket: 2, MinCells: 8, TailRate: 1000, MaxEpisode: 100 << 10})
+	t0 := time.Unix(1000, 0)
+	for i := range 10 {
+		s.admit(t0.Add(time.Duration(i)*time.Millisecond), dataBatch(16<<10))
+	}
+	if !s.bulk {
+		t.Fatal("160 KiB episode is not bulk")
+	}
+	if b := s.due(t0.Add(time.Second), nil); len(b) != 0 || s.phase != phaseIdle {
+		t.Fatalf("bulk episode got %d dummy frames, phase %d", len(b), s.phase)
+	}
+}
+
+// TestPacingSplitsIntoCells: with a Rate every record is one cell, sent
+// one per slot; a 16 KiB frame becomes pieces whose flags and buffer sit on
+// the right piece; empty slots carry dummies while the episode is open.
+func TestPacingSplitsIntoCells(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: time.Second, Rate: 1000})
+	t0 := time.Unix(1000, 0)
+	buf := getBuf(payloadBufSize)
+	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | wire.FlagFIN, Stream: 3, Payload: buf.B[:16<<10]}, buf: buf}
+	if out := s.admit(t0, Batch{f}); out != nil {
+		t.Fatal("paced data went out at once")
+	}
+	want := (16<<10 + s.cellBody - 1) / s.cellBody
+	if len(s.queue) != want || s.queued != want {
+		t.Fatalf("queued %d frames (%d cells), want %d", len(s.queue), s.queued, want)
+	}
+	var got Batch
+	now := t0
+	for len(s.queue) > 0 {
+		b := s.due(now, nil)
+		for i := range b {
+			if recordLen(&b[i]) != DefaultCell {
+				t.Fatalf("paced record of %d bytes", recordLen(&b[i]))
+			}
+		}
+		got = append(got, b...)
+		now = s.deadline()
+	}
+	if el := now.Sub(t0); el < time.Duration(want-1)*time.Millisecond {
+		t.Fatalf("%d cells at 1000/s went out in %v", want, el)
+	}
+	total := 0
+	for i, p := range got {
+		total += len(p.Payload)
+		first, last := i == 0, i == len(got)-1
+		if p.Flags.Has(wire.FlagSYN) != first || p.Flags.Has(wire.FlagFIN) != last || (p.buf != nil) != last {
+			t.Fatalf("piece %d: flags %v, owns buffer %v", i, p.Flags, p.buf != nil)
+		}
+	}
+	if total != 16<<10 {
+		t.Fatalf("pieces carry %d bytes", total)
+	}
+	got[len(got)-1].Release()
+	if b := s.due(now.Add(5*time.Millisecond), nil); cellsIn(s, b) < 4 {
+		t.Fatalf("open episode with an empty queue sent %d dummy cells in 5 slots", cellsIn(s, b))
+	}
+}
+
+// TestEncryptAlignsBatchesToCells: every sealed batch is whole cells.
+func TestEncryptAlignsBatchesToCells(t *testing.T) {
+	var key [wire.KeySize]byte
+	a, err := wire.NewAEAD(wire.CipherChaCha20Poly1305, &key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make(chan Batch, 1)
+	out := make(chan Sealed, 8)
+	e := &Encrypt{Sealer: wire.NewSealer(a), Cell: DefaultCell, In: in, Out: out}
+	go func() {
+		for _, n := range []int{0, 1, 1407, 1408, 1409, 5000, 16384} {
+			in <- append(dataBatch(n), Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: 1, Payload: make([]byte, 4)}})
+		}
+		close(in)
+	}()
+	if err := e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for s := range out {
+		if len(s.B)%DefaultCell != 0 {
+			t.Errorf("sealed batch of %d bytes is not whole cells", len(s.B))
+		}
+	}
+}
+
+// TestDefenceStageRuns drives the stage with a fake clock (synctest): a
+// request, then silence; the stage sends the data at once, then its tail,
+// and stops when In closes.
+func TestDefenceStageRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := DefencePolicy(wire.DefenceStandard, Server)
+		in := make(chan Batch)
+		out := make(chan Batch, 4)
+		ev := NewDefenceEvents()
+		d := &Defence{Params: p, In: in, Out: out, Events: ev, Rand: rand.New(rand.NewPCG(3, 4)), Stats: new(Stats)}
+		done := make(chan error)
+		go func() { done <- d.Run(context.Background()) }()
+		in <- dataBatch(3000)
+		first := <-out
+		if first[0].Type != wire.FrameStream {
+			t.Fatalf("first out: %v", first[0].Type)
+		}
+		var cells int64
+		s := newShaper(p, nil)
+		cells += cellsIn(s, first)
+		timeout := time.After(10 * time.Second)
+	loop:
+		for {
+			select {
+			case b := <-out:
+				cells += cellsIn(s, b)
+			case <-timeout:
+				break loop
+			}
+		}
+		if want := s.bucketUp(cells); cells != want || d.Stats.DefenceDummy.Load() == 0 {
+			t.Fatalf("episode sent %d cells, bucket %d, dummies %d B", cells, want, d.Stats.DefenceDummy.Load())
+		}
+		close(in)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
