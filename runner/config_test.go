@@ -133,10 +133,10 @@ func TestConfigTypeErrorsNameTheKey(t *testing.T) {
 		{"map", "server:\n  clients: [a, b]\n", []string{"server.clients: want a mapping of name: value, got a list (line 2)"}},
 		{"section", "client:\n  backend: plain_tcp\n", []string{"client.backend: want a section of keys, got plain_tcp (line 2)"}},
 		{"negative count", "client:\n  rekey_after: -5\n", []string{"client.rekey_after: want a whole number ≥ 0, got -5 (line 2)"}},
-		{"all at once", "client:\n  keepalive: 3\n  prot: 1\nserver:\n  chaff: often\n", []string{
+		{"all at once", "client:\n  keepalive: 3\n  prot: 1\nserver:\n  max_streams: often\n", []string{
 			"client.keepalive: want a duration like 15s, got 3 (line 2)",
 			"client.prot: unknown key (line 3)",
-			"server.chaff: want true or false, got often (line 5)",
+			"server.max_streams: want a whole number, got often (line 5)",
 		}},
 	}
 	for _, tc := range cases {
