@@ -8,7 +8,7 @@ import (
 )
 
 // DefenseTuning overrides parameters of the agreed defence policy for what
-// this side sends (experts only; SPEC-v2.md §7 explains each). Unset
+// this side sends (experts only; SPEC-v2.md §7a explains each). Unset
 // fields keep the policy's value; nothing here applies under `off`.
 type DefenseTuning struct {
 	Cell        *int           `yaml:"cell"`
@@ -76,7 +76,7 @@ var retiredKeys = map[string]string{
 	"idle_chaff":   retiredDefence,
 }
 
-const retiredDefence = "removed: traffic-analysis defence is one key now, defense: off | light | standard | max (README, wire/SPEC-v2.md §7)"
+const retiredDefence = "removed: traffic-analysis defence is one key now, defense: off | light | standard | max (README, wire/SPEC-v2.md §7a)"
 
 // validateDefence checks `defense` and `defense_tuning` of one side. On
 // the client `defense` is the policy it asks for (default standard); on

@@ -10,7 +10,7 @@ import (
 )
 
 // Defence is the traffic-analysis defence stage of protocol v2 (SPEC-v2.md
-// §7): mux → defence → encrypt. It decides what the observer sees of this
+// §7a): mux → defence → encrypt. It decides what the observer sees of this
 // side's sending direction — record sizes (cells), dummy records, pacing —
 // from the policy both sides agreed in the handshake and from events on the
 // data path: batches to send, and what the decrypt stage reports received.

@@ -8,7 +8,7 @@ import (
 )
 
 // DefenceParams is what one side's defence stage does for its sending
-// direction (SPEC-v2.md §7). A policy is a pair of these, one per role; the
+// direction (SPEC-v2.md §7a). A policy is a pair of these, one per role; the
 // server's shapes the download, the client's the upload. Zero values turn a
 // mechanism off.
 type DefenceParams struct {
@@ -61,7 +61,7 @@ type DefenceParams struct {
 const DefaultCell = 1448
 
 // DefencePolicy returns the parameters of policy p for role r, the table
-// of SPEC-v2.md §7. Off returns nil: no defence stage at all.
+// of SPEC-v2.md §7a. Off returns nil: no defence stage at all.
 func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 	server := r == Server
 	switch p {

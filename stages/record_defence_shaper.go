@@ -11,7 +11,7 @@ import (
 
 // shaper is the defence stage's state machine, without goroutines or
 // clocks: the stage feeds it events with their time and sends what it
-// returns. SPEC-v2.md §7 describes the same machine.
+// returns. SPEC-v2.md §7a describes the same machine.
 //
 // Phases of the sending direction:
 //

@@ -78,7 +78,7 @@ type ClientHandshake struct {
 	// (SPEC-v2.md §3b: printable bytes that exempt the flight from
 	// fully-encrypted-traffic rules). The server must expect the same.
 	Prefix []byte
-	// Defence is the defence policy the client asks for (SPEC-v2.md §7).
+	// Defence is the defence policy the client asks for (SPEC-v2.md §7a).
 	Defence wire.DefencePolicy
 	// KeyLog, if set, is told the session's data keys (a plaintext
 	// capture records them, like SSLKEYLOGFILE). nil in normal use.
@@ -219,7 +219,7 @@ type ServerHandshake struct {
 	// reaction.
 	Prefix []byte
 	// DefenceCap is the strongest defence policy the server grants; a
-	// client asking for more gets this (SPEC-v2.md §7).
+	// client asking for more gets this (SPEC-v2.md §7a).
 	DefenceCap wire.DefencePolicy
 	Log        *logrus.Entry
 	// KeyLog, if set, is told each session's data keys (plaintext

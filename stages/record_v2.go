@@ -24,7 +24,7 @@ type Encrypt struct {
 	Out    chan<- Sealed
 	// Cell, if set, pads the last record of every batch so that the
 	// batch, as written, is a whole number of Cell-byte cells (the
-	// defence policy's cells, SPEC-v2.md §7).
+	// defence policy's cells, SPEC-v2.md §7a).
 	Cell int
 	// Rekey, if set, makes the stage rekey its direction in band (a
 	// KEYUPDATE frame, then the next key) when its key has been used long

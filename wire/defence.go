@@ -2,7 +2,7 @@ package wire
 
 import "fmt"
 
-// DefencePolicy is a traffic-analysis defence policy (SPEC-v2.md §7). The
+// DefencePolicy is a traffic-analysis defence policy (SPEC-v2.md §7a). The
 // client asks for one in its hello (ExtDefence); the server answers with
 // the policy both sides use, never more than it allows. The order is the
 // order of cost and strength: a server caps a request by taking the lower.

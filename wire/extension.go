@@ -23,7 +23,7 @@ type ExtType byte
 const (
 	// ExtDefence carries the traffic-analysis defence policy: in the
 	// client hello the policy the client asks for, in the server hello the
-	// policy both sides then use (SPEC-v2.md §7). Value: policy (u8).
+	// policy both sides then use (SPEC-v2.md §7a). Value: policy (u8).
 	ExtDefence ExtType = 1
 )
 
