@@ -332,3 +332,55 @@ func benchSession(b *testing.B, capture, plaintext bool) {
 func BenchmarkSessionNoCapture(b *testing.B)        { benchSession(b, false, false) }
 func BenchmarkSessionCapture(b *testing.B)          { benchSession(b, true, false) }
 func BenchmarkSessionCapturePlaintext(b *testing.B) { benchSession(b, true, true) }
+
+// TestAnalyzeDefence: `usocks analyze` of a client capture counts exactly
+// the app's bytes as payload, and the defence's dummies: as many PAD
+// records in as the client's decrypt stage verified, and PAD records out
+// once the client has sent some; none with `defense: off`.
+func TestAnalyzeDefence(t *testing.T) {
+	const n = 20000
+	for _, policy := range []string{"off", "standard"} {
+		t.Run(policy, func(t *testing.T) {
+			tg := startTarget(t)
+			path := filepath.Join(t.TempDir(), "client.capture")
+			tn := startTunnel(t, tunnelOpts{protocol: "v2", key: newKey(t), targetPort: tg.port(), defense: policy, clientCapture: path})
+			tn.waitSession()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := echoThrough(ctx, tn, n, 3); err != nil {
+				t.Fatal(err)
+			}
+			cli := &tn.cli.Stats
+			if policy != "off" {
+				// The episode closes after its idle time; then the tails go out.
+				waitFor(t, "dummies both ways", 20*time.Second, func() bool {
+					return cli.DefenceDummy.Load() > 0 && cli.ChaffReceived.Load() > 0
+				})
+			}
+			tn.cancel()
+			<-tn.done
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			a, err := capture.Analyze(f, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The mode byte, then n bytes each way.
+			if a.Out.PayloadBytes != n+1 || a.In.PayloadBytes != n || a.Dropped != 0 {
+				t.Fatalf("payload out %d in %d (dropped %d), want %d and %d", a.Out.PayloadBytes, a.In.PayloadBytes, a.Dropped, n+1, n)
+			}
+			if a.Out.WireBytes <= a.Out.PayloadBytes || a.In.WireBytes <= a.In.PayloadBytes || a.Out.Packets < n/capture.DefaultMSS {
+				t.Fatalf("wire out %d in %d, %d packets out", a.Out.WireBytes, a.In.WireBytes, a.Out.Packets)
+			}
+			if a.In.PadRecords != cli.ChaffReceived.Load() {
+				t.Errorf("%d PAD records in, the client verified %d", a.In.PadRecords, cli.ChaffReceived.Load())
+			}
+			if sent := cli.DefenceDummy.Load(); (sent > 0) != (a.Out.PadRecords > 0) || (policy == "off") != (sent == 0) {
+				t.Errorf("%d PAD records out, the client's defence sent %d dummy bytes", a.Out.PadRecords, sent)
+			}
+		})
+	}
+}
