@@ -118,7 +118,12 @@ func Run(ctx context.Context, o RunOptions) (*RunResult, error) {
 	stopTunnel() // the client closes its session gracefully
 	rec.Close()
 	for i, w := range wins {
-		res.Samples[i].Trace = rec.Window(w.from, w.to)
+		// A trace starts at the load's first packet.
+		tr := rec.Window(w.from, w.to)
+		for j := len(tr) - 1; j >= 0; j-- {
+			tr[j].T -= tr[0].T
+		}
+		res.Samples[i].Trace = tr
 	}
 	res.AppBytes = ld.App.Load()
 	res.WireBytes = rec.WireBytes()

@@ -140,20 +140,27 @@ func TestParse(t *testing.T) {
 			t.Fatalf("%q: %+v", c.in, got)
 		}
 	}
-	ps, err := ParsePolicies("padding-off,default,x=padding:high;client.idle_chaff:200ms")
-	if err != nil || len(ps) != 3 {
-		t.Fatalf("%v %v", ps, err)
+	// Keys for both sides and for one side. (Only keys outside the
+	// traffic-analysis settings, which the defence engine reshapes.)
+	ps, err := ParsePolicies("default,x=keepalive:20s;server.half_closed_timeout:3m;client.rotate_after:1h")
+	if err != nil || len(ps) != 2 || ps[0].Spec != "" || ps[1].Name != "x" || ps[0].Direct {
+		t.Fatalf("%+v %v", ps, err)
 	}
-	c, s, err := ps[2].Configs("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1, 2, 3)
+	c, s, err := ps[1].Configs("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1, 2, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Padding != "high" || s.Padding != "high" || c.IdleChaff != 200*time.Millisecond || s.IdleChaff != 0 || s.Frontend.Port != 3 {
-		t.Fatalf("client %+v server %+v", c.Common, s.Common)
+	if c.KeepAlive != 20*time.Second || s.KeepAlive != 20*time.Second || s.HalfClosedTimeout != 3*time.Minute ||
+		c.HalfClosedTimeout == 3*time.Minute || c.RotateAfter != time.Hour || c.Port != 1 || c.Backend.Port != 2 || s.Frontend.Port != 3 {
+		t.Fatalf("client %+v\nserver %+v", c, s)
 	}
-	c, _, _ = ps[0].Configs("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1, 2, 3)
-	if c.Padding != "off" || c.Chaff == nil || *c.Chaff {
-		t.Fatalf("padding-off: %+v", c.Common)
+	if ps, err := ParsePolicies("direct"); err != nil || !ps[0].Direct {
+		t.Fatalf("direct: %+v %v", ps, err)
+	}
+	if !HasDefenseKey() {
+		if _, err := ParsePolicies("standard"); err == nil || !strings.Contains(err.Error(), "defense") {
+			t.Fatalf("standard without a defense key: %v", err)
+		}
 	}
 	for _, bad := range []string{"nope", "x=padding", "x=nokey:1", "default,default", ""} {
 		if _, err := ParsePolicies(bad); err == nil {
