@@ -20,10 +20,11 @@ and k-NN tell the pages apart, with bandwidth overhead and page-load time.
 Writes features.csv, report.json and report.md into -out. The random
 forest needs python3 with sklearn; without it only the built-in k-NN runs.
 
-policies: built in (off, light, standard, max use the defense key;
-padding-off, default, padding-high use the older knobs) or
-NAME=key:value;key:value with config keys for both sides (prefix client.
-or server. for one side).
+policies: built in (off, light, standard, max set the defense key on both
+sides; default sets nothing; direct is no tunnel) or
+NAME=key:value;key:value with config keys for both sides, dotted for
+nested ones (defense_tuning.front:40), prefixed with client. or server.
+for one side.
 links: unshaped or RATEmbit, each optionally +DELAY (e.g. 50mbit+10ms).
 `
 

@@ -65,13 +65,11 @@ type Options struct {
 }
 
 // BasePolicy is the reference for overhead and page-load time: "off"
-// if run, else "padding-off", else the first policy.
+// if run, else the first policy.
 func BasePolicy(ps []Policy) string {
-	for _, want := range []string{"off", "padding-off"} {
-		for _, p := range ps {
-			if p.Name == want {
-				return want
-			}
+	for _, p := range ps {
+		if p.Name == "off" {
+			return p.Name
 		}
 	}
 	return ps[0].Name

@@ -21,32 +21,20 @@ type Policy struct {
 	Direct bool
 }
 
-// Builtin policies: the defence levels of the defense key, and named
-// variants of the older knobs.
+// Builtin policies: the levels of the defense key, the defaults, and no
+// tunnel at all.
 var builtinPolicies = map[string]string{
-	"off":          "defense:off",
-	"light":        "defense:light",
-	"standard":     "defense:standard",
-	"max":          "defense:max",
-	"padding-off":  "padding:off;chaff:false",
-	"default":      "",
-	"padding-high": "padding:high;idle_chaff:100ms",
-	"direct":       "",
+	"off":      "defense:off",
+	"light":    "defense:light",
+	"standard": "defense:standard",
+	"max":      "defense:max",
+	"default":  "",
+	"direct":   "",
 }
 
-// HasDefenseKey reports whether this build's config has the defense key.
-func HasDefenseKey() bool {
-	_, err := runner.ParseConfig([]byte("client:\n  defense: off\n"))
-	return err == nil
-}
-
-// DefaultPolicies is the policy list when none is given: the defence
-// levels if the config has them, else the older knobs' variants.
+// DefaultPolicies is the policy list when none is given.
 func DefaultPolicies() string {
-	if HasDefenseKey() {
-		return "off,light,standard,max"
-	}
-	return "padding-off,default,padding-high"
+	return "off,light,standard,max"
 }
 
 // PolicyNames lists the built-in policies.
@@ -60,8 +48,9 @@ func PolicyNames() []string {
 }
 
 // ParsePolicies reads a comma-separated list of built-in policy names or
-// NAME=key:value;key:value definitions (keys of a config's client and
-// server sections; prefix one with client. or server. for one side).
+// NAME=key:value;key:value definitions: keys of a config's client and
+// server sections, dotted for nested ones (defense_tuning.front:40);
+// prefix one with client. or server. for one side.
 func ParsePolicies(s string) ([]Policy, error) {
 	var out []Policy
 	seen := map[string]bool{}
@@ -97,9 +86,15 @@ func ParsePolicies(s string) ([]Policy, error) {
 // the client listens on clientPort and reaches the server's backend at
 // backendPort (the recorder); the server redirects to targetPort.
 func (p Policy) Configs(key string, clientPort, backendPort, targetPort int) (*runner.ClientConfig, *runner.ServerConfig, error) {
-	var cli, srv strings.Builder
-	fmt.Fprintf(&cli, "client:\n  key: %q\n  address: 127.0.0.1\n  port: %d\n  udp: false\n  backend: {server: 127.0.0.1, port: %d}\n", key, clientPort, backendPort)
-	fmt.Fprintf(&srv, "server:\n  key: %q\n  backend: {address: 127.0.0.1, port: %d}\n  frontend: {type: redirect, server: 127.0.0.1, port: %d}\n  probe_timeout: 300ms\n", key, backendPort, targetPort)
+	cli := yamlNode{
+		"key": strconv.Quote(key), "address": "127.0.0.1", "port": strconv.Itoa(clientPort), "udp": "false",
+		"backend": yamlNode{"server": "127.0.0.1", "port": strconv.Itoa(backendPort)},
+	}
+	srv := yamlNode{
+		"key": strconv.Quote(key), "probe_timeout": "300ms",
+		"backend":  yamlNode{"address": "127.0.0.1", "port": strconv.Itoa(backendPort)},
+		"frontend": yamlNode{"type": "redirect", "server": "127.0.0.1", "port": strconv.Itoa(targetPort)},
+	}
 	for kv := range strings.SplitSeq(p.Spec, ";") {
 		kv = strings.TrimSpace(kv)
 		if kv == "" {
@@ -109,19 +104,26 @@ func (p Policy) Configs(key string, clientPort, backendPort, targetPort int) (*r
 		if !ok {
 			return nil, nil, fmt.Errorf("%q: want key:value", kv)
 		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		line := fmt.Sprintf("  %s: %s\n", k, yamlScalar(v))
-		switch {
-		case strings.HasPrefix(k, "client."):
-			cli.WriteString(strings.Replace(line, "client.", "", 1))
-		case strings.HasPrefix(k, "server."):
-			srv.WriteString(strings.Replace(line, "server.", "", 1))
+		path := strings.Split(strings.TrimSpace(k), ".")
+		v = yamlScalar(strings.TrimSpace(v))
+		var err error
+		switch path[0] {
+		case "client":
+			err = cli.set(path[1:], v)
+		case "server":
+			err = srv.set(path[1:], v)
 		default:
-			cli.WriteString(line)
-			srv.WriteString(line)
+			if err = cli.set(path, v); err == nil {
+				err = srv.set(path, v)
+			}
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%q: %w", kv, err)
 		}
 	}
-	cfg, err := runner.ParseConfig([]byte(cli.String() + srv.String()))
+	var b strings.Builder
+	yamlNode{"client": cli, "server": srv}.write(&b, "")
+	cfg, err := runner.ParseConfig([]byte(b.String()))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,6 +134,49 @@ func (p Policy) Configs(key string, clientPort, backendPort, targetPort int) (*r
 		return nil, nil, err
 	}
 	return cfg.Client, cfg.Server, nil
+}
+
+// yamlNode is a YAML mapping under construction: values are scalars as
+// YAML text, or yamlNodes.
+type yamlNode map[string]any
+
+func (n yamlNode) set(path []string, v string) error {
+	if len(path) == 0 || path[0] == "" {
+		return errors.New("empty key")
+	}
+	if len(path) == 1 {
+		if _, ok := n[path[0]].(yamlNode); ok {
+			return fmt.Errorf("%s is a section", path[0])
+		}
+		n[path[0]] = v
+		return nil
+	}
+	sub, ok := n[path[0]].(yamlNode)
+	if !ok {
+		if _, scalar := n[path[0]]; scalar {
+			return fmt.Errorf("%s is not a section", path[0])
+		}
+		sub = yamlNode{}
+		n[path[0]] = sub
+	}
+	return sub.set(path[1:], v)
+}
+
+func (n yamlNode) write(b *strings.Builder, indent string) {
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch v := n[k].(type) {
+		case yamlNode:
+			fmt.Fprintf(b, "%s%s:\n", indent, k)
+			v.write(b, indent+"  ")
+		case string:
+			fmt.Fprintf(b, "%s%s: %s\n", indent, k, v)
+		}
+	}
 }
 
 // yamlScalar quotes v unless it is a number, a boolean or a duration.

@@ -119,7 +119,7 @@ func Classify(csvPath string) (map[string]struct{ RF, KNN float64 }, error) {
 func BuildReport(runs []*RunResult, acc map[string]struct{ RF, KNN float64 }, base string, pages int) *Report {
 	rep := &Report{Base: base, Chance: 1 / float64(max(1, pages)), Features: len(FeatureNames), Classifier: "sklearn RandomForest(200) and k-NN(3), stratified 10-fold CV"}
 	if acc == nil {
-		rep.Classifier = "Go k-NN(3) only (no python3-sklearn), stratified 10-fold CV"
+		rep.Classifier = "Go k-NN(3) only (sklearn not run), stratified 10-fold CV"
 	}
 	baseRun := map[string]*RunResult{}
 	for _, r := range runs {

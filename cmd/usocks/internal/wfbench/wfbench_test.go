@@ -157,12 +157,21 @@ func TestParse(t *testing.T) {
 	if ps, err := ParsePolicies("direct"); err != nil || !ps[0].Direct {
 		t.Fatalf("direct: %+v %v", ps, err)
 	}
-	if !HasDefenseKey() {
-		if _, err := ParsePolicies("standard"); err == nil || !strings.Contains(err.Error(), "defense") {
-			t.Fatalf("standard without a defense key: %v", err)
+	ps, err = ParsePolicies("off,max,t=defense:standard;client.defense_tuning.front:40;defense_tuning.idle:300ms")
+	if err != nil || len(ps) != 3 {
+		t.Fatalf("%+v %v", ps, err)
+	}
+	for i, want := range []string{"off", "max", "standard"} {
+		c, s, err := ps[i].Configs("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1, 2, 3)
+		if err != nil || c.Defense != want || s.Defense != want {
+			t.Fatalf("%s: client %q server %q, %v", ps[i].Name, c.Defense, s.Defense, err)
+		}
+		if i == 2 && (c.DefenseTuning == nil || *c.DefenseTuning.Front != 40 || *c.DefenseTuning.Idle != 300*time.Millisecond ||
+			s.DefenseTuning == nil || s.DefenseTuning.Front != nil || *s.DefenseTuning.Idle != 300*time.Millisecond) {
+			t.Fatalf("tuning: client %+v server %+v", c.DefenseTuning, s.DefenseTuning)
 		}
 	}
-	for _, bad := range []string{"nope", "x=padding", "x=nokey:1", "default,default", ""} {
+	for _, bad := range []string{"nope", "x=defense", "x=nokey:1", "x=defense:huge", "x=defense_tuning:1", "x=defense:off;defense.x:1", "x=.:1", "default,default", ""} {
 		if _, err := ParsePolicies(bad); err == nil {
 			t.Fatalf("%q accepted", bad)
 		}
