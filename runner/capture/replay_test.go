@@ -172,7 +172,7 @@ func TestReplayDamagedFile(t *testing.T) {
 	}
 }
 
-// FuzzReplay: any file replays without a panic (and without leaking a
+// FuzzReplay: any file replays (and analyzes) without a panic (and without leaking a
 // goroutine: TestMain checks). Record decoding is synchronous, so a run's
 // coverage depends on its input alone.
 func FuzzReplay(f *testing.F) {
@@ -197,6 +197,15 @@ func FuzzReplay(f *testing.F) {
 		for _, o := range []ReplayOptions{{Key: key, Stream: -1}, {Stream: 1, Dir: DirIn, JSON: true}} {
 			out.Reset()
 			_, _ = Replay(bytes.NewReader(data), &out, o)
+		}
+		// The observer's analysis of the same file, and its report.
+		if a, err := Analyze(bytes.NewReader(data), 0, 0); err == nil {
+			for _, d := range []*DirStats{&a.Out, &a.In} {
+				if d.Packets*int64(a.MSS) < d.WireBytes || d.Packets > d.WireBytes {
+					t.Fatalf("%d wire bytes in %d packets of at most %d", d.WireBytes, d.Packets, a.MSS)
+				}
+			}
+			_ = a.WriteText(&out)
 		}
 	})
 }
