@@ -40,10 +40,10 @@ func TestDefencePolicies(t *testing.T) {
 				return srv.DefenceDummy.Load() > 0 && cli.DefenceDummy.Load() > 0 &&
 					cli.ChaffReceived.Load() > 0 && srv.ChaffReceived.Load() > 0
 			})
-			c2s := quiescent(t, &tn.relay.c2s)
-			flight := firstFlightLen(t, tn)
-			if (c2s-flight)%stages.DefaultCell != 0 {
-				t.Errorf("client wrote %d bytes after its %d-byte flight: not whole %d-byte cells", c2s-flight, flight, stages.DefaultCell)
+			quiescent(t, &tn.relay.c2s)
+			flight, total := sessionWrites(t, tn)
+			if (total-flight)%stages.DefaultCell != 0 {
+				t.Errorf("client wrote %d bytes after its %d-byte flight: not whole %d-byte cells", total-flight, flight, stages.DefaultCell)
 			}
 			if tn.srv.Failed.Load() != 0 || tn.srv.Sessions.Load() != 1 {
 				t.Fatal("the defence disturbed the session")
@@ -106,21 +106,25 @@ func quiescent(t *testing.T, c interface{ Load() int64 }) int64 {
 	return 0
 }
 
-// firstFlightLen opens the prefix of the client's first flight recorded by
-// the relay and returns the flight's length.
-func firstFlightLen(t *testing.T, tn *tunnel) int64 {
+// sessionWrites opens the prefix of the client's first flight on the
+// session's backend (the relay's last connection: a client may retry) and
+// returns the flight's length and all the client sent on it.
+func sessionWrites(t *testing.T, tn *tunnel) (flight, total int64) {
 	t.Helper()
 	psk, err := wire.ParseKey(tn.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tn.relay.mu.Lock()
-	rec := tn.relay.recorded[0]
+	rec := tn.relay.recorded[len(tn.relay.recorded)-1]
 	tn.relay.mu.Unlock()
+	if len(rec) >= 1<<20 {
+		t.Fatal("the relay recorded only the first MiB")
+	}
 	r := wire.NewClientHelloReader(&psk)
 	rest, err := r.OpenPrefix(rec[:wire.ClientPrefixLen])
 	if err != nil {
 		t.Fatal(err)
 	}
-	return int64(wire.ClientPrefixLen + rest)
+	return int64(wire.ClientPrefixLen + rest), int64(len(rec))
 }

@@ -232,6 +232,6 @@ func runSession(ctx context.Context, p sessionParams) error {
 // log field (the frontends log as "frontend").
 var stageLayers = map[string]string{
 	"backend-reader": "backend", "backend-writer": "backend",
-	"decrypt": "record", "encrypt": "record", "chaff": "record",
+	"decrypt": "record", "encrypt": "record", "defence": "record",
 	"demux": "tunnel", "mux": "tunnel",
 }
