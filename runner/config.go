@@ -165,7 +165,10 @@ type ServerConfig struct {
 	SaltCache int `yaml:"salt_cache"`
 	// Replay store, state file and shared users (replaystore.go).
 	ScaleOutConfig `yaml:",inline"`
-	// MaxPending caps connections still in their handshake (default 1024).
+	// MaxPending caps connections not authenticated yet: in their
+	// handshake or drained after a failed one (default 4096). When it is
+	// reached, the oldest of them is ended early; a new connection is
+	// never refused.
 	MaxPending int `yaml:"max_pending"`
 	// ProbeTimeout fixes how long invalid input is read and discarded
 	// before the close. Default: 30s + a random part up to 60s, drawn once
@@ -178,7 +181,7 @@ const (
 	DefaultBackendPort = 4194
 	DefaultClientPort  = 8000
 	DefaultSaltCache   = 1_000_000
-	DefaultMaxPending  = 1024
+	DefaultMaxPending  = 4096
 )
 
 // validate fills defaults and records every problem of the shared keys.

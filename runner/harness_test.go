@@ -148,6 +148,9 @@ type tunnelOpts struct {
 	relay      bool
 	probe      time.Duration
 	maxStreams int
+	maxPending int
+	// clientNow, if set, is the client's clock.
+	clientNow  func() time.Time
 	noClient   bool
 	protocol   string // "" (v2) or "v1"
 	halfClosed time.Duration
@@ -227,6 +230,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			Backend: BackendConfig{Type: o.backend, Address: "127.0.0.1", Port: sport, Prefix: o.prefix}},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
+		MaxPending:   o.maxPending,
 	}
 	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
 	scfg.Backend.Path = o.path
@@ -284,6 +288,9 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			t.Fatal(err)
 		}
 		cli.UseListener(cln)
+		if o.clientNow != nil {
+			cli.Now = o.clientNow
+		}
 		cli.Backoff.Min = 20 * time.Millisecond
 		cli.Backoff.Max = 200 * time.Millisecond
 		tn.cli = cli

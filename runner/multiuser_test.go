@@ -31,20 +31,17 @@ func runClient(t *testing.T, cfg *ClientConfig, wait time.Duration) (*Client, bo
 	}
 }
 
-// TestMultiUserServer: two clients with their own keys share a server that
-// knows them by their identity hints; a client whose key was removed, or
-// that sends no hint, gets the invalid-input reaction.
-func TestMultiUserServer(t *testing.T) {
-	tg := startTarget(t)
-	identity, alice, bob, carol := newKey(t), newKey(t), newKey(t), newKey(t)
+// startMultiUserServer runs a multi-user server (identity key, users by
+// name) until the test ends.
+func startMultiUserServer(t *testing.T, identity string, users map[string]string, targetPort int, probe time.Duration) *Server {
+	t.Helper()
 	logger, _ := testLogger(t)
 	sln := listenLocal(t)
-	sport := sln.Addr().(*net.TCPAddr).Port
 	srv, err := NewServer(&ServerConfig{
-		Common:       Common{Key: identity, Backend: BackendConfig{Address: "127.0.0.1", Port: sport}},
-		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: tg.port()},
-		Clients:      map[string]string{"alice": alice, "bob": bob},
-		ProbeTimeout: 300 * time.Millisecond,
+		Common:       Common{Key: identity, Backend: BackendConfig{Address: "127.0.0.1", Port: sln.Addr().(*net.TCPAddr).Port}},
+		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: targetPort},
+		Clients:      users,
+		ProbeTimeout: probe,
 	}, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +50,18 @@ func TestMultiUserServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv
+}
+
+// TestMultiUserServer: two clients with their own keys share a server that
+// knows them by their identity hints; a client whose key was removed, or
+// that sends no hint, gets the invalid-input reaction.
+func TestMultiUserServer(t *testing.T) {
+	tg := startTarget(t)
+	identity, alice, bob, carol := newKey(t), newKey(t), newKey(t), newKey(t)
+	srv := startMultiUserServer(t, identity, map[string]string{"alice": alice, "bob": bob}, tg.port(), 300*time.Millisecond)
+	sport := srv.Addr().(*net.TCPAddr).Port
 
 	user := func(key, serverKey string) *ClientConfig {
 		return &ClientConfig{Common: Common{Key: key, Backend: BackendConfig{Server: "127.0.0.1", Port: sport}}, ServerKey: serverKey}

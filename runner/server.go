@@ -32,22 +32,21 @@ type Server struct {
 	// Stats counts streams of all sessions.
 	Stats stages.Stats
 	// Rejected counts connections that got the invalid-input reaction;
-	// Sessions those that completed the handshake; Refused those dropped
-	// over MaxPending; Clean and Failed how sessions ended.
-	Rejected, Sessions, Refused, Clean, Failed Counter
+	// Sessions those that completed the handshake; Clean and Failed how
+	// sessions ended.
+	Rejected, Sessions, Clean, Failed Counter
 	// StoreDown counts handshakes refused because the replay store could
 	// not answer (unreachable shared store, or unsaved state).
 	StoreDown Counter
 
-	ln      net.Listener
-	pending chan struct{}
-	// draining bounds connections being drained after a failed handshake.
-	draining chan struct{}
-	lanes    *stages.LaneGrouper // v1 multi_tcp
-	tls      *tls.Config         // tls backend
-	decoy    []byte              // tls backend: the page for visitors
-	capture  *capture.Writer     // nil unless cfg.Capture is set
-	replay   *replay             // v2: salt store and users
+	ln net.Listener
+	// waiting holds connections not authenticated yet (max_pending).
+	waiting *waiting
+	lanes   *stages.LaneGrouper // v1 multi_tcp
+	tls     *tls.Config         // tls backend
+	decoy   []byte              // tls backend: the page for visitors
+	capture *capture.Writer     // nil unless cfg.Capture is set
+	replay  *replay             // v2: salt store and users
 }
 
 // Counter is a concurrency-safe counter.
@@ -67,8 +66,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), pending: make(chan struct{}, cfg.MaxPending),
-		draining: make(chan struct{}, 4*cfg.MaxPending)}
+	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending)}
 	fe, err := newFrontend(cfg, s.log)
 	if err != nil {
 		return nil, err
@@ -95,7 +93,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		ciphers = []wire.CipherID{c}
 	}
 	probe := cfg.ProbeTimeout
-	var rb [16]byte
+	var rb [8]byte
 	if _, err := io.ReadFull(rand.Reader, rb[:]); err != nil {
 		return nil, err
 	}
@@ -103,14 +101,13 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 		// Fixed per server, random across servers (as obfs4 does).
 		probe = 30*time.Second + time.Duration(binary.LittleEndian.Uint64(rb[:8])%uint64(60*time.Second))
 	}
-	drainBytes := int64(64*1024) + int64(binary.LittleEndian.Uint64(rb[8:])%(64*1024))
 	if s.replay, err = newReplay(cfg, s.log); err != nil {
 		return nil, err
 	}
 	s.hs = &stages.ServerHandshake{
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
 		Salts: s.replay.store(), Users: s.replay.users,
-		DrainTimeout: probe, DrainBytes: drainBytes, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
+		DrainTimeout: probe, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
 		DefenceCap: cfg.defencePolicy(),
 	}
 	return s, nil
@@ -210,25 +207,27 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			conn = sc
 		}
-		select {
-		case s.pending <- struct{}{}:
-		default:
-			s.Refused.Add()
-			s.log.WithField("peer", conn.RemoteAddr().String()).Warn("too many pending handshakes, dropping connection")
-			_ = conn.Close()
-			continue
-		}
+		// Every connection is read at once: a full pool ends its oldest
+		// waiting connection early rather than refuse this one.
+		wctx, done := s.waiting.add(ctx)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serve(ctx, conn, accepted)
+			defer done()
+			s.serve(ctx, wctx, done, conn, accepted)
 		}()
 	}
 }
 
-func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
+// Evicted counts connections ended early because max_pending connections
+// were waiting to authenticate.
+func (s *Server) Evicted() int64 { return s.waiting.evicted.Load() }
+
+// serve runs one connection: wctx is its context while it waits to
+// authenticate (cancelled on eviction), done takes it out of the pool.
+func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, accepted time.Time) {
 	if s.cfg.Protocol == "v1" {
-		<-s.pending
+		done()
 		s.serveV1(ctx, conn)
 		return
 	}
@@ -239,8 +238,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 	var pc *stages.PrefixConn
 	if s.tls != nil || s.cfg.Backend.Type == "ws" {
 		var visitor *stages.PrefixConn
-		if conn, pc, visitor = s.acceptWrapped(ctx, conn, accepted); conn == nil {
-			<-s.pending
+		if conn, pc, visitor = s.acceptWrapped(wctx, conn, accepted); conn == nil {
 			if visitor != nil {
 				s.Rejected.Add()
 				log.Info("visitor served by the web site")
@@ -252,8 +250,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 		}
 	}
 	hc := sc.HandshakeConn(conn)
-	keys, err := s.hs.Handshake(ctx, hc, accepted)
-	<-s.pending // the outcome is known: make room for the next handshake
+	keys, err := s.hs.Handshake(wctx, hc, accepted)
 	if errors.Is(err, stages.ErrStoreDown) {
 		s.StoreDown.Add()
 	}
@@ -270,17 +267,15 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, accepted time.Time) {
 	if pc != nil {
 		pc.Record = nil // the session reads on; stop keeping a copy
 	}
+	if err == nil {
+		done() // authenticated: no longer waiting
+	}
 	if err != nil {
 		s.Rejected.Add()
 		log.WithField("reason", err.Error()).Warn("invalid handshake")
-		select {
-		case s.draining <- struct{}{}:
-			s.hs.Reject(hc, accepted)
-			<-s.draining
-		default:
-			// Under a flood the drain slots are full: close at once.
-			s.Refused.Add()
-		}
+		// The same reaction under any load: drain until the deadline
+		// (sooner only if evicted from a full pool), then FIN.
+		s.hs.Reject(wctx, hc, accepted)
 		stop()
 		_ = conn.Close()
 		sc.End(fmt.Errorf("handshake: %w", err))

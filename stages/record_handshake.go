@@ -205,11 +205,10 @@ type ServerHandshake struct {
 	// Salts remembers accepted salts (replay protection); it may be
 	// shared with other servers.
 	Salts SaltStore
-	// DrainTimeout and DrainBytes are this server's fixed, randomly chosen
-	// reaction to invalid input: read and discard until this long after
-	// accept or this many bytes, then close with FIN.
+	// DrainTimeout is this server's fixed, randomly chosen reaction to
+	// invalid input: read and discard until this long after accept, then
+	// close with FIN. No byte count or content ends the drain earlier.
 	DrainTimeout time.Duration
-	DrainBytes   int64
 	// Users, if set, makes this a multi-user server: PSK is then the
 	// server's identity key, and each client's identity hint selects its
 	// user key here (one key trial per handshake).
@@ -253,7 +252,7 @@ func (e *errReject) Unwrap() []error {
 func (h *ServerHandshake) Accept(ctx context.Context, c net.Conn, accepted time.Time) (*Keys, error) {
 	keys, err := h.Handshake(ctx, c, accepted)
 	if errors.Is(err, ErrRejected) {
-		h.Reject(c, accepted)
+		h.Reject(ctx, c, accepted)
 	}
 	return keys, err
 }
@@ -389,14 +388,14 @@ func (h *ServerHandshake) cipherAllowed(c wire.CipherID) bool {
 }
 
 // Reject is the single reaction to invalid input: send nothing, read and
-// discard until DrainTimeout after accept or DrainBytes in all, then close
-// with FIN (and keep discarding briefly so unread data does not turn the
-// close into an RST).
-func (h *ServerHandshake) Reject(c net.Conn, accepted time.Time) {
+// discard until DrainTimeout after accept — however much arrives, in a
+// small buffer — then close with FIN, the way LingerClose does. Cancelling
+// ctx brings the deadline forward to now (a server under load ends its
+// oldest drain early).
+func (h *ServerHandshake) Reject(ctx context.Context, c net.Conn, accepted time.Time) {
 	_ = c.SetReadDeadline(accepted.Add(h.DrainTimeout))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c, h.DrainBytes))
-	_ = CloseWrite(c)
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64*1024))
-	_ = c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+	discard(c)
+	stop()
+	LingerClose(c, LingerTimeout)
 }

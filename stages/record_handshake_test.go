@@ -42,7 +42,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 
 func testServerHandshake(psk *wire.PSK) *ServerHandshake {
 	return &ServerHandshake{PSK: psk, Rand: rand.Reader, Now: time.Now,
-		Salts: NewLocalSaltStore(DefaultSkew, 1000, 0, time.Now().Add(-time.Minute)), DrainTimeout: 300 * time.Millisecond, DrainBytes: 1 << 16}
+		Salts: NewLocalSaltStore(DefaultSkew, 1000, 0, time.Now().Add(-time.Minute)), DrainTimeout: 300 * time.Millisecond}
 }
 
 func TestHandshakeRoundTrip(t *testing.T) {
