@@ -32,7 +32,9 @@ type Keys struct {
 }
 
 // Handshake padding ranges: the client's first flight is
-// 108 + U[0, clientPadMax) bytes, the server's reply 123 + U[0, serverPadMax).
+// 108 + U[0, clientPadMax) bytes, the server's reply 139 + U[0, serverPadMax);
+// a defence extension adds 4 bytes to either, an identity hint 16 to the
+// client's, a printable prefix its length.
 const (
 	clientPadMax = 1300
 	serverPadMax = 1000

@@ -36,9 +36,9 @@ const (
 	// DefaultRecordLimit is the number of AEAD operations after which a key
 	// is spent: 2^25 boxes, i.e. 2^24 records, the bound of the v2
 	// requirements and below the AES-GCM limit of RFC 8446 §5.5 (2^24.5).
-	// Rekeying (KEYUPDATE) is reserved in the format; until it is
-	// implemented the session ends when a key is spent and the client
-	// reconnects with fresh keys.
+	// Senders rekey in band (KEYUPDATE, SPEC-v2.md §4a) long before it,
+	// after 2^22 records; a Sealer refuses to go past the limit and an
+	// Opener fails a peer that does.
 	DefaultRecordLimit = 1 << 25
 )
 
