@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+
+	"usocks/stages"
 )
 
 // EchoServer is a TCP echo target on loopback, used by the demo and the
@@ -87,9 +89,7 @@ func EchoCheck(ctx context.Context, c net.Conn, n int, seed uint64) (int64, erro
 	go func() {
 		_, err := c.Write(payload)
 		if err == nil {
-			if tc, ok := c.(interface{ CloseWrite() error }); ok {
-				err = tc.CloseWrite()
-			}
+			err = stages.CloseWrite(c)
 		}
 		werr <- err
 	}()

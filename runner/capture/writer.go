@@ -335,10 +335,7 @@ func (h *handshakeConn) Write(p []byte) (int, error) {
 // CloseWrite half-closes the connection if it can (the server's reaction
 // to invalid input uses it).
 func (h *handshakeConn) CloseWrite() error {
-	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
+	return stages.CloseWrite(h.Conn)
 }
 
 // ServerKeyLog is the server handshake's KeyLog: it finds the session by

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"usocks/runner"
+	"usocks/stages"
 )
 
 // The first byte a load generator sends on a connection to the target picks
@@ -129,7 +130,7 @@ func (t *Target) handle(c net.Conn) {
 				break
 			}
 		}
-		closeWrite(c)
+		_ = stages.CloseWrite(c)
 	case ModeOnce:
 		_, _ = c.Write(mode[:])
 	case ModeSink:
@@ -168,13 +169,7 @@ func (t *Target) handle(c net.Conn) {
 				return
 			}
 		}
-		closeWrite(c)
-	}
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+		_ = stages.CloseWrite(c)
 	}
 }
 
