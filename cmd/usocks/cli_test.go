@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,9 @@ func TestCommandLine(t *testing.T) {
 		{"help server", []string{"help", "server"}, 0, []string{"usage: usocks server", "-capture"}, nil, []string{"-once"}},
 		{"help genkey", []string{"help", "genkey"}, 0, []string{"usage: usocks genkey"}, nil, []string{"flags:"}},
 		{"help check", []string{"help", "check"}, 0, []string{"usage: usocks check"}, nil, nil},
+		{"help link", []string{"help", "link"}, 0, []string{"usage: usocks link", "-qr", "-host"}, nil, nil},
+		{"help client has --link", []string{"help", "client"}, 0, []string{"-link", "-listen"}, nil, nil},
+		{"bad link", []string{"client", "--link", "usocks://nokey@h:1/"}, 1, nil, []string{"link: key:"}, nil},
 		{"help replay", []string{"help", "replay"}, 0, []string{"usage: usocks replay", "-key"}, nil, nil},
 		{"help unknown", []string{"help", "frobnicate"}, 2, nil, []string{`unknown command "frobnicate"`}, nil},
 		{"client -h", []string{"client", "-h"}, 0, nil, []string{"usage: usocks client", "-capture"}, []string{"-once"}},
@@ -98,5 +102,38 @@ func TestCommandLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A client run from a share link made by `usocks link` carries data
+// (every byte SHA-256 checked by EchoCheck), and --qr prints a QR code.
+func TestClientFromLink(t *testing.T) {
+	tport, key, bport, cport := tunnelSetup(t)
+	cfg := writeConfig(t, fmt.Sprintf("server:\n  backend: {port: %d}\n  key: %q\n  frontend: {server: 127.0.0.1, port: %s}\n",
+		bport, key, tport))
+	_, stderr, code := usocks(t, "link", "-c", cfg)
+	if code == 0 || !strings.Contains(stderr, "--host") {
+		t.Fatalf("a server on all addresses needs --host: exit %d %s", code, stderr)
+	}
+	out, stderr, code := usocks(t, "link", "-c", cfg, "--host", "127.0.0.1", "--qr")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || !strings.HasPrefix(lines[0], "usocks://") || len(lines) < 20 || !strings.Contains(out, "█") {
+		t.Fatalf("link: exit %d\n%s%s", code, out, stderr)
+	}
+	link := lines[0]
+	srv := start(t, "server", "-c", cfg)
+	waitListening(t, bport)
+	cli := start(t, "client", "--link", link, "--listen", fmt.Sprintf("127.0.0.1:%d", cport))
+	waitListening(t, cport)
+	echoThrough(t, cport, 4, 256<<10, cli, srv)
+	if code := cli.stop(t); code != 0 {
+		t.Errorf("client exit %d\n%s", code, cli.stderr)
+	}
+	if code := srv.stop(t); code != 0 {
+		t.Errorf("server exit %d\n%s", code, srv.stderr)
+	}
+	// A link and a config file are exclusive.
+	if _, stderr, code := usocks(t, "client", "--link", link, "-c", cfg); code == 0 || !strings.Contains(stderr, "not both") {
+		t.Fatalf("--link with -c: exit %d %s", code, stderr)
 	}
 }

@@ -23,7 +23,9 @@ usage:
   usocks genkey                      print a new random key
   usocks server -c FILE [flags]      run the server section of FILE
   usocks client -c FILE [flags]      run the client section of FILE
+  usocks client --link LINK          run a client from a share link
   usocks check -c FILE               check FILE without starting anything
+  usocks link -c FILE [--qr]         print a share link (and QR code) for a client
   usocks demo [--once]               client, server and echo target on loopback
   usocks bench [flags]               compare throughput and latency on loopback
   usocks wfbench [flags]             website-fingerprinting bench
@@ -51,6 +53,7 @@ func init() {
 		"replay":  func(_ context.Context, a []string, o, e io.Writer) error { return runReplay(a, o, e) },
 		"version": runVersion,
 		"analyze": runAnalyze,
+		"link":    runLink,
 	}
 }
 

@@ -216,15 +216,21 @@ func waitListening(t *testing.T, port int) {
 	t.Fatalf("nothing listening on %d", port)
 }
 
-func testBinaryTunnel(t *testing.T, protocolLine string) {
+// tunnelSetup starts an echo target (stopped at the end of the test) and
+// returns its port, a fresh key and free backend and client ports.
+func tunnelSetup(t *testing.T) (tport, key string, bport, cport int) {
 	echo, err := runner.StartEcho()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer echo.Close()
-	_, tport, _ := net.SplitHostPort(echo.Addr())
-	key, _, _ := usocks(t, "genkey")
-	bport, cport := freePort(t), freePort(t)
+	t.Cleanup(func() { echo.Close() })
+	_, tport, _ = net.SplitHostPort(echo.Addr())
+	key, _, _ = usocks(t, "genkey")
+	return tport, strings.TrimSpace(key), freePort(t), freePort(t)
+}
+
+func testBinaryTunnel(t *testing.T, protocolLine string) {
+	tport, key, bport, cport := tunnelSetup(t)
 	// The original's layout: one file, anchors shared by both sections.
 	cfg := writeConfig(t, fmt.Sprintf(`client:
   backend: &backend
@@ -244,29 +250,13 @@ server:
     port: %s
   key: *key
 %s
-`, bport, strings.TrimSpace(key), cport, protocolLine, tport, protocolLine))
+`, bport, key, cport, protocolLine, tport, protocolLine))
 	srv := start(t, "server", "-c", cfg)
 	waitListening(t, bport)
 	cli := start(t, "client", "-c", cfg)
 	waitListening(t, cport)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	for i := 0; i < 10; i++ {
-		g.Go(func() error {
-			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", cport))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_, err = runner.EchoCheck(gctx, c, 1<<20, uint64(i))
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatalf("%v\nclient log:\n%s\nserver log:\n%s", err, cli.stderr, srv.stderr)
-	}
+	echoThrough(t, cport, 10, 1<<20, cli, srv)
 	if code := cli.stop(t); code != 0 {
 		t.Errorf("client exit %d after SIGTERM\n%s", code, cli.stderr)
 	}
@@ -283,6 +273,29 @@ server:
 	}
 	if strings.Contains(srv.stderr.String(), "level=error") || strings.Contains(cli.stderr.String(), "level=error") {
 		t.Errorf("errors logged:\n%s\n%s", cli.stderr, srv.stderr)
+	}
+}
+
+// echoThrough runs streams echo checks of size bytes each (every byte
+// SHA-256 checked) through the client on port, at once.
+func echoThrough(t *testing.T, port, streams, size int, cli, srv *process) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 0; i < streams; i++ {
+		g.Go(func() error {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = runner.EchoCheck(gctx, c, size, uint64(i))
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("%v\nclient log:\n%s\nserver log:\n%s", err, cli.stderr, srv.stderr)
 	}
 }
 

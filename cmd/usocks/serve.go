@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"strconv"
 
 	"github.com/sirupsen/logrus"
 
@@ -18,9 +20,11 @@ Runs the server section of FILE until SIGINT or SIGTERM.
 `
 
 const clientHelp = `usage: usocks client -c FILE [flags]
+       usocks client --link LINK [--listen ADDR:PORT] [flags]
 
-Runs the client section of FILE until SIGINT or SIGTERM: apps connect to
-its address and port, and each connection becomes a stream to the server.
+Runs the client section of FILE, or the client a share link describes
+(usocks link makes one), until SIGINT or SIGTERM: apps connect to its
+address and port, and each connection becomes a stream to the server.
 `
 
 const demoHelp = `usage: usocks demo [flags]
@@ -67,8 +71,11 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	capture := fs.String("capture", "", "record every session to this file (for usocks replay)")
 	capturePlain := fs.Bool("capture-plaintext", false, "with --capture: also record payloads and session keys")
 	help := serverHelp
+	var link, listen *string
 	if cmd == "client" {
 		help = clientHelp
+		link = fs.String("link", "", "run from this usocks:// share link instead of a config file")
+		listen = fs.String("listen", "", "where apps connect, ADDR:PORT (default: the config's address and port; 127.0.0.1:1080 with --link)")
 	}
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
@@ -80,15 +87,29 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	if *file == "" {
+	var cfg *runner.Config
+	switch {
+	case link != nil && *link != "":
+		if *file != "" {
+			return fmt.Errorf("%s: give -c FILE or --link, not both", cmd)
+		}
+		if cfg, err = clientFromLink(*link, *listen); err != nil {
+			return err
+		}
+	case *file == "":
 		return fmt.Errorf("%s: -c FILE is required", cmd)
-	}
-	cfg, err := runner.LoadConfig(*file)
-	if err != nil {
-		return err
-	}
-	for _, w := range runner.FileWarnings(*file, cfg) {
-		logger.Warn(w)
+	default:
+		if cfg, err = runner.LoadConfig(*file); err != nil {
+			return err
+		}
+		for _, w := range runner.FileWarnings(*file, cfg) {
+			logger.Warn(w)
+		}
+		if listen != nil && *listen != "" && cfg.Client != nil {
+			if err := setListen(cfg.Client, *listen); err != nil {
+				return err
+			}
+		}
 	}
 	if *capturePlain && *capture == "" {
 		return fmt.Errorf("%s: --capture-plaintext needs --capture PATH", cmd)
@@ -143,4 +164,35 @@ func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		return errors.New("demo: --streams and --bytes must be positive")
 	}
 	return runner.Demo(ctx, logger, runner.DemoOptions{Streams: *streams, Bytes: *size, Once: *once, Out: stdout})
+}
+
+// clientFromLink is the config of a client run from a share link.
+func clientFromLink(link, listen string) (*runner.Config, error) {
+	c, _, err := runner.ParseLink(link)
+	if err != nil {
+		return nil, err
+	}
+	if listen == "" {
+		listen = "127.0.0.1:1080"
+	}
+	if err := setListen(c, listen); err != nil {
+		return nil, err
+	}
+	return &runner.Config{Client: c}, nil
+}
+
+// setListen applies --listen ADDR:PORT.
+func setListen(c *runner.ClientConfig, listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err == nil {
+		c.Port, err = strconv.Atoi(port)
+	}
+	if err != nil || c.Port < 1 || c.Port > 65535 {
+		return fmt.Errorf("--listen %q: want ADDR:PORT, such as 127.0.0.1:1080", listen)
+	}
+	c.Address = host
+	if host == "" {
+		c.Address = "127.0.0.1"
+	}
+	return nil
 }
