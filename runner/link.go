@@ -190,7 +190,12 @@ func ServerLink(s *ServerConfig, host, user, name string) (string, error) {
 	c := &ClientConfig{Common: s.Common}
 	c.Backend.TLSCert, c.Backend.TLSKey, c.Backend.Decoy, c.Backend.Address = "", "", "", ""
 	c.Backend.Fallback, c.Backend.FallbackALPN = "", nil
-	c.Capture, c.CapturePlaintext = "", false
+	c.Capture, c.CapturePlaintext, c.DefenseTuning = "", false, nil
+	if c.Defense == "max" {
+		// The server's defense is what it grants at most; its default,
+		// max, leaves the choice to the client (default standard).
+		c.Defense = ""
+	}
 	if host == "" {
 		host = s.Backend.Address
 		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
