@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"time"
 
@@ -18,18 +19,33 @@ import (
 // wrapTimeout bounds the TLS handshake and the WebSocket upgrade request.
 const wrapTimeout = 10 * time.Second
 
+// tlsHandshakeRecord is the first byte of a TLS connection (a handshake
+// record).
+const tlsHandshakeRecord = 0x16
+
 // acceptWrapped runs the TLS handshake (tls backend) and the WebSocket
 // upgrade (a ws path) on a fresh connection. It returns the connection to
 // run the v2 handshake on, and, for the tls backend without a path, the
 // PrefixConn that records what the handshake reads (a failed handshake's
 // input goes to the web site). A nil connection means the peer is gone
-// (visitor nil) or is a visitor for the web site (its PrefixConn holds
-// what was read).
-func (s *Server) acceptWrapped(ctx context.Context, raw net.Conn, accepted time.Time) (conn net.Conn, pc, visitor *stages.PrefixConn) {
+// (visit nil) or is a visitor: visit then answers it as the web site (the
+// caller runs it outside its limit on pending handshakes).
+func (s *Server) acceptWrapped(ctx context.Context, raw net.Conn, accepted time.Time) (conn net.Conn, pc *stages.PrefixConn, visit func()) {
 	deadline := accepted.Add(wrapTimeout)
 	conn = raw
 	if s.tls != nil {
-		tc := tls.Server(raw, s.tls)
+		// Plain HTTP (or anything but TLS) to the TLS port gets what nginx
+		// sends there.
+		first := make([]byte, 1)
+		_ = raw.SetReadDeadline(deadline)
+		if _, err := io.ReadFull(raw, first); err != nil {
+			_ = raw.Close()
+			return nil, nil, nil
+		}
+		if first[0] != tlsHandshakeRecord {
+			return nil, nil, func() { frontend.ServePlainHTTP(raw, first) }
+		}
+		tc := tls.Server(&stages.PrefixConn{Conn: raw, Prefix: first}, s.tls)
 		hctx, cancel := context.WithDeadline(ctx, deadline)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -43,7 +59,7 @@ func (s *Server) acceptWrapped(ctx context.Context, raw net.Conn, accepted time.
 		wc, seen, err := stages.AcceptWS(conn, path, deadline)
 		if err != nil {
 			if errors.Is(err, stages.ErrNotWebSocket) || len(seen.Seen()) > 0 {
-				return nil, nil, seen
+				return nil, nil, func() { s.site.Serve(seen.Conn, seen.Seen()) }
 			}
 			_ = conn.Close()
 			return nil, nil, nil
@@ -57,15 +73,9 @@ func (s *Server) acceptWrapped(ctx context.Context, raw net.Conn, accepted time.
 	_ = conn.SetReadDeadline(deadline)
 	buf := make([]byte, 16<<10)
 	n, err := conn.Read(buf)
-	pc = &stages.PrefixConn{Conn: conn, Prefix: buf[:n], Record: new(bytes.Buffer)}
+	rec := &stages.PrefixConn{Conn: conn, Prefix: buf[:n], Record: new(bytes.Buffer)}
 	if err != nil || n < stages.ClientMinFlight {
-		return nil, nil, pc
+		return nil, nil, func() { s.site.Serve(rec.Conn, rec.Seen()) }
 	}
-	return pc, pc, nil
-}
-
-// serveVisitor hands a connection that is not a usocks client to the web
-// site: seen is what was already read from c.
-func (s *Server) serveVisitor(c net.Conn, seen []byte) {
-	frontend.ServeDecoy(c, seen, s.decoy)
+	return rec, rec, nil
 }

@@ -42,11 +42,11 @@ type Server struct {
 	ln net.Listener
 	// waiting holds connections not authenticated yet (max_pending).
 	waiting *waiting
-	lanes   *stages.LaneGrouper // v1 multi_tcp
-	tls     *tls.Config         // tls backend
-	decoy   []byte              // tls backend: the page for visitors
-	capture *capture.Writer     // nil unless cfg.Capture is set
-	replay  *replay             // v2: salt store and users
+	lanes   *stages.LaneGrouper                  // v1 multi_tcp
+	tls     *tls.Config                          // tls backend
+	site    interface{ Serve(net.Conn, []byte) } // tls and ws backends: the web site for visitors
+	capture *capture.Writer                      // nil unless cfg.Capture is set
+	replay  *replay                              // v2: salt store and users
 }
 
 // Counter is a concurrency-safe counter.
@@ -83,7 +83,12 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	}
 	s.psk = psk
 	if cfg.Backend.Type == "tls" {
-		if s.tls, s.decoy, err = serverTLS(&cfg.Backend); err != nil {
+		if s.tls, err = serverTLS(&cfg.Backend); err != nil {
+			return nil, err
+		}
+	}
+	if s.tls != nil || cfg.Backend.Type == "ws" {
+		if s.site, err = webSite(&cfg.Backend); err != nil {
 			return nil, err
 		}
 	}
@@ -237,12 +242,12 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	var pc *stages.PrefixConn
 	if s.tls != nil || s.cfg.Backend.Type == "ws" {
-		var visitor *stages.PrefixConn
-		if conn, pc, visitor = s.acceptWrapped(wctx, conn, accepted); conn == nil {
-			if visitor != nil {
+		var visit func()
+		if conn, pc, visit = s.acceptWrapped(wctx, conn, accepted); conn == nil {
+			if visit != nil {
 				s.Rejected.Add()
 				log.Info("visitor served by the web site")
-				s.serveVisitor(visitor.Conn, visitor.Seen())
+				visit()
 			}
 			stop()
 			sc.End(fmt.Errorf("not a usocks client"))
@@ -259,7 +264,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		// server, not silence.
 		s.Rejected.Add()
 		log.WithField("reason", err.Error()).Warn("invalid handshake inside tls: web site")
-		s.serveVisitor(pc.Conn, pc.Seen())
+		s.site.Serve(pc.Conn, pc.Seen())
 		stop()
 		sc.End(fmt.Errorf("handshake: %w", err))
 		return

@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
+	"time"
 
 	utls "github.com/refraction-networking/utls"
 
@@ -14,23 +16,43 @@ import (
 // TLS backend settings built from the config (stages/backend_tls.go has the
 // backend itself).
 
-// serverTLS loads the server's certificate and decoy page.
-func serverTLS(b *BackendConfig) (*tls.Config, []byte, error) {
+// serverTLS loads the server's certificate. ALPN offers what the web
+// site behind the server serves: the fallback's protocols, or http/1.1
+// for the built-in decoy.
+func serverTLS(b *BackendConfig) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(b.TLSCert, b.TLSKey)
 	if err != nil {
-		return nil, nil, &ConfigError{"server.backend.tls_cert", fmt.Sprintf("cannot load the certificate and key: %v", err)}
+		return nil, &ConfigError{"server.backend.tls_cert", fmt.Sprintf("cannot load the certificate and key: %v", err)}
 	}
-	page := []byte(frontend.DefaultDecoyPage)
-	if b.Decoy != "" {
-		if page, err = os.ReadFile(b.Decoy); err != nil {
-			return nil, nil, &ConfigError{"server.backend.decoy", err.Error()}
-		}
+	alpn := []string{"http/1.1"}
+	if b.Fallback != "" && len(b.FallbackALPN) > 0 {
+		alpn = b.FallbackALPN
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"http/1.1"},
-	}, page, nil
+		NextProtos:   alpn,
+	}, nil
+}
+
+// webSite is what answers visitors: the fallback web server, or the
+// built-in decoy serving the decoy file (or the default page).
+func webSite(b *BackendConfig) (interface{ Serve(net.Conn, []byte) }, error) {
+	if b.Fallback != "" {
+		return &frontend.Fallback{Addr: b.Fallback, Timeout: 10 * time.Second}, nil
+	}
+	d := &frontend.Decoy{Page: []byte(frontend.DefaultDecoyPage), Modified: time.Now()}
+	if b.Decoy != "" {
+		fi, err := os.Stat(b.Decoy)
+		if err == nil {
+			d.Modified = fi.ModTime()
+			d.Page, err = os.ReadFile(b.Decoy)
+		}
+		if err != nil {
+			return nil, &ConfigError{"server.backend.decoy", err.Error()}
+		}
+	}
+	return d, nil
 }
 
 // clientTLS is the client's TLS configuration: the server's certificate is

@@ -59,15 +59,19 @@ func selfSigned(t testing.TB) (certFile, keyFile string) {
 }
 
 // startTLSTunnel runs a client and server with the tls backend.
-func startTLSTunnel(t *testing.T, targetPort int, decoy string) (*Server, *Client, func()) {
+// Options, if given, change the server's backend section.
+func startTLSTunnel(t *testing.T, targetPort int, decoy string, options ...func(*BackendConfig)) (*Server, *Client, func()) {
 	cert, key := selfSigned(t)
 	logger, _ := testLogger(t)
 	psk := newKey(t)
 	sln := listenLocal(t)
 	sport := sln.Addr().(*net.TCPAddr).Port
+	sb := BackendConfig{Type: "tls", Address: "127.0.0.1", Port: sport, TLSCert: cert, TLSKey: key, Decoy: decoy}
+	for _, o := range options {
+		o(&sb)
+	}
 	srv, err := NewServer(&ServerConfig{
-		Common: Common{Key: psk, Backend: BackendConfig{Type: "tls", Address: "127.0.0.1", Port: sport,
-			TLSCert: cert, TLSKey: key, Decoy: decoy}},
+		Common:   Common{Key: psk, Backend: sb},
 		Frontend: FrontendConfig{Server: "127.0.0.1", Port: targetPort},
 	}, logger)
 	if err != nil {
@@ -84,6 +88,9 @@ func startTLSTunnel(t *testing.T, targetPort int, decoy string) (*Server, *Clien
 		t.Fatal(err)
 	}
 	cli.UseListener(cln)
+	// A first flight stamped in the second the server started is refused
+	// (replay store); the client retries at once.
+	cli.Backoff.Min, cli.Backoff.Max = 20*time.Millisecond, 200*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = srv.Run(ctx); done <- struct{}{} }()

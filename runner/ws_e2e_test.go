@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,9 +88,18 @@ func TestWSVisitors(t *testing.T) {
 
 // startNginx runs Debian's nginx as a reverse proxy on a free loopback
 // port, passing WebSocket upgrades of path to backend; it returns the
-// proxy's address and stops nginx (by its PID) when the test ends. Without
-// nginx the test is skipped, except in CI.
+// proxy's address.
 func startNginx(t *testing.T, backend, path string) string {
+	return runNginx(t, func(listen string) string {
+		return fmt.Sprintf(wsProxyConf, listen, path, backend)
+	})
+}
+
+// runNginx runs Debian's nginx with the server block server(listen) on a
+// free loopback port, every other path in the test's directory, and stops
+// it (by its PID) when the test ends. Without nginx the test is skipped,
+// except in CI.
+func runNginx(t *testing.T, server func(listen string) string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -103,13 +113,17 @@ func startNginx(t *testing.T, backend, path string) string {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("nginx is not installed (.ci/run installs it)")
 		}
-		t.Skip("nginx is not installed: skipping the reverse-proxy test")
+		t.Skip("nginx is not installed: skipping the test against nginx")
 	}
 	dir := t.TempDir()
 	ln := listenLocal(t)
 	addr := ln.Addr().String()
 	ln.Close()
-	conf := fmt.Sprintf(nginxConf, dir, dir, dir, dir, dir, dir, addr, path, backend)
+	conf := strings.ReplaceAll(nginxConf, "DIR", dir) + server(addr) + "}\n"
+	if os.Geteuid() == 0 {
+		// Workers read the test's private directories.
+		conf = "user root;\n" + conf
+	}
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -148,18 +162,26 @@ func startNginx(t *testing.T, backend, path string) string {
 	}
 }
 
-// nginxConf is the README's reverse-proxy config, with every path in the
-// test's directory.
+// nginxConf is the frame of the test's nginx.conf (DIR: its directory);
+// a server block and the closing brace follow.
 const nginxConf = `worker_processes 1;
-pid %s/nginx.pid;
-error_log %s/error.log;
+pid DIR/nginx.pid;
+error_log DIR/error.log;
 events { worker_connections 64; }
 http {
-  access_log %s/access.log;
-  client_body_temp_path %s/body;
-  proxy_temp_path %s/proxy;
-  fastcgi_temp_path %s/fastcgi;
-  server {
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log DIR/access.log;
+  server_tokens off;
+  client_body_temp_path DIR/body;
+  proxy_temp_path DIR/proxy;
+  fastcgi_temp_path DIR/fastcgi;
+  uwsgi_temp_path DIR/uwsgi;
+  scgi_temp_path DIR/scgi;
+`
+
+// wsProxyConf is the README's reverse-proxy config.
+const wsProxyConf = `  server {
     listen %s;
     location %s {
       proxy_pass http://%s;
@@ -171,5 +193,4 @@ http {
       proxy_buffering off;
     }
   }
-}
 `
