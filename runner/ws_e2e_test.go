@@ -81,6 +81,7 @@ func TestWSVisitors(t *testing.T) {
 	if err != nil || resp.StatusCode != 404 {
 		t.Fatalf("upgrade of another path: %v %v", resp, err)
 	}
+	waitFor(t, "the client's session", 5*time.Second, func() bool { return tn.srv.Sessions.Load() >= 1 })
 	if got := tn.srv.Sessions.Load(); got != 1 {
 		t.Fatalf("sessions = %d, want only the client's", got)
 	}
