@@ -13,12 +13,6 @@ import (
 	"usocks/wire"
 )
 
-type hsPair struct {
-	srv     *ServerHandshake
-	cliConn net.Conn
-	srvConn net.Conn
-}
-
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

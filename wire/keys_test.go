@@ -337,7 +337,7 @@ func TestSessionsDiffer(t *testing.T) {
 	// Only the server salt differs: hk_c2s is the same, hk_s2c is not.
 	var saltC, s1, s2 [SaltSize]byte
 	s2[0] = 1
-	if ClientHandshakeKey(&psk, &saltC) != ClientHandshakeKey(&psk, &saltC) {
+	if a, b := ClientHandshakeKey(&psk, &saltC), ClientHandshakeKey(&psk, &saltC); a != b {
 		t.Fatal("ClientHandshakeKey not deterministic")
 	}
 	if ServerHandshakeKey(&psk, &saltC, &s1) == ServerHandshakeKey(&psk, &saltC, &s2) {

@@ -145,12 +145,5 @@ func (r *detReader) bytes32() [32]byte {
 	return b
 }
 
-// intn draws a number in [0, n) from r (slightly biased; fine for tests).
-func (r *detReader) intn(n int) int {
-	var b [8]byte
-	r.Read(b[:])
-	return int(binary.LittleEndian.Uint64(b[:]) % uint64(n))
-}
-
 // ciphers is every record cipher, for table-driven record tests.
 var ciphers = []CipherID{CipherChaCha20Poly1305, CipherAES256GCM}

@@ -150,3 +150,27 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// TestStaticcheckPinnedOnce: CI and `task lint` run the same staticcheck,
+// pinned to one version.
+func TestStaticcheckPinnedOnce(t *testing.T) {
+	root := filepath.Join("..", "..")
+	pin := func(path string) string {
+		b, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, ok := strings.Cut(string(b), "honnef.co/go/tools/cmd/staticcheck@")
+		if !ok {
+			t.Fatalf("%s does not run staticcheck at a pinned version", path)
+		}
+		v := strings.Fields(rest + " ")[0]
+		if !strings.HasPrefix(v, "v") {
+			t.Fatalf("%s pins staticcheck@%s, not a version", path, v)
+		}
+		return v
+	}
+	if ci, task := pin(".ci/run"), pin("Taskfile.yml"); ci != task {
+		t.Fatalf(".ci/run pins staticcheck %s, Taskfile.yml %s", ci, task)
+	}
+}
