@@ -24,7 +24,7 @@ func TestDefencePolicies(t *testing.T) {
 			tn.waitSession()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := echoThrough(ctx, tn, 300<<10, 5); err != nil {
+			if err := echoThrough(ctx, tn, 100<<10, 5); err != nil {
 				t.Fatal(err)
 			}
 			cli, srv := &tn.cli.Stats, &tn.srv.Stats

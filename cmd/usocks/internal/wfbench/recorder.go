@@ -34,14 +34,22 @@ type Link struct {
 	Delay time.Duration
 }
 
+// tailWait is how long the recorder holds a read's short tail for more
+// data before it counts it as a segment of its own. A sender's TCP stack
+// with Nagle off sends full segments while a write lasts and a short one
+// only where the write ends; a relay cannot see where writes end, so a
+// read followed at once by more data is taken as the middle of a write.
+const tailWait = 2 * time.Millisecond
+
 // queuePackets bounds the segments waiting at a shaped link's
 // bottleneck; when it is full the recorder stops reading, and TCP's flow
 // control pushes back on the sender.
 const queuePackets = 64
 
 // Recorder is the on-path observer: a TCP relay between the tunnel
-// client's backend and the tunnel server. It cuts each read into
-// segments of at most MSS bytes as a 1500-MTU TCP link would, optionally
+// client's backend and the tunnel server. It cuts the byte stream into
+// segments of at most MSS bytes as a 1500-MTU TCP link would (see
+// tailWait), optionally
 // shapes them (rate, delay), and records time, direction and size of
 // each. The observer sits at the client end of the link: it sees
 // outgoing segments as they leave the bottleneck and incoming ones as
@@ -199,43 +207,54 @@ func (r *Recorder) pump(src, dst net.Conn, sign int32) {
 		}
 	}()
 	shaped := r.link.RateMbit > 0 || r.link.Delay > 0
-	if !shaped {
+	var queue chan segment
+	if shaped {
+		queue = make(chan segment, queuePackets)
+		line := make(chan segment, 8192)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); r.bottleneck(queue, line, sign) }()
+		go func() { defer wg.Done(); r.deliver(line, dst, src, sign) }()
+		defer wg.Wait()
+		defer close(queue)
+	}
+	emit := func(b []byte) {
+		if shaped {
+			queue <- segment{b: b}
+		} else {
+			r.record(time.Now(), len(b), sign)
+		}
+	}
+	var carry []byte // the short tail of the last read, held back
+	for {
+		deadline := time.Time{}
+		if len(carry) > 0 {
+			deadline = time.Now().Add(tailWait)
+		}
+		_ = src.SetReadDeadline(deadline)
 		buf := make([]byte, 64<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				now := time.Now()
-				for off := 0; off < n; off += MSS {
-					r.record(now, min(MSS, n-off), sign)
-				}
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					_ = src.Close()
-					return
-				}
-			}
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					_ = dst.Close()
-				}
+		n, err := src.Read(buf)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			emit(carry) // the sender's write ended: a short segment
+			carry = nil
+			continue
+		}
+		if n > 0 && !shaped {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				_ = src.Close()
 				return
 			}
 		}
-	}
-	queue := make(chan segment, queuePackets)
-	line := make(chan segment, 8192)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); r.bottleneck(queue, line, sign) }()
-	go func() { defer wg.Done(); r.deliver(line, dst, src, sign) }()
-	defer wg.Wait()
-	defer close(queue)
-	for {
-		buf := make([]byte, 64<<10)
-		n, err := src.Read(buf)
-		for off := 0; off < n; off += MSS {
-			queue <- segment{b: buf[off:min(n, off+MSS)]}
+		data := append(carry, buf[:n]...)
+		full := len(data) - len(data)%MSS
+		for off := 0; off < full; off += MSS {
+			emit(data[off : off+MSS])
 		}
+		carry = append([]byte(nil), data[full:]...)
 		if err != nil {
+			if len(carry) > 0 {
+				emit(carry)
+			}
 			if !errors.Is(err, io.EOF) {
 				_ = dst.Close()
 			}
