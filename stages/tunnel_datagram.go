@@ -89,7 +89,7 @@ func (d *Demux) handleDatagram(f Frame) {
 	reply := d.Relay.Open(s.id, s.appIP, s.SendDatagram)
 	buf := getBuf(len(reply))
 	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: append(buf.B[:0], reply...)}, buf: buf}
-	if err := s.recv.push(rf); err != nil {
+	if err := s.recv.inject(rf); err != nil {
 		s.abort(true)
 	}
 }

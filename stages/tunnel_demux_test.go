@@ -23,7 +23,7 @@ import (
 
 // testFrontend opens streams for the demux under test.
 type testFrontend struct {
-	mode  string // "block": Open waits for the session's end; "refuse": Open fails; "discard": a target that reads and discards
+	mode  string // "block": Open waits for the session's end; "refuse": Open fails; "discard": a target that reads and discards; "stall": a target that never reads
 	opens atomic.Int64
 	wg    sync.WaitGroup // targets of "discard"
 }
@@ -41,6 +41,15 @@ func (fe *testFrontend) Open(ctx context.Context, s StreamIO) (net.Conn, error) 
 		go func() {
 			defer fe.wg.Done()
 			_, _ = io.Copy(io.Discard, target)
+			_ = target.Close()
+		}()
+		return c, nil
+	case "stall":
+		c, target := net.Pipe()
+		fe.wg.Add(1)
+		go func() {
+			defer fe.wg.Done()
+			<-ctx.Done()
 			_ = target.Close()
 		}()
 		return c, nil
@@ -240,6 +249,9 @@ func TestDemuxReceiverRules(t *testing.T) {
 		{name: "data beyond the window resets the stream", fe: "block",
 			frames: []wire.Frame{stf(wire.FlagSYN, 1, ""), stf(wire.FlagDAT, 1, big), stf(wire.FlagDAT, 1, "x")},
 			want:   []wire.Frame{rstOf(1)}, opens: 1},
+		{name: "data beyond the credit resets the stream, whatever the target took", fe: "stall",
+			frames: append([]wire.Frame{stf(wire.FlagSYN, 1, "")}, repeatFrame(stf(wire.FlagDAT, 1, string(make([]byte, 16<<10))), streamWindow/(16<<10)+1)...),
+			want:   []wire.Frame{rstOf(1)}, opens: 1},
 		{name: "data after FIN resets the stream", fe: "block",
 			frames: []wire.Frame{stf(wire.FlagSYN|wire.FlagDAT|wire.FlagFIN, 1, "req"), stf(wire.FlagDAT, 1, "more")},
 			want:   []wire.Frame{rstOf(1)}, opens: 1},
@@ -411,4 +423,12 @@ func TestDemuxClientDatagrams(t *testing.T) {
 	if len(relay.closed) != 1 || relay.closed[0] != id {
 		t.Errorf("relay closed %v, want [%d]", relay.closed, id)
 	}
+}
+
+func repeatFrame(f wire.Frame, n int) []wire.Frame {
+	fs := make([]wire.Frame, n)
+	for i := range fs {
+		fs[i] = f
+	}
+	return fs
 }

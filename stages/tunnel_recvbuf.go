@@ -17,12 +17,17 @@ type recvBuf struct {
 	// empties its buffer does not allocate again for the next message.
 	first [4]Frame
 	size  int
-	// window is the credit this side has granted in all: the most that may
-	// be buffered. It starts at streamWindow and only the down pump grows it.
+	// window is how much the peer may have in flight or buffered here: it
+	// starts at streamWindow and only the down pump grows it.
 	window atomic.Int64
-	eof    bool
-	notify chan struct{} // cap 1: data or EOF arrived
-	space  chan struct{} // cap 1: data was taken (legacy back-pressure)
+	// received is every payload byte the peer sent on the stream (v2);
+	// granted is the credit given in all, counted before each grant is
+	// queued: streamWindow plus every WINDOW increment.
+	received int64
+	granted  atomic.Int64
+	eof      bool
+	notify   chan struct{} // cap 1: data or EOF arrived
+	space    chan struct{} // cap 1: data was taken (legacy back-pressure)
 }
 
 func (r *recvBuf) signalSpace() {
@@ -62,9 +67,28 @@ func (r *recvBuf) wake() {
 	}
 }
 
-// push adds f's payload; it takes ownership of f. errFlowControl if the
-// peer overran its window.
-func (r *recvBuf) push(f Frame) error { return r.pushLimit(f, int(r.window.Load())) }
+// push adds the payload of f from the peer; it takes ownership of f.
+// errFlowControl if the payload would take what the peer sent beyond the
+// credit granted in all (SPEC-v2.md §6d), or comes after its FIN.
+func (r *recvBuf) push(f Frame) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := int64(len(f.Payload))
+	if r.eof || r.received+n > r.granted.Load() {
+		f.Release()
+		return errFlowControl
+	}
+	r.received += n
+	r.appendLocked(f)
+	return nil
+}
+
+// inject adds bytes that did not come from the peer (the client's relay
+// reply): they spend no credit.
+func (r *recvBuf) inject(f Frame) error { return r.pushLimit(f, 1<<30) }
+
+// grant counts credit about to be given to the peer.
+func (r *recvBuf) grant(n int) { r.granted.Add(int64(n)) }
 
 // buffered is how many bytes wait for the socket.
 func (r *recvBuf) buffered() int {
@@ -76,11 +100,17 @@ func (r *recvBuf) buffered() int {
 func (r *recvBuf) pushLimit(f Frame, limit int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := len(f.Payload)
-	if r.eof || r.size+n > limit {
+	if r.eof || r.size+len(f.Payload) > limit {
 		f.Release()
 		return errFlowControl
 	}
+	r.appendLocked(f)
+	return nil
+}
+
+// appendLocked buffers f (r.mu held).
+func (r *recvBuf) appendLocked(f Frame) {
+	n := len(f.Payload)
 	r.size += n
 	if k := len(r.chunks); k > 0 && n < coalesceBelow {
 		last := &r.chunks[k-1]
@@ -88,12 +118,11 @@ func (r *recvBuf) pushLimit(f Frame, limit int) error {
 			last.Payload = append(last.Payload, f.Payload...)
 			f.Release()
 			r.wake()
-			return nil
+			return
 		}
 	}
 	r.chunks = append(r.chunks, f)
 	r.wake()
-	return nil
 }
 
 // finish marks the peer's FIN: pop returns eof after the buffered data.

@@ -104,6 +104,7 @@ func newStream(id uint16, data, control chan<- Frame, log *logrus.Entry, legacy 
 	s.recv.notify = make(chan struct{}, 1)
 	s.recv.space = make(chan struct{}, 1)
 	s.recv.window.Store(streamWindow)
+	s.recv.granted.Store(streamWindow)
 	s.credit.Store(streamWindow)
 	s.touch()
 	if legacy {
@@ -344,6 +345,7 @@ func (s *stream) down(ctx context.Context) {
 				s.recv.window.Store(win * 2)
 				grant += int(win)
 			}
+			s.recv.grant(grant)
 			w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(grant))}}
 			select {
 			case s.control <- w:

@@ -19,6 +19,7 @@ func payloadFrame(n int, b byte) Frame {
 func newRecv() *recvBuf {
 	r := &recvBuf{notify: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 	r.window.Store(streamWindow)
+	r.granted.Store(streamWindow)
 	return r
 }
 

@@ -49,6 +49,7 @@ func (s *stream) Read(p []byte) (int, error) {
 // addPeerCredit returns n bytes of credit to the peer at once (frontend
 // handshakes are small; no batching needed).
 func (s *stream) addPeerCredit(n int) {
+	s.recv.grant(n)
 	w := Frame{Frame: wire.Frame{Type: wire.FrameWindow, Stream: s.id, Payload: wire.WindowPayload(nil, uint32(n))}}
 	select {
 	case s.control <- w:
