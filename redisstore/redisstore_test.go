@@ -100,3 +100,24 @@ func TestSaltStoreDown(t *testing.T) {
 		t.Fatalf("%d error lines, want one when the store became unreachable", n)
 	}
 }
+
+// BenchmarkInsert is one handshake's cost in the shared store: one round
+// trip to a loopback redis-server (compare stages' BenchmarkSaltStoreFull
+// for the local store).
+func BenchmarkInsert(b *testing.B) {
+	rs := redistest.Start(b)
+	rdb, err := Connect(rs.URL(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rdb.Close()
+	l, _ := test.NewNullLogger()
+	s := NewSaltStore(rdb, DefaultPrefix, time.Minute, 0, logrus.NewEntry(l))
+	now := time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := s.Insert(context.Background(), wire.UserID{}, salt(i), uint64(now.Unix()), now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 
 // startReplica runs a server with cfg in front of the test target until
 // the test ends (or until the returned stop is called).
-func startReplica(t *testing.T, cfg *ServerConfig, targetPort int) (*Server, *test.Hook, func()) {
+func startReplica(t testing.TB, cfg *ServerConfig, targetPort int) (*Server, *test.Hook, func()) {
 	t.Helper()
 	logger, hook := testLogger(t)
 	ln := listenLocal(t)
