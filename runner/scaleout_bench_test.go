@@ -47,8 +47,7 @@ func benchHandshakes(b *testing.B, so ScaleOutConfig) {
 		_, err = hs.Run(ctx, c)
 		return err
 	}
-	// A local store refuses flights stamped in the second the server
-	// started: wait for the first success.
+	// Warm up: the first handshake also loads the store's script.
 	waitFor(b, "a first handshake", 5*time.Second, func() bool { return handshake() == nil })
 	const workers = 8
 	var next atomic.Int64

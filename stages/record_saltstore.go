@@ -66,13 +66,16 @@ type saltBucket struct {
 // NewLocalSaltStore returns an empty store for a server that accepts
 // timestamps within skew of its clock, holding at most max salts and at
 // most quota per user (0: no per-user limit). It accepts no timestamp
-// before start (rounded up to the second): without saved state it cannot
-// know what an earlier run accepted.
+// before start's second: without saved state it cannot know what an
+// earlier run accepted. (Flights stamped in that second, or later by a
+// client whose clock runs ahead, may have been accepted before a restart;
+// refusing them would refuse every client for a while after each start,
+// so only a saved state closes that gap: RestoreState.)
 func NewLocalSaltStore(skew time.Duration, max, quota int, start time.Time) *LocalSaltStore {
 	s := &LocalSaltStore{max: max, quota: quota, buckets: make(map[int64]*saltBucket)}
 	s.skew = int64((skew + time.Second - 1) / time.Second)
 	s.width = max64(1, s.skew/4)
-	s.floor = ceilUnix(start)
+	s.floor = start.Unix()
 	return s
 }
 
