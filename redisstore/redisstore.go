@@ -34,6 +34,16 @@ const DefaultPrefix = "usocks:"
 // at most before it is refused.
 const Timeout = time.Second
 
+func init() {
+	// The client library's own log lines (pool dial retries) would go to
+	// stderr past the server's logger; the stores log what matters.
+	redis.SetLogger(quiet{})
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
 // Connect parses a redis://[user:password@]host:port/db URL and returns a
 // client that never retries on its own (a retried SET NX that had been
 // applied would refuse a legitimate flight as a replay).

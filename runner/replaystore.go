@@ -94,6 +94,9 @@ type replay struct {
 	// parsed caches user keys by their config text (passphrases are slow
 	// to stretch); only the user poller touches it after setup.
 	parsed map[string]*wire.PSK
+	// stored is the clients hash last applied (only before Run, then by
+	// the poller).
+	stored map[string]string
 	wg     sync.WaitGroup
 }
 
@@ -187,6 +190,7 @@ func (r *replay) poller() *redisstore.Users {
 			}
 			m, _ := r.parseClients(all, false)
 			r.users.Set(m)
+			r.stored = stored
 			r.log.WithField("users", len(m)).Info("users updated from the store")
 		}}
 }
@@ -277,7 +281,7 @@ func (r *replay) start(ctx context.Context) (stop func(), err error) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.poller().Run(ctx, nil)
+			r.poller().Run(ctx, r.stored)
 		}()
 	}
 	return func() {

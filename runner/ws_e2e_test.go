@@ -56,6 +56,9 @@ func TestWSVisitors(t *testing.T) {
 	tg := startTarget(t)
 	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), backend: "ws", path: "/tunnel"})
 	tn.waitSession()
+	// The client may see the server's reply before the server has counted
+	// the session.
+	waitFor(t, "the server to count the session", 5*time.Second, func() bool { return tn.srv.Sessions.Load() == 1 })
 	hc := &http.Client{Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	for path, want := range map[string]int{"/": 200, "/tunnel": 404, "/other": 404} {
