@@ -73,7 +73,7 @@ func TestSpecStatesReceiverRules(t *testing.T) {
 		"Reserved bits", "Padding may", "16 KiB",
 		// Every STREAM flag and state pair has a row and a column.
 		"| RST |", "| SYN at the server |", "| SYN at the client |", "| DAT payload |", "| FIN |",
-		"| WINDOW |", "| DATAGRAM |", "idle (not held)", "held, reset", "max_streams",
+		"| WINDOW |", "| DATAGRAM |", "idle (not held)", "closed, reset (held)", "max_streams",
 		"**Flow control.**", "2^30", "**DATAGRAM.**", "never answered",
 		"flood", "second CLOSE", "two rekeys",
 	} {
