@@ -149,6 +149,8 @@ type tunnelOpts struct {
 	probe      time.Duration
 	maxStreams int
 	maxPending int
+	// serverListener, if set, wraps the server's listener.
+	serverListener func(net.Listener) net.Listener
 	// clientNow, if set, is the client's clock.
 	clientNow  func() time.Time
 	noClient   bool
@@ -246,7 +248,11 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.UseListener(sln)
+	if o.serverListener != nil {
+		srv.UseListener(o.serverListener(sln))
+	} else {
+		srv.UseListener(sln)
+	}
 	tn := &tunnel{t: t, key: key, srv: srv, hook: hook, done: make(chan struct{}), srvCfg: scfg}
 	ctx, cancel := context.WithCancel(context.Background())
 	tn.cancel = cancel

@@ -101,8 +101,17 @@ func runSession(ctx context.Context, p sessionParams) error {
 
 	var mu sync.Mutex
 	var result error
-	failed := false
+	failed, graceExpired := false, false
 	final, finalOK := wire.FrameClose, true
+	// linger says whether the socket ends with FIN and a bounded drain
+	// (stages.LingerClose), so that the last record arrives: a clean end
+	// or a failure with the peer still there. A dead backend, or a peer
+	// that let the grace time pass, is cut at once.
+	linger := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !graceExpired && !backendGone(result)
+	}
 
 	// closing starts the end of the session: ours (ctx), the peer's CLOSE,
 	// or a failure.
@@ -111,7 +120,12 @@ func runSession(ctx context.Context, p sessionParams) error {
 	startClose := func() {
 		closeOnce.Do(func() {
 			close(closing)
-			time.AfterFunc(GraceTimeout, cancelHard)
+			time.AfterFunc(GraceTimeout, func() {
+				mu.Lock()
+				graceExpired = true
+				mu.Unlock()
+				cancelHard()
+			})
 		})
 	}
 	fail := func(err error) {
@@ -125,8 +139,16 @@ func runSession(ctx context.Context, p sessionParams) error {
 	}
 	stopCtx := context.AfterFunc(ctx, startClose)
 	defer stopCtx()
-	// Cutting the socket is what unblocks the reader and writer.
-	stopConn := context.AfterFunc(gctx, func() { _ = p.conn.Close() })
+	// A deadline (or, for a dead backend, closing the socket) is what
+	// unblocks the reader and writer at the end. Closing with unread input
+	// would make the kernel send RST and destroy a last record in flight.
+	stopConn := context.AfterFunc(gctx, func() {
+		if linger() {
+			_ = p.conn.SetDeadline(time.Now().Add(stages.LingerTimeout))
+		} else {
+			_ = p.conn.Close()
+		}
+	})
 	defer stopConn()
 
 	log := p.log
@@ -221,11 +243,22 @@ func runSession(ctx context.Context, p sessionParams) error {
 	run("encrypt", enc, false)
 	run("backend-writer", writeRun, true)
 	_ = g.Wait()
-	_ = p.conn.Close()
+	if linger() {
+		stages.LingerClose(p.conn, stages.LingerTimeout)
+	} else {
+		_ = p.conn.Close()
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	p.capture.End(result)
 	return result
+}
+
+// backendGone says whether a session error means that nothing more can
+// reach the peer (socket error, keepalive timeout).
+func backendGone(err error) bool {
+	var be *stages.BackendError
+	return errors.As(err, &be) || errors.Is(err, stages.ErrPeerDead)
 }
 
 // stageLayers is the layer of each stage of a session, for the "layer"

@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,7 +116,8 @@ func TestV1AndV2DoNotMix(t *testing.T) {
 func TestV1ServerErrorBehaviour(t *testing.T) {
 	tg := startTarget(t)
 	const key = "v1 error test key"
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), protocol: "v1", noClient: true, key: key})
+	unread := &unreadAtClose{}
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), protocol: "v1", noClient: true, key: key, serverListener: unread.wrap})
 	garbage := make([]byte, 64)
 	_, _ = rand.Read(garbage)
 	var psk wire.PSK
@@ -139,12 +143,33 @@ func TestV1ServerErrorBehaviour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if _, err := c.Write(append(stream, bad...)); err != nil {
 		t.Fatal(err)
 	}
+	// Keep sending after the bad packet, more than the server's session
+	// buffers, and read only once the server is done: it ends the session
+	// with input unread, which must not turn into an RST that destroys the
+	// reset record (the server shuts down its write side and lingers).
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		if _, err := c.Write(make([]byte, 2<<20)); err == nil {
+			_ = c.(*net.TCPConn).CloseWrite()
+		}
+	}()
+	defer func() { _ = c.Close(); <-sent }()
+	waitFor(t, "the server to end the session", 10*time.Second, func() bool {
+		n := tn.srv.Sessions.Load() // the two probes' and this one
+		return n == 3 && tn.srv.Failed.Load()+tn.srv.Clean.Load() == n
+	})
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	reply, _ := io.ReadAll(c)
+	reply, err := io.ReadAll(c)
+	if n := unread.n.Load(); n != 0 {
+		t.Errorf("the server closed %d connections with input unread (the kernel sends RST)", n)
+	}
+	if err != nil {
+		t.Fatalf("reading the server's reply to a damaged packet (%d bytes): %v; want the reset record and FIN", len(reply), err)
+	}
 	o := v1.NewOpener(k)
 	o.Feed(reply)
 	for {
@@ -156,4 +181,49 @@ func TestV1ServerErrorBehaviour(t *testing.T) {
 			t.Fatalf("server's reply to a damaged packet (%d bytes): %v; want a reset record", len(reply), err)
 		}
 	}
+}
+
+// unreadAtClose wraps a listener's connections and counts those closed
+// while input was still unread: the kernel answers such a close with RST,
+// which destroys what is still in flight towards the peer.
+type unreadAtClose struct{ n atomic.Int64 }
+
+func (u *unreadAtClose) wrap(ln net.Listener) net.Listener { return &unreadListener{ln, u} }
+
+type unreadListener struct {
+	net.Listener
+	u *unreadAtClose
+}
+
+func (l *unreadListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &unreadConn{TCPConn: c.(*net.TCPConn), u: l.u}, nil
+}
+
+type unreadConn struct {
+	*net.TCPConn
+	u    *unreadAtClose
+	once sync.Once
+}
+
+func (c *unreadConn) Close() error {
+	c.once.Do(func() {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return
+		}
+		var n int
+		_ = rc.Read(func(fd uintptr) bool {
+			var b [1]byte
+			n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return true
+		})
+		if n > 0 {
+			c.u.n.Add(1)
+		}
+	})
+	return c.TCPConn.Close()
 }
