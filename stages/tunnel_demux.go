@@ -86,8 +86,9 @@ type Demux struct {
 	// Stats, if set, is updated as streams open and close.
 	Stats *Stats
 	// KeepAlive, if set, sends a PING this often (v2) and ends the session
-	// with ErrPeerDead when nothing has arrived for 2.5 intervals, so a
-	// blackholed backend is noticed and the client reconnects.
+	// with ErrPeerDead when nothing has arrived for 2 intervals (a timer of
+	// its own, not the ping tick), so a blackholed backend is noticed and
+	// the client reconnects.
 	KeepAlive time.Duration
 	// IdleTimeout resets a stream with no data either way for this long
 	// (0: never). HalfClosedTimeout does the same, sooner, for a stream
@@ -123,6 +124,9 @@ type Stats struct {
 	DefencePolicy atomic.Int32
 }
 
+// deadAfter is how many keepalive intervals of silence end a session.
+const deadAfter = 2
+
 // Run demultiplexes until the input ends, ctx is done or a session error.
 func (d *Demux) Run(ctx context.Context) (err error) {
 	d.streams = make(map[uint16]*stream)
@@ -137,29 +141,39 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 	accept := d.Accept
 	closing := d.Closing
 	drain := d.Drain
-	var janitor, keepalive <-chan time.Time
+	var janitor, keepalive, dead <-chan time.Time
 	if d.IdleTimeout > 0 || d.HalfClosedTimeout > 0 {
 		t := time.NewTicker(janitorPeriod(d.IdleTimeout, d.HalfClosedTimeout))
 		defer t.Stop()
 		janitor = t.C
 	}
 	lastRecv := time.Now()
+	var deadTimer *time.Timer
 	if d.KeepAlive > 0 && !d.Legacy {
 		t := time.NewTicker(d.KeepAlive)
 		defer t.Stop()
 		keepalive = t.C
+		// Re-armed only when it fires (not on every frame): it fires
+		// at most deadAfter after the last frame, then either finds a
+		// newer frame and waits for the rest, or declares the peer dead.
+		deadTimer = time.NewTimer(deadAfter * d.KeepAlive)
+		defer deadTimer.Stop()
+		dead = deadTimer.C
 	}
 	for {
 		select {
 		case now := <-janitor:
 			d.reapIdle(now)
-		case now := <-keepalive:
+		case <-keepalive:
+			d.control(Frame{Frame: wire.Frame{Type: wire.FramePing}})
+		case <-dead:
 			// Anything from the peer proves it alive; silence for two
 			// intervals (pings unanswered) declares the backend dead.
-			if now.Sub(lastRecv) > 2*d.KeepAlive+d.KeepAlive/2 {
-				return fmt.Errorf("%w: nothing received for %v", ErrPeerDead, now.Sub(lastRecv).Round(time.Millisecond))
+			silent := time.Since(lastRecv)
+			if silent >= deadAfter*d.KeepAlive {
+				return fmt.Errorf("%w: nothing received for %v", ErrPeerDead, silent.Round(time.Millisecond))
 			}
-			d.control(Frame{Frame: wire.Frame{Type: wire.FramePing}})
+			deadTimer.Reset(deadAfter*d.KeepAlive - silent)
 		case <-closing:
 			closing, accept = nil, nil
 			d.closed = true
