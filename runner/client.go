@@ -325,7 +325,8 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		return runSession(ctx, params)
 	}
 	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix), Identity: c.identity,
-		Defence: c.cfg.defencePolicy()}
+		PostQuantum: c.cfg.PostQuantum == nil || *c.cfg.PostQuantum,
+		Defence:     c.cfg.defencePolicy()}
 	if params.capture != nil {
 		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.KeyLog(k, ci) }
 	}

@@ -131,6 +131,9 @@ type Common struct {
 	// CaptureMaxMiB caps a capture file (default 1024 MiB); later events
 	// are dropped and counted.
 	CaptureMaxMiB int64 `yaml:"capture_max_mib"`
+	// PostQuantum adds ML-KEM-768 to the v2 key exchange (client; default
+	// true). A server always answers it.
+	PostQuantum *bool `yaml:"post_quantum"`
 }
 
 // ClientConfig is the `client:` section.

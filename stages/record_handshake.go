@@ -82,6 +82,9 @@ type ClientHandshake struct {
 	Prefix []byte
 	// Defence is the defence policy the client asks for (SPEC-v2.md §7a).
 	Defence wire.DefencePolicy
+	// PostQuantum adds an ML-KEM-768 key exchange beside X25519
+	// (SPEC-v2.md §2a); the server must answer it.
+	PostQuantum bool
 	// KeyLog, if set, is told the session's data keys (a plaintext
 	// capture records them, like SSLKEYLOGFILE). nil in normal use.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
@@ -103,6 +106,13 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	}
 	if _, err := io.ReadFull(h.Rand, hello.Salt[:]); err != nil {
 		return nil, err
+	}
+	dk, err := h.kemKey()
+	if err != nil {
+		return nil, err
+	}
+	if dk != nil {
+		hello.Ext = append(hello.Ext, wire.KEMExt(dk.EncapsulationKey()))
 	}
 	if hello.PadLen, err = randInt(h.Rand, clientPadMax); err != nil {
 		return nil, err
@@ -163,7 +173,11 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	if err != nil || agreed > h.Defence {
 		return nil, ErrServerAuth // a server never raises the client's request
 	}
-	k, err := sessionKeys(h.PSK, &hello, sh, shared, Client, c, h.KeyLog)
+	pq, err := decapsulate(dk, sh)
+	if err != nil {
+		return nil, err
+	}
+	k, err := sessionKeys(h.PSK, &hello, sh, shared, pq, Client, c, h.KeyLog)
 	if k != nil {
 		k.Defence = agreed
 	}
@@ -172,11 +186,19 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 
 // sessionKeys runs the key schedule of a finished handshake and returns the
 // record state of the given side (its sealer is its sending direction).
-func sessionKeys(psk *wire.PSK, ch *wire.ClientHello, sh *wire.ServerHello, shared []byte, side Role,
+// pq is the ML-KEM-768 shared secret of a hybrid handshake (nil: classic).
+func sessionKeys(psk *wire.PSK, ch *wire.ClientHello, sh *wire.ServerHello, shared, pq []byte, side Role,
 	c net.Conn, keyLog func(net.Conn, *wire.SessionKeys, wire.CipherID)) (*Keys, error) {
 	hkC := wire.ClientHandshakeKey(psk, &ch.Salt)
 	hkS := wire.ServerHandshakeKey(psk, &ch.Salt, &sh.Salt)
-	sk := wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	var sk wire.SessionKeys
+	if pq == nil {
+		sk = wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	} else {
+		ek, _ := ch.Ext.Get(wire.ExtKEM)
+		ct, _ := sh.Ext.Get(wire.ExtKEM)
+		sk = wire.DeriveHybridSessionKeys(shared, pq, &hkC, &hkS, &ch.Public, &sh.Public, ek, ct)
+	}
 	if keyLog != nil {
 		keyLog(c, &sk, ch.Cipher)
 	}
@@ -353,6 +375,13 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if agreed != wire.DefenceOff {
 		sh.Ext = wire.Extensions{wire.DefenceExt(agreed)}
 	}
+	pq, ct, err := encapsulate(ch)
+	if err != nil {
+		return nil, err
+	}
+	if ct != nil {
+		sh.Ext = append(sh.Ext, wire.Extension{Type: wire.ExtKEM, Value: ct})
+	}
 	if _, err := io.ReadFull(h.Rand, sh.Salt[:]); err != nil {
 		return nil, err
 	}
@@ -367,7 +396,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if _, err := c.Write(wire.AppendServerHello(nil, psk, &sh)); err != nil {
 		return nil, &BackendError{Op: "write", Err: err}
 	}
-	k, err := sessionKeys(psk, ch, &sh, shared, Server, c, h.KeyLog)
+	k, err := sessionKeys(psk, ch, &sh, shared, pq, Server, c, h.KeyLog)
 	if k != nil {
 		k.Defence = agreed
 	}

@@ -25,6 +25,10 @@ const (
 	// client hello the policy the client asks for, in the server hello the
 	// policy both sides then use (SPEC-v2.md §7a). Value: policy (u8).
 	ExtDefence ExtType = 1
+	// ExtKEM carries the post-quantum key exchange (SPEC-v2.md §2a): in
+	// the client hello an ML-KEM-768 encapsulation key (1184 bytes), in
+	// the server hello the ciphertext for it (1088 bytes).
+	ExtKEM ExtType = 2
 )
 
 // extHeaderLen is the type and length of one extension.

@@ -40,8 +40,9 @@ const (
 	// ServerPrefixLen is the same for the server's reply.
 	ServerPrefixLen = SaltSize + serverFixedLen + TagSize
 	// MaxHandshakePad is the most a var header may carry after its fixed
-	// fields: extensions and padding together.
-	MaxHandshakePad = 2048
+	// fields: extensions and padding together (room for an ML-KEM-768 key
+	// or ciphertext and the full padding range).
+	MaxHandshakePad = 4096
 )
 
 // Handshake message types (inside the sealed fixed header).
