@@ -177,6 +177,8 @@ type ServerConfig struct {
 	// before the close. Default: 30s + a random part up to 60s, drawn once
 	// at start. Tests set it short.
 	ProbeTimeout time.Duration `yaml:"probe_timeout"`
+	// Limits on authenticated peers (config_limits.go).
+	Limits `yaml:",inline"`
 }
 
 // Defaults.
@@ -385,6 +387,7 @@ func (s *ServerConfig) Validate() error {
 		p.bad("probe_timeout", "must be 0 (random) .. 10m")
 	}
 	s.validateScaleOut(p)
+	s.Limits.validate(p)
 	return p.err()
 }
 

@@ -76,6 +76,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"missing key", "client:\n  port: 1080\n", "client.key"},
 		{"replay window", "server:\n  " + key + "  replay_window: 5s\n", "server.replay_window"},
 		{"max streams", "client:\n  " + key + "  max_streams: 70000\n", "client.max_streams"},
+		{"session memory", "server:\n  " + key + "  session_memory_mib: -1\n", "server.session_memory_mib"},
+		{"total memory", "server:\n  " + key + "  total_memory_mib: 2000000\n", "server.total_memory_mib"},
 		{"frontend type", "server:\n  " + key + "  frontend: {type: ftp}\n", "server.frontend.type"},
 		{"tls needs v2", "client:\n  key: k\n  protocol: v1\n  backend: {type: tls}\n", "client.backend.type"},
 		{"tls server needs a cert", "server:\n  " + key + "  backend: {type: tls}\n", "server.backend.tls_cert"},

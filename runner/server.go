@@ -47,6 +47,7 @@ type Server struct {
 	site    interface{ Serve(net.Conn, []byte) } // tls and ws backends: the web site for visitors
 	capture *capture.Writer                      // nil unless cfg.Capture is set
 	replay  *replay                              // v2: salt store and users
+	limits  *limiter                             // per-session, per-user and total bounds
 }
 
 // Counter is a concurrency-safe counter.
@@ -66,7 +67,8 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending)}
+	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending),
+		limits: newLimiter(cfg.Limits)}
 	fe, err := newFrontend(cfg, s.log)
 	if err != nil {
 		return nil, err
@@ -294,7 +296,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	}
 	s.Sessions.Add()
 	log.WithField("cipher", keys.Cipher.String()).Info("session established")
-	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc})
+	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc, mem: s.limits.sessionMemory(keys.User)})
 }
 
 // serveV1 runs a v1 tunnel on a plain_tcp connection or a complete
@@ -309,7 +311,8 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 	}
 	s.Sessions.Add()
 	log.Info("session started (protocol v1)")
-	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys, capture: s.capture.Session(conn.RemoteAddr().String())})
+	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys, capture: s.capture.Session(conn.RemoteAddr().String()),
+		mem: s.limits.sessionMemory(wire.UserID{})})
 }
 
 func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams) {

@@ -62,7 +62,8 @@ type sessionParams struct {
 	drain      <-chan struct{}      // client: closed to rotate away from this backend
 	log        *logrus.Entry
 	stats      *stages.Stats
-	capture    *capture.Session // nil: capture off (nil taps)
+	mem        *stages.MemBudget // receive memory of this session (nil: unbounded)
+	capture    *capture.Session  // nil: capture off (nil taps)
 }
 
 // newV1Keys sets up both directions of a v1 record channel.
@@ -200,7 +201,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
-		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, Relay: p.relay,
+		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, Relay: p.relay, Memory: p.mem,
 		Closing: closing, PeerClosing: startClose, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
 	}
 

@@ -29,6 +29,9 @@ type Keys struct {
 	SealKey, OpenKey [wire.KeySize]byte
 	// Defence is the traffic-analysis defence policy both sides agreed on.
 	Defence wire.DefencePolicy
+	// User is the client's identity on a multi-user server (the zero id
+	// otherwise); the server's per-user limits are keyed by it.
+	User wire.UserID
 }
 
 // Handshake padding ranges: the client's first flight is
@@ -398,7 +401,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	}
 	k, err := sessionKeys(psk, ch, &sh, shared, pq, Server, c, h.KeyLog)
 	if k != nil {
-		k.Defence = agreed
+		k.Defence, k.User = agreed, uid
 	}
 	return k, err
 }

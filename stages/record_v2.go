@@ -149,7 +149,9 @@ type Decrypt struct {
 // record that fails authentication is dropped unreleased and ends the
 // session with wire.ErrAuth: nothing after it can be trusted. Records are
 // reassembled and opened by a wire.RecordReader; the plaintext goes
-// straight into a pooled buffer of the right class.
+// straight into a pooled buffer of the right class, and a frame whose
+// payload is much smaller than its record body (padding) is compacted so
+// that it keeps only what its payload needs.
 func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
 	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
@@ -213,7 +215,7 @@ func (d *Decrypt) Run(ctx context.Context) error {
 				continue
 			}
 			select {
-			case d.Out <- Frame{Frame: wf, buf: owner}:
+			case d.Out <- compact(Frame{Frame: wf, buf: owner}):
 			case <-ctx.Done():
 				putBuf(owner)
 				return ctx.Err()

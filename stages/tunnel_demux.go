@@ -94,6 +94,10 @@ type Demux struct {
 	// (0: never). HalfClosedTimeout does the same, sooner, for a stream
 	// that one side has finished (0: never).
 	IdleTimeout, HalfClosedTimeout time.Duration
+	// Memory, if set, bounds what the streams' receive buffers keep
+	// together (the session's budget, under its user's and the process's);
+	// a stream that would pass it is reset.
+	Memory *MemBudget
 	// Relay is the client's end of datagram associations (nil: none).
 	Relay DatagramRelay
 	// Legacy selects protocol v1's tunnel rules (wire/v1, spec §4): no
@@ -292,6 +296,13 @@ func (d *Demux) rst(id uint16) {
 	d.control(Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagRST, Stream: id}})
 }
 
+// newStream makes a stream whose receive buffer is charged to d.Memory.
+func (d *Demux) newStream(id uint16, legacy bool) *stream {
+	s := newStream(id, d.Data, d.Control, d.Log, legacy)
+	s.recv.mem = d.Memory
+	return s
+}
+
 // openLocal starts a stream for a new local connection (client).
 func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 	id, ok := d.allocID()
@@ -300,7 +311,7 @@ func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 		resetConn(c)
 		return
 	}
-	s := newStream(id, d.Data, d.Control, d.Log, d.Legacy)
+	s := d.newStream(id, d.Legacy)
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		s.appIP = ta.AddrPort().Addr().Unmap()
 	}
@@ -433,7 +444,7 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 			f.Release()
 			return
 		}
-		s = newStream(id, d.Data, d.Control, d.Log, d.Legacy)
+		s = d.newStream(id, d.Legacy)
 		known = true
 		fe := d.Frontend
 		d.spawn(ctx, s, func() (net.Conn, error) { return fe.Open(ctx, s) })

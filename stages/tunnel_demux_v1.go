@@ -40,7 +40,7 @@ func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
 			f.Release()
 			return
 		}
-		s = newStream(id, d.Data, d.Control, d.Log, true)
+		s = d.newStream(id, true)
 		known = true
 		fe := d.Frontend
 		d.spawn(ctx, s, func() (net.Conn, error) { return fe.Open(ctx, s) })
@@ -53,7 +53,11 @@ func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
 	}
 	fin := f.Flags.Has(wire.FlagFIN)
 	if len(f.Payload) > 0 {
-		_ = s.recv.pushWait(f, s.aborted, ctx.Done())
+		if err := s.recv.pushWait(f, s.aborted, ctx.Done()); err == errMemory {
+			d.Log.WithField("stream", id).WithError(err).Warn("resetting stream")
+			s.abort(true)
+			return
+		}
 	} else {
 		f.Release()
 	}

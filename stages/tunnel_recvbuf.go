@@ -26,8 +26,11 @@ type recvBuf struct {
 	received int64
 	granted  atomic.Int64
 	eof      bool
-	notify   chan struct{} // cap 1: data or EOF arrived
-	space    chan struct{} // cap 1: data was taken (legacy back-pressure)
+	// mem, if set, is charged the memory each buffered chunk keeps
+	// (keptBy) while it waits: the session's receive budget.
+	mem    *MemBudget
+	notify chan struct{} // cap 1: data or EOF arrived
+	space  chan struct{} // cap 1: data was taken (legacy back-pressure)
 }
 
 func (r *recvBuf) signalSpace() {
@@ -78,8 +81,10 @@ func (r *recvBuf) push(f Frame) error {
 		f.Release()
 		return errFlowControl
 	}
+	if err := r.appendLocked(f); err != nil {
+		return err
+	}
 	r.received += n
-	r.appendLocked(f)
 	return nil
 }
 
@@ -104,12 +109,12 @@ func (r *recvBuf) pushLimit(f Frame, limit int) error {
 		f.Release()
 		return errFlowControl
 	}
-	r.appendLocked(f)
-	return nil
+	return r.appendLocked(f)
 }
 
-// appendLocked buffers f (r.mu held).
-func (r *recvBuf) appendLocked(f Frame) {
+// appendLocked buffers f (r.mu held); errMemory if the memory it keeps
+// would pass the budget.
+func (r *recvBuf) appendLocked(f Frame) error {
 	n := len(f.Payload)
 	r.size += n
 	if k := len(r.chunks); k > 0 && n < coalesceBelow {
@@ -118,11 +123,17 @@ func (r *recvBuf) appendLocked(f Frame) {
 			last.Payload = append(last.Payload, f.Payload...)
 			f.Release()
 			r.wake()
-			return
+			return nil
 		}
+	}
+	if !r.mem.take(keptBy(&f)) {
+		r.size -= n
+		f.Release()
+		return errMemory
 	}
 	r.chunks = append(r.chunks, f)
 	r.wake()
+	return nil
 }
 
 // finish marks the peer's FIN: pop returns eof after the buffered data.
@@ -150,6 +161,7 @@ func (r *recvBuf) popBatch(aborted <-chan struct{}, dst []Frame) ([]Frame, bool,
 	for i := 0; i < k; i++ {
 		dst = append(dst, r.chunks[i])
 		r.size -= len(r.chunks[i].Payload)
+		r.mem.give(keptBy(&r.chunks[i]))
 		r.chunks[i] = Frame{}
 	}
 	r.chunks = r.chunks[k:]
@@ -181,6 +193,7 @@ func (r *recvBuf) pop(aborted <-chan struct{}) (f Frame, eof, ok bool) {
 				r.chunks = r.first[:0] // a grown array goes; the small one stays
 			}
 			r.size -= len(f.Payload)
+			r.mem.give(keptBy(&f))
 			r.mu.Unlock()
 			r.signalSpace()
 			return f, false, true
@@ -202,6 +215,7 @@ func (r *recvBuf) pop(aborted <-chan struct{}) (f Frame, eof, ok bool) {
 func (r *recvBuf) drain() {
 	r.mu.Lock()
 	for i := range r.chunks {
+		r.mem.give(keptBy(&r.chunks[i]))
 		r.chunks[i].Release()
 	}
 	r.chunks = nil

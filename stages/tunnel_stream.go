@@ -49,6 +49,10 @@ const legacyFINLinger = 10 * time.Second
 // errFlowControl is a peer sending beyond the credit it was given.
 var errFlowControl = errors.New("stream flow-control window exceeded")
 
+// errMemory is a stream whose buffered data would take the session, its
+// user or the process past a receive-memory budget (MemBudget).
+var errMemory = errors.New("receive memory budget exceeded")
+
 type stream struct {
 	id uint16
 
