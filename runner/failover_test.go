@@ -117,3 +117,32 @@ func TestClientFailsOver(t *testing.T) {
 	echoOK(t, cli, 100_000, 2)
 	t.Logf("new streams %v after the server stopped", time.Since(start).Round(time.Millisecond))
 }
+
+// TestClientFailsOverAbruptly: the path to the server holding the session
+// dies without a word (connections cut, connects refused, as when its
+// machine dies); new streams work within seconds through the other.
+func TestClientFailsOverAbruptly(t *testing.T) {
+	tg := startTarget(t)
+	key := newKey(t)
+	a, _, _ := startReplica(t, &ServerConfig{Common: Common{Key: key}}, tg.port())
+	b, _, _ := startReplica(t, &ServerConfig{Common: Common{Key: key}}, tg.port())
+	ra, rb := startRelay(t, a.Addr().String()), startRelay(t, b.Addr().String())
+	defer ra.close()
+	defer rb.close()
+	cli, ok := runClient(t, &ClientConfig{Common: Common{Key: key, Backend: BackendConfig{Servers: []BackendServer{
+		{Server: "127.0.0.1", Port: ra.port()}, {Server: "127.0.0.1", Port: rb.port()},
+	}}}}, 10*time.Second)
+	if !ok {
+		t.Fatal("no session")
+	}
+	echoOK(t, cli, 100_000, 1)
+	dead, other := ra, b
+	if b.Sessions.Load() == 1 {
+		dead, other = rb, a
+	}
+	dead.close()
+	start := time.Now()
+	waitFor(t, "a session at the other server", 5*time.Second, func() bool { return other.Sessions.Load() == 1 })
+	echoOK(t, cli, 100_000, 2)
+	t.Logf("new streams %v after the server's path died", time.Since(start).Round(time.Millisecond))
+}
