@@ -34,6 +34,9 @@ type Row struct {
 	// OverheadVsBase is wire bytes / the base policy's − 1 on the link.
 	Overhead       float64 `json:"overhead"`
 	OverheadVsBase float64 `json:"overhead_vs_base"`
+	// LoadOverhead counts only the loads' traces: link bytes in them /
+	// the loads' application bytes − 1 (no idle time between loads).
+	LoadOverhead float64 `json:"overhead_in_loads"`
 	AppBytes       int64   `json:"app_bytes"`
 	WireBytes      int64   `json:"wire_bytes"`
 	// PLT is the median page-load time; PLTRatio is it over the base's.
@@ -133,7 +136,10 @@ func BuildReport(runs []*RunResult, acc map[string]struct{ RF, KNN float64 }, ba
 		y := make([]int, len(r.Samples))
 		plt := make([]float64, len(r.Samples))
 		pk := make([]float64, len(r.Samples))
+		var loadWire, loadApp int64
 		for i, s := range r.Samples {
+			loadWire += wireBytes(s.Trace)
+			loadApp += s.App
 			x[i], y[i] = Features(s.Trace), s.Page
 			plt[i] = float64(s.PLT) / float64(time.Millisecond)
 			pk[i] = float64(len(s.Trace))
@@ -143,6 +149,7 @@ func BuildReport(runs []*RunResult, acc map[string]struct{ RF, KNN float64 }, ba
 			row.RF, row.KNN = &a.RF, &a.KNN
 		}
 		row.Overhead = float64(r.WireBytes)/float64(max(1, r.AppBytes)) - 1
+		row.LoadOverhead = float64(loadWire)/float64(max(1, loadApp)) - 1
 		row.PLTms = quantile(plt, 0.5)
 		row.Packets = quantile(pk, 0.5)
 		if b := baseRun[r.Link]; b != nil {
@@ -165,8 +172,8 @@ func BuildReport(runs []*RunResult, acc map[string]struct{ RF, KNN float64 }, ba
 func (rep *Report) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "Closed world: %d pages, chance %.3f; %d features; %s; overhead and page-load time relative to %q.\n\n",
 		rep.rowsPages(), rep.Chance, rep.Features, rep.Classifier, rep.Base)
-	fmt.Fprintln(w, "| policy | link | loads | RF acc | k-NN acc | Go k-NN acc | overhead | vs base | median PLT | PLT vs base |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| policy | link | loads | RF acc | k-NN acc | Go k-NN acc | overhead | vs base | in loads | median PLT | PLT vs base |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	opt := func(v *float64) string {
 		if v == nil {
 			return "n/a"
@@ -174,8 +181,8 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		return fmt.Sprintf("%.3f", *v)
 	}
 	for _, r := range rep.Rows {
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %.3f | %s | %s | %.0f ms | %.2f× |\n",
-			r.Policy, r.Link, r.Loads, opt(r.RF), opt(r.KNN), r.GoKNN, pct(r.Overhead), pct(r.OverheadVsBase), r.PLTms, r.PLTRatio)
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %.3f | %s | %s | %s | %.0f ms | %.2f× |\n",
+			r.Policy, r.Link, r.Loads, opt(r.RF), opt(r.KNN), r.GoKNN, pct(r.Overhead), pct(r.OverheadVsBase), pct(r.LoadOverhead), r.PLTms, r.PLTRatio)
 	}
 }
 
