@@ -37,8 +37,8 @@ type Row struct {
 	// LoadOverhead counts only the loads' traces: link bytes in them /
 	// the loads' application bytes − 1 (no idle time between loads).
 	LoadOverhead float64 `json:"overhead_in_loads"`
-	AppBytes       int64   `json:"app_bytes"`
-	WireBytes      int64   `json:"wire_bytes"`
+	AppBytes     int64   `json:"app_bytes"`
+	WireBytes    int64   `json:"wire_bytes"`
 	// PLT is the median page-load time; PLTRatio is it over the base's.
 	PLTms    float64 `json:"plt_median_ms"`
 	PLTRatio float64 `json:"plt_ratio"`
