@@ -21,6 +21,8 @@ type DefenseTuning struct {
 	FrontWindow *time.Duration `yaml:"front_window"`
 	Tie         *int           `yaml:"tie"`
 	Rate        *float64       `yaml:"rate"`
+	Decay       *time.Duration `yaml:"decay"`
+	Surge       *time.Duration `yaml:"surge"`
 	MaxEpisode  *int64         `yaml:"max_episode"`
 	Budget      *float64       `yaml:"budget"`
 }
@@ -62,6 +64,8 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.FrontWindow, t.FrontWindow)
 	set(&d.Tie, t.Tie)
 	set(&d.Rate, t.Rate)
+	set(&d.Decay, t.Decay)
+	set(&d.Surge, t.Surge)
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.Budget, t.Budget)
 	return d

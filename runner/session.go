@@ -175,7 +175,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 			_, _ = rand.Read(seed[:])
 			decEvents = stages.NewDefenceEvents()
 			def := &stages.Defence{Params: params, In: batches, Out: shaped, Events: decEvents,
-				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats}
+				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: stage("defence")}
 			defence, cell = def.Run, params.Cell
 		}
 		e := &stages.Encrypt{Sealer: p.keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: stage("encrypt"),

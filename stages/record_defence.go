@@ -2,9 +2,12 @@ package stages
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"usocks/wire"
 )
@@ -25,6 +28,8 @@ type Defence struct {
 	Rand   *rand.Rand
 	// Stats, if set, counts the wire bytes of data and of dummies.
 	Stats *Stats
+	// Log, if set, gets the session's totals when the stage ends.
+	Log *logrus.Entry
 }
 
 // DefenceEvents carries what the receive side saw to the defence stage:
@@ -62,6 +67,16 @@ func (e *DefenceEvents) Notify() {
 func (d *Defence) Run(ctx context.Context) error {
 	defer close(d.Out)
 	s := newShaper(d.Params, d.Rand)
+	defer func() {
+		if d.Log != nil {
+			over := 0.0
+			if s.realBytes > 0 {
+				over = 100 * float64(s.dummy) / float64(s.realBytes)
+			}
+			d.Log.WithFields(logrus.Fields{"data_bytes": s.realBytes, "dummy_bytes": s.dummy,
+				"dummy_pct": fmt.Sprintf("%.1f", over)}).Info("defence totals for what this side sent")
+		}
+	}()
 	var wake <-chan struct{}
 	if d.Events != nil {
 		wake = d.Events.wake
@@ -102,7 +117,7 @@ func (d *Defence) Run(ctx context.Context) error {
 			}
 		}
 		var tick <-chan time.Time
-		if dl := s.deadline(); !dl.IsZero() {
+		if dl := s.deadline(time.Now()); !dl.IsZero() {
 			timer.Reset(time.Until(dl))
 			tick = timer.C
 		}
@@ -138,6 +153,9 @@ func (d *Defence) Run(ctx context.Context) error {
 func (s *shaper) due(now time.Time, b Batch) Batch {
 	if s.phase == phaseOpen && len(s.queue) == 0 && now.Sub(s.lastData) >= s.p.Idle {
 		s.endOpen(now)
+	}
+	if s.p.Decay > 0 && s.pacing() {
+		return s.surging(now, b)
 	}
 	if s.pacing() {
 		return s.paced(now, b)
@@ -209,6 +227,46 @@ func (s *shaper) paced(now time.Time, b Batch) Batch {
 	if now.Sub(s.slotNext) > 50*time.Millisecond {
 		s.slotNext = now
 	}
+	b, slots = s.takeQueued(now, b, slots)
+	if s.phase == phaseIdle {
+		return b
+	}
+	if s.phase == phaseTail {
+		slots = min(slots, s.target-s.epCells)
+	}
+	return s.dummies(now, b, min(slots, s.budget()))
+}
+
+// surging is paced for a decaying rate: a surge sends every slot, data or
+// dummy; data that piles up starts a new surge; once a surge is over and
+// nothing waits, data goes out as it comes.
+func (s *shaper) surging(now time.Time, b Batch) Batch {
+	r := s.rate(now)
+	if len(s.queue) > 0 && (r == 0 || float64(s.queued) > r*s.p.Surge.Seconds()) {
+		s.surgeAt, r = now, s.p.Rate
+		if s.slotNext.Before(now) {
+			s.slotNext = now
+		}
+	}
+	if r == 0 || now.Before(s.slotNext) {
+		return b
+	}
+	per := float64(time.Second) / r
+	slots := min(1+int64(float64(now.Sub(s.slotNext))/per), maxSlotsPerWake)
+	s.slotNext = s.slotNext.Add(time.Duration(float64(slots) * per))
+	if now.Sub(s.slotNext) > 50*time.Millisecond {
+		s.slotNext = now
+	}
+	b, slots = s.takeQueued(now, b, slots)
+	if s.phase == phaseIdle {
+		return b
+	}
+	return s.dummies(now, b, min(slots, s.budget()))
+}
+
+// takeQueued moves queued cells into b for up to slots slots and returns
+// the slots left.
+func (s *shaper) takeQueued(now time.Time, b Batch, slots int64) (Batch, int64) {
 	var data int64
 	for slots > 0 && len(s.queue) > 0 {
 		f := s.queue[0]
@@ -224,13 +282,7 @@ func (s *shaper) paced(now time.Time, b Batch) Batch {
 		slots -= min(c, slots)
 	}
 	s.sent(now, data, false)
-	if s.phase == phaseIdle {
-		return b
-	}
-	if s.phase == phaseTail {
-		slots = min(slots, s.target-s.epCells)
-	}
-	return s.dummies(now, b, min(slots, s.budget()))
+	return b, slots
 }
 
 // dummies appends n dummy cells to b as PAD records of up to
@@ -253,7 +305,7 @@ func (s *shaper) dummies(now time.Time, b Batch, n int64) Batch {
 
 // deadline is when the shaper next needs a wake-up without input; zero
 // when nothing is pending.
-func (s *shaper) deadline() time.Time {
+func (s *shaper) deadline(now time.Time) time.Time {
 	var dl time.Time
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (dl.IsZero() || t.Before(dl)) {
@@ -264,7 +316,8 @@ func (s *shaper) deadline() time.Time {
 		earliest(s.lastData.Add(s.p.Idle))
 	}
 	if s.pacing() {
-		if s.phase != phaseIdle || len(s.queue) > 0 {
+		surgeOver := s.p.Decay > 0 && len(s.queue) == 0 && s.rate(now) == 0
+		if (s.phase != phaseIdle || len(s.queue) > 0) && !surgeOver {
 			earliest(s.slotNext)
 		}
 		return dl

@@ -45,6 +45,13 @@ type DefenceParams struct {
 	// episode: data waits for its slot, dummies fill empty slots
 	// (Tamaraw). Records are then one cell each.
 	Rate float64
+	// Decay, if set, makes the paced rate a surge: it starts at Rate when
+	// an episode opens and halves every Decay; below Rate/16 no dummies
+	// are sent, and the next data starts a new surge. Data piling up
+	// faster than the current rate sends in Surge also starts a new surge
+	// at Rate (RegulaTor, Holland & Hopper 2022).
+	Decay time.Duration
+	Surge time.Duration
 	// MaxEpisode makes an episode bulk once this many real bytes went
 	// out in it: from then on no dummies and no pacing, cells only, so a
 	// long download pays the cell padding and nothing else.
@@ -114,6 +121,10 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("dummies and shaping need cells (cell > 0)")
 	case d.Bucket != 0 && d.TailRate == 0:
 		return fmt.Errorf("bucket needs a tail_rate")
+	case d.Decay < 0 || d.Surge < 0 || (d.Decay > 0 && (d.Rate == 0 || d.Surge == 0)):
+		return fmt.Errorf("decay needs a rate and a surge threshold")
+	case d.Decay > 0 && d.Bucket != 0:
+		return fmt.Errorf("a decaying rate and buckets do not mix: set bucket 0")
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ type shaper struct {
 	queue     []Frame // frames waiting for their slot, one cell each
 	queued    int     // cells in queue
 	slotNext  time.Time
+	surgeAt   time.Time // Decay: when the current surge started
 	realBytes int64 // session totals on the wire, for the budget and stats
 	dummy     int64
 }
@@ -113,6 +114,7 @@ func (s *shaper) touch(now time.Time) {
 		if s.p.Rate > 0 && s.slotNext.Before(now) {
 			s.slotNext = now
 		}
+		s.surgeAt = now
 	case phaseTail:
 		s.phase = phaseOpen
 	}
@@ -133,6 +135,21 @@ func (s *shaper) scheduleFront(now time.Time) {
 		s.front = append(s.front, now.Add(min(t, time.Duration(w))))
 	}
 	slices.SortFunc(s.front, func(a, b time.Time) int { return a.Compare(b) })
+}
+
+// decayFloor: a surge whose rate fell below Rate/decayFloor is over.
+const decayFloor = 16
+
+// rate is the paced rate at now (cells/s); 0 once a surge is over.
+func (s *shaper) rate(now time.Time) float64 {
+	if s.p.Decay == 0 {
+		return s.p.Rate
+	}
+	r := s.p.Rate * math.Exp2(-float64(now.Sub(s.surgeAt))/float64(s.p.Decay))
+	if r < s.p.Rate/decayFloor {
+		return 0
+	}
+	return r
 }
 
 // fillGap is the wait before a fill dummy: 1/FillRate, jittered ±50 %.

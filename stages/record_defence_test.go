@@ -53,7 +53,7 @@ func TestEpisodeFillsItsBucket(t *testing.T) {
 	if b := s.due(t0.Add(50*time.Millisecond), nil); len(b) != 0 {
 		t.Fatalf("dummies before the episode went idle: %d", len(b))
 	}
-	if dl := s.deadline(); !dl.Equal(t0.Add(p.Idle)) {
+	if dl := s.deadline(t0); !dl.Equal(t0.Add(p.Idle)) {
 		t.Fatalf("deadline %v, want idle end", dl.Sub(t0))
 	}
 	var dummies int64
@@ -67,7 +67,7 @@ func TestEpisodeFillsItsBucket(t *testing.T) {
 			}
 		}
 		dummies += cellsIn(s, b)
-		now = s.deadline()
+		now = s.deadline(now)
 		if now.IsZero() {
 			break
 		}
@@ -78,7 +78,7 @@ func TestEpisodeFillsItsBucket(t *testing.T) {
 	if el := last.Sub(t0.Add(p.Idle)); el < 3*time.Millisecond || el > 5*time.Millisecond {
 		t.Errorf("4 tail cells at 1000/s took %v", el)
 	}
-	if !s.deadline().IsZero() {
+	if !s.deadline(now).IsZero() {
 		t.Error("an idle shaper still wants a wake-up")
 	}
 }
@@ -184,7 +184,7 @@ func TestPacingSplitsIntoCells(t *testing.T) {
 			}
 		}
 		got = append(got, b...)
-		now = s.deadline()
+		now = s.deadline(now)
 	}
 	if el := now.Sub(t0); el < time.Duration(want-1)*time.Millisecond {
 		t.Fatalf("%d cells at 1000/s went out in %v", want, el)
@@ -270,4 +270,42 @@ func TestDefenceStageRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestSurgeDecays: with a decaying rate an episode's slots thin out and
+// stop; data queued faster than the current rate sends starts a new surge.
+func TestSurgeDecays(t *testing.T) {
+	p := DefenceParams{Cell: DefaultCell, Idle: 10 * time.Second, Rate: 1000, Decay: 100 * time.Millisecond, Surge: 20 * time.Millisecond}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s := testShaper(p)
+	t0 := time.Unix(1000, 0)
+	s.admit(t0, dataBatch(100))
+	count := func(from, to time.Time) int64 {
+		var n int64
+		for now := from; now.Before(to); now = now.Add(time.Millisecond) {
+			n += cellsIn(s, s.due(now, nil))
+		}
+		return n
+	}
+	first := count(t0, t0.Add(100*time.Millisecond))
+	second := count(t0.Add(100*time.Millisecond), t0.Add(200*time.Millisecond))
+	late := count(t0.Add(500*time.Millisecond), t0.Add(900*time.Millisecond))
+	// ∫ 1000·2^(−t/100ms) over the first 100 ms is ≈ 72 cells, the next ≈ 36.
+	if first < 60 || first > 85 || second < 28 || second > 45 {
+		t.Fatalf("cells in the first two half-lives: %d, %d", first, second)
+	}
+	if late != 0 {
+		t.Fatalf("%d cells after the surge fell below its floor", late)
+	}
+	if !s.deadline(t0.Add(time.Second)).IsZero() && s.deadline(t0.Add(time.Second)).Before(t0.Add(time.Second)) {
+		t.Fatal("a finished surge still wants wake-ups")
+	}
+	// 40 cells at once at t=1 s: the surge is over, so a new one starts.
+	now := t0.Add(time.Second)
+	s.admit(now, Batch{dataBatch(40 * s.cellBody)[0]})
+	if got := count(now, now.Add(5*time.Millisecond)); got < 4 {
+		t.Fatalf("a new surge sent %d cells in its first 5 ms", got)
+	}
 }
