@@ -50,7 +50,7 @@ type shaper struct {
 	queued    int     // cells in queue
 	slotNext  time.Time
 	surgeAt   time.Time // Decay: when the current surge started
-	realBytes int64 // session totals on the wire, for the budget and stats
+	realBytes int64     // session totals on the wire, for the budget and stats
 	dummy     int64
 }
 
