@@ -23,6 +23,7 @@ import (
 
 // AcceptQueueLen bounds local connections waiting for a session (while
 // the backend reconnects). Beyond it the kernel's listen backlog holds them.
+// Each waits at most session_wait, then is reset.
 const AcceptQueueLen = 128
 
 // Client is a usocks client: a local listener whose connections become
@@ -46,8 +47,14 @@ type Client struct {
 	// Rotations counts backend rotations.
 	Rotations atomic.Int64
 
-	ln       net.Listener
+	ln net.Listener
+	// accepted hands app connections to the session's demux (unbuffered:
+	// a send succeeds only when a session takes the connection); waiters
+	// bounds the connections waiting for one, and wake tells the
+	// reconnect loop that an app is waiting.
 	accepted chan net.Conn
+	waiters  chan struct{}
+	wake     chan struct{}
 	udp      *frontend.UDPRelay
 	tls      *utls.Config    // tls backend
 	identity *wire.PSK       // multi-user server's identity key
@@ -66,7 +73,9 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		Rand:     rand.Reader,
 		Now:      time.Now,
 		Backoff:  DefaultBackoff(),
-		accepted: make(chan net.Conn, AcceptQueueLen),
+		accepted: make(chan net.Conn),
+		waiters:  make(chan struct{}, AcceptQueueLen),
+		wake:     make(chan struct{}, 1),
 		Sessions: make(chan struct{}, 1),
 		servers:  newServerPicker(cfg.backendServers()),
 	}
@@ -156,14 +165,10 @@ func (c *Client) Run(ctx context.Context) error {
 	defer func() {
 		_ = c.ln.Close()
 		<-acceptDone
-		// Connections that never got a session are reset.
-		for {
-			select {
-			case conn := <-c.accepted:
-				_ = conn.Close()
-			default:
-				return
-			}
+		// Connections that never got a session are closed by their
+		// waiters (ctx is done); wait for them.
+		for range AcceptQueueLen {
+			c.waiters <- struct{}{}
 		}
 	}()
 	var draining sync.WaitGroup // sessions rotated away from, finishing their streams
@@ -206,10 +211,7 @@ func (c *Client) Run(ctx context.Context) error {
 		} else {
 			entry.WithError(err).Warn("session ended, reconnecting")
 		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
+		c.backoff(ctx, wait)
 	}
 	c.log.Info("client stopped")
 	return nil
@@ -233,12 +235,73 @@ func (c *Client) acceptLoop(ctx context.Context) {
 			continue
 		}
 		select {
-		case c.accepted <- conn:
+		case c.waiters <- struct{}{}:
 		case <-ctx.Done():
 			_ = conn.Close()
 			return
 		}
+		go c.waitForSession(ctx, conn)
 	}
+}
+
+// waitForSession hands an app connection to the session, waiting at most
+// session_wait for one: a connection that no session takes in time is
+// reset, so the app fails instead of hanging while the server is
+// unreachable. A connection that waits cuts the reconnect backoff short.
+func (c *Client) waitForSession(ctx context.Context, conn net.Conn) {
+	defer func() { <-c.waiters }()
+	select {
+	case c.accepted <- conn:
+		return
+	default:
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(c.cfg.SessionWait)
+	defer t.Stop()
+	select {
+	case c.accepted <- conn:
+	case <-t.C:
+		c.log.WithField("session_wait", c.cfg.SessionWait.String()).Warn("no session for an app connection in time: resetting it")
+		resetConn(conn)
+	case <-ctx.Done():
+		_ = conn.Close()
+	}
+}
+
+// backoff waits before the next session attempt: wait, or less when an
+// app connection is waiting (but at least Backoff.Min since the failure).
+func (c *Client) backoff(ctx context.Context, wait time.Duration) {
+	start := time.Now()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return
+	case <-ctx.Done():
+		return
+	case <-c.wake:
+	}
+	rest := c.Backoff.Min - time.Since(start)
+	if rest <= 0 {
+		return
+	}
+	c.log.Debug("an app is waiting: reconnecting now")
+	t.Reset(rest)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// resetConn closes an app connection so that the app sees a reset.
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 // dialBackend opens the backend: one TCP connection, or for multi_tcp

@@ -152,7 +152,14 @@ type ClientConfig struct {
 	// RotateAfter, if set, opens a new backend after about this long
 	// (± 25 %); streams on the old one finish there (default off).
 	RotateAfter time.Duration `yaml:"rotate_after"`
+	// SessionWait bounds how long an app connection waits for a session
+	// while the backend (re)connects; then it is reset (default 5s). A
+	// waiting app also cuts the reconnect backoff short.
+	SessionWait time.Duration `yaml:"session_wait"`
 }
+
+// DefaultSessionWait is session_wait's default.
+const DefaultSessionWait = 5 * time.Second
 
 // ServerConfig is the `server:` section.
 type ServerConfig struct {
@@ -325,6 +332,12 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.RotateAfter < 0 || (c.RotateAfter > 0 && c.RotateAfter < 100*time.Millisecond) {
 		p.bad("rotate_after", "must be 0 (off) or at least 100ms")
+	}
+	if c.SessionWait == 0 {
+		c.SessionWait = DefaultSessionWait
+	}
+	if c.SessionWait < 100*time.Millisecond || c.SessionWait > 10*time.Minute {
+		p.bad("session_wait", "must be 100ms .. 10m")
 	}
 	checkPort(p, "port", c.Port)
 	return p.err()

@@ -151,6 +151,12 @@ type tunnelOpts struct {
 	maxPending int
 	// serverListener, if set, wraps the server's listener.
 	serverListener func(net.Listener) net.Listener
+	// relayDown starts the relay down (see relay.down).
+	relayDown bool
+	// sessionWait is the client's session_wait; backoff, if set, its
+	// reconnect policy.
+	sessionWait time.Duration
+	backoff     *Backoff
 	// clientNow, if set, is the client's clock.
 	clientNow  func() time.Time
 	noClient   bool
@@ -259,6 +265,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	backendPort := sport
 	if o.relay {
 		tn.relay = startRelay(t, sln.Addr().String())
+		tn.relay.down.Store(o.relayDown)
 		backendPort = tn.relay.port()
 	}
 	if o.via != nil {
@@ -282,7 +289,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		ccfg := &ClientConfig{
 			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Defense: cmp.Or(o.cliDefense, o.defense), RekeyAfter: o.rekeyAfter,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort, Prefix: o.prefix}},
-			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate,
+			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate, SessionWait: o.sessionWait,
 		}
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
 		ccfg.Backend.Path, ccfg.Backend.TLSCA = o.path, cert
@@ -299,6 +306,9 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		}
 		cli.Backoff.Min = 20 * time.Millisecond
 		cli.Backoff.Max = 200 * time.Millisecond
+		if o.backoff != nil {
+			cli.Backoff = o.backoff
+		}
 		tn.cli = cli
 		wg.Add(1)
 		go func() {

@@ -22,6 +22,9 @@ type relay struct {
 	// blackhole, while set, makes the relay swallow traffic both ways
 	// (the connections stay up): a network that silently stopped.
 	blackhole atomic.Bool
+	// down, while set, makes the relay close each new connection at once
+	// (a server that is not there).
+	down atomic.Bool
 	// c2s and s2c count bytes relayed each way on all connections.
 	c2s, s2c atomic.Int64
 }
@@ -35,6 +38,10 @@ func startRelay(t testing.TB, target string) *relay {
 			c, err := r.ln.Accept()
 			if err != nil {
 				return
+			}
+			if r.down.Load() {
+				_ = c.Close()
+				continue
 			}
 			s, err := net.Dial("tcp", target)
 			if err != nil {
