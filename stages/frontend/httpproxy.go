@@ -21,7 +21,8 @@ import (
 // browsers use for https) and plain requests in absolute form
 // ("GET http://host/path HTTP/1.1"), forwarded in origin form. A plain
 // request is one request per connection: the frontend adds
-// "Connection: close" and then splices the app with that origin.
+// "Connection: close" both ways, and the origin gets that request and its
+// body and nothing after them (httpplain.go).
 
 // MaxHTTPHead bounds an HTTP request head (request line and headers).
 const MaxHTTPHead = 16 << 10
@@ -75,6 +76,7 @@ type proxyTarget struct {
 	Port    uint16
 	Connect bool   // CONNECT: answer 200, then tunnel
 	Head    []byte // plain request: the rewritten head for the origin
+	Body    bodyFraming
 }
 
 // hopHeaders are dropped from forwarded requests (with any named in
@@ -123,6 +125,10 @@ func routeHTTPRequest(req *httpRequest) (proxyTarget, error) {
 	if err != nil {
 		return proxyTarget{}, err
 	}
+	body, err := requestFraming(req)
+	if err != nil {
+		return proxyTarget{}, err
+	}
 	drop := map[string]bool{}
 	for _, h := range hopHeaders {
 		drop[strings.ToLower(h)] = true
@@ -153,7 +159,7 @@ func routeHTTPRequest(req *httpRequest) (proxyTarget, error) {
 		head = append(head, "\r\n"...)
 	}
 	head = append(head, "Connection: close\r\n\r\n"...)
-	return proxyTarget{Host: host, Port: port, Head: head}, nil
+	return proxyTarget{Host: host, Port: port, Head: head, Body: body}, nil
 }
 
 // httpStatus maps a dial failure to the proxy's answer.
@@ -308,14 +314,24 @@ func (f *HTTPProxy) Open(ctx context.Context, s stages.StreamIO) (net.Conn, erro
 			return nil, err
 		}
 	} else {
-		h.rest = append(t.Head, h.rest...)
+		// One request per connection: only this request's body goes to
+		// this origin (httpplain.go).
+		body := newBodyEnd(t.Body)
+		n, err := body.take(h.rest)
+		if err != nil {
+			_ = c.Close()
+			return f.refuse(s, 400, "malformed chunked request body")
+		}
+		h.rest = append(t.Head, h.rest[:n]...)
+		if err := writeEarly(c, h.rest, d.Timeout); err != nil {
+			_ = c.Close()
+			return f.refuse(s, 502, "writing the request to the target failed")
+		}
+		return &plainConn{Conn: c, body: body}, nil
 	}
 	if err := writeEarly(c, h.rest, d.Timeout); err != nil {
 		_ = c.Close()
-		if t.Connect {
-			return nil, err // the app already has its 200: reset
-		}
-		return f.refuse(s, 502, "writing the request to the target failed")
+		return nil, err // the app already has its 200: reset
 	}
 	return c, nil
 }
