@@ -47,7 +47,7 @@ func CheckConfig(path string) (*CheckReport, error) {
 		}
 		if err == nil {
 			r.Sections = append(r.Sections, fmt.Sprintf("client: %s %s to %s, apps on %s",
-				c.Client.Protocol, c.Client.Backend.Type, c.Client.ServerAddr(), c.Client.ListenAddr()))
+				c.Client.Protocol, c.Client.Backend.Type, newServerPicker(c.Client.backendServers()), c.Client.ListenAddr()))
 		}
 		r.add("client", err)
 	}

@@ -77,6 +77,13 @@ func TestBackendServersConfig(t *testing.T) {
 			}
 		}
 	}
+	multi := &ClientConfig{Common: Common{Key: key, Backend: cases[0].b}}
+	if err := multi.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Link(multi, ""); err == nil {
+		t.Error("a link of a config with several servers names only one")
+	}
 	scfg := &ServerConfig{Common: Common{Key: key, Backend: BackendConfig{Servers: []BackendServer{{Server: "a"}}}}}
 	var ce *ConfigError
 	if err := scfg.Validate(); !errors.As(err, &ce) || !strings.Contains(err.Error(), "server.backend.servers") {

@@ -103,6 +103,9 @@ func Link(c *ClientConfig, name string) (string, error) {
 	if c.Protocol != "v2" {
 		return "", errors.New("links are for protocol v2 (a v1 peer needs a config file)")
 	}
+	if len(c.Backend.Servers) > 0 {
+		return "", errors.New("a link names one server: make one link per entry of backend.servers")
+	}
 	psk, err := c.PSK("client")
 	if err != nil {
 		return "", err
