@@ -46,6 +46,8 @@ type Client struct {
 	Sessions chan struct{}
 	// Rotations counts backend rotations.
 	Rotations atomic.Int64
+	// Reconnects counts sessions that ended and were dialled again.
+	Reconnects atomic.Int64
 
 	ln net.Listener
 	// accepted hands app connections to the session's demux (unbuffered:
@@ -60,6 +62,7 @@ type Client struct {
 	identity *wire.PSK       // multi-user server's identity key
 	capture  *capture.Writer // nil unless cfg.Capture is set
 	servers  *serverPicker   // where new sessions go
+	metrics  *metrics        // nil unless cfg.Metrics is set
 }
 
 // NewClient checks the config and prepares a client.
@@ -79,6 +82,7 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		Sessions: make(chan struct{}, 1),
 		servers:  newServerPicker(cfg.backendServers()),
 	}
+	c.metrics = newClientMetrics(c)
 	if cfg.Protocol == "v1" {
 		c.log.Warn(v1Warning)
 		return c, nil
@@ -144,7 +148,17 @@ func (c *Client) Run(ctx context.Context) error {
 		}()
 		c.log.WithFields(logrus.Fields{"file": c.cfg.Capture, "plaintext": c.cfg.CapturePlaintext}).Warn("capturing every session to a file")
 	}
-	c.log.WithFields(logrus.Fields{"listen": c.ln.Addr().String(), "servers": c.servers.String(), "protocol": c.cfg.Protocol}).Info("client started")
+	started := logrus.Fields{"listen": c.ln.Addr().String(), "servers": c.servers.String(), "protocol": c.cfg.Protocol}
+	if c.psk != nil {
+		started["key"] = KeyFingerprint(c.psk)
+	}
+	c.log.WithFields(started).Info("client started")
+	stopMetrics, err := serveMetrics(ctx, c.metrics, c.cfg.Metrics, c.log)
+	if err != nil {
+		_ = c.ln.Close()
+		return err
+	}
+	defer stopMetrics()
 	if c.cfg.Protocol == "v2" && (c.cfg.UDP == nil || *c.cfg.UDP) {
 		// The UDP relay for SOCKS5 associations shares the TCP listener's
 		// address and port; without it UDP is simply not offered.
@@ -204,6 +218,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.WithError(err).Error("client stopped")
 			return err
 		}
+		c.Reconnects.Add(1)
 		wait := c.Backoff.Next(time.Since(start))
 		entry := c.log.WithField("retry_in", wait.Round(time.Millisecond).String())
 		if err == nil {
@@ -369,6 +384,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
 		drain: drain, rekeyAfter: c.cfg.RekeyAfter, tuning: c.cfg.DefenseTuning,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
+		ended:   accessLog(log, stages.Client, c.metrics.stream),
 	}
 	if c.udp != nil {
 		params.relay = c.udp
@@ -399,7 +415,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		params.capture.End(fmt.Errorf("handshake: %w", err))
 		return fmt.Errorf("handshake: %w", err)
 	}
-	log.WithField("cipher", keys.Cipher.String()).Info("session established")
+	log.WithFields(logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()}).Info("session established")
 	c.servers.ok(srv)
 	select {
 	case c.Sessions <- struct{}{}:

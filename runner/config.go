@@ -119,6 +119,11 @@ type Common struct {
 	// before it rekeys in band (default 4194304; at least 1000). It rekeys
 	// hourly in any case.
 	RekeyAfter uint64 `yaml:"rekey_after"`
+	// Metrics, if set, serves Prometheus metrics at http://ADDR:PORT/metrics
+	// (runner/metrics.go). A non-loopback address is refused unless
+	// MetricsAllowRemote is true.
+	Metrics            string `yaml:"metrics"`
+	MetricsAllowRemote bool   `yaml:"metrics_allow_remote"`
 	// KeepAlive is the PING interval on v2 backends (default 15s; -1s
 	// disables): a backend silent for 2.5 intervals is declared dead; the
 	// client then reconnects, the server frees the session.
@@ -292,6 +297,7 @@ func (c *Common) validate(p *problems, server bool) {
 	if c.HalfClosedTimeout == 0 {
 		c.HalfClosedTimeout = 2 * time.Minute
 	}
+	checkMetricsAddr(p, c.Metrics, c.MetricsAllowRemote)
 	if c.ReplayWindow == 0 {
 		c.ReplayWindow = stages.DefaultSkew
 	}

@@ -180,6 +180,8 @@ type tunnelOpts struct {
 	// capture settings of each end
 	clientCapture, serverCapture     string
 	clientPlaintext, serverPlaintext bool
+	// metrics serves both sides' metrics on loopback ports of their own.
+	metrics bool
 }
 
 func testLogger(t testing.TB) (*logrus.Logger, *test.Hook) {
@@ -241,6 +243,9 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		MaxPending:   o.maxPending,
 	}
 	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
+	if o.metrics {
+		scfg.Metrics = "127.0.0.1:0"
+	}
 	scfg.Backend.Path = o.path
 	var cert string
 	if o.backend == "tls" {
@@ -292,6 +297,9 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate, SessionWait: o.sessionWait,
 		}
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
+		if o.metrics {
+			ccfg.Metrics = "127.0.0.1:0"
+		}
 		ccfg.Backend.Path, ccfg.Backend.TLSCA = o.path, cert
 		if cert != "" {
 			ccfg.Backend.TLSServerName = "usocks.test"

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -48,6 +49,8 @@ type Server struct {
 	capture *capture.Writer                      // nil unless cfg.Capture is set
 	replay  *replay                              // v2: salt store and users
 	limits  *limiter                             // per-session, per-user and total bounds
+	metrics *metrics                             // nil unless cfg.Metrics is set
+	names   atomic.Pointer[map[wire.UserID]string]
 }
 
 // Counter is a concurrency-safe counter.
@@ -69,6 +72,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending),
 		limits: newLimiter(cfg.Limits)}
+	s.metrics = newServerMetrics(s)
 	fe, err := newFrontend(cfg, s.log)
 	if err != nil {
 		return nil, err
@@ -148,7 +152,21 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
 	}
-	s.log.WithFields(logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}).Info("server started")
+	s.observeUsers()
+	started := logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}
+	if s.psk != nil {
+		started["key"] = KeyFingerprint(s.psk)
+	}
+	if n := len(s.cfg.Clients); n > 0 {
+		started["users"] = n
+	}
+	s.log.WithFields(started).Info("server started")
+	stopMetrics, err := serveMetrics(ctx, s.metrics, s.cfg.Metrics, s.log)
+	if err != nil {
+		_ = s.ln.Close()
+		return err
+	}
+	defer stopMetrics()
 	if s.cfg.Capture != "" {
 		cp, err := capture.Open(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext, s.cfg.CaptureMaxMiB<<20)
 		if err != nil {
@@ -266,6 +284,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		// server, not silence.
 		s.Rejected.Add()
 		log.WithField("reason", err.Error()).Warn("invalid handshake inside tls: web site")
+		s.metrics.handshakeFailed(err.Error())
 		s.site.Serve(pc.Conn, pc.Seen())
 		stop()
 		sc.End(fmt.Errorf("handshake: %w", err))
@@ -280,6 +299,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	if err != nil {
 		s.Rejected.Add()
 		log.WithField("reason", err.Error()).Warn("invalid handshake")
+		s.metrics.handshakeFailed(err.Error())
 		// The same reaction under any load: drain until the deadline
 		// (sooner only if evicted from a full pool), then FIN.
 		s.hs.Reject(wctx, hc, accepted)
@@ -295,7 +315,10 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		return
 	}
 	s.Sessions.Add()
-	log.WithField("cipher", keys.Cipher.String()).Info("session established")
+	if name := s.userName(keys.User); name != "" {
+		log = log.WithField("user", name)
+	}
+	log.WithFields(logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()}).Info("session established")
 	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc, mem: s.limits.sessionMemory(keys.User)})
 }
 
@@ -321,6 +344,7 @@ func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionPar
 	p.keepalive = max(s.cfg.KeepAlive, 0) // every v2 peer answers pings
 	p.rekeyAfter, p.tuning = s.cfg.RekeyAfter, s.cfg.DefenseTuning
 	p.log, p.stats = log.WithField("layer", "session"), &s.Stats
+	p.ended = accessLog(log, stages.Server, s.countStream)
 	err := runSession(ctx, p)
 	if err != nil {
 		s.Failed.Add()

@@ -62,8 +62,9 @@ type sessionParams struct {
 	drain      <-chan struct{}      // client: closed to rotate away from this backend
 	log        *logrus.Entry
 	stats      *stages.Stats
-	mem        *stages.MemBudget // receive memory of this session (nil: unbounded)
-	capture    *capture.Session  // nil: capture off (nil taps)
+	mem        *stages.MemBudget      // receive memory of this session (nil: unbounded)
+	ended      func(stages.StreamEnd) // called as each stream ends (access log)
+	capture    *capture.Session       // nil: capture off (nil taps)
 }
 
 // newV1Keys sets up both directions of a v1 record channel.
@@ -203,6 +204,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
 		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, Relay: p.relay, Memory: p.mem,
 		Closing: closing, PeerClosing: startClose, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
+		Ended: p.ended,
 	}
 
 	run := func(name string, f func(context.Context) error, io bool) {

@@ -85,6 +85,9 @@ type Demux struct {
 	Log         *logrus.Entry
 	// Stats, if set, is updated as streams open and close.
 	Stats *Stats
+	// Ended, if set, is called on the demux goroutine for every stream
+	// that ends (an access log; per-user counts). It must not block.
+	Ended func(StreamEnd)
 	// KeepAlive, if set, sends a PING this often (v2) and ends the session
 	// with ErrPeerDead when nothing has arrived for 2 intervals (a timer of
 	// its own, not the ping tick), so a blackholed backend is noticed and
@@ -256,6 +259,9 @@ func (d *Demux) shutdown() {
 // a new stream already took it, as a v1 peer may).
 func (d *Demux) finish(s *stream) {
 	s.recv.drain()
+	if d.Ended != nil {
+		d.Ended(s.end())
+	}
 	if d.streams[s.id] == s {
 		delete(d.streams, s.id)
 		if d.Relay != nil && d.Role == Client {

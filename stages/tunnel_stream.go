@@ -91,6 +91,15 @@ type stream struct {
 	// active is the unix-nano time of the last data in either direction;
 	// the demux's janitor resets streams idle for too long.
 	active atomic.Int64
+
+	// For the end-of-stream report (StreamEnd): when the actor started,
+	// bytes read from the local side (up) and written to it (down), the
+	// local side's address, and why it could not be opened. peer and
+	// openErr are written by the actor before it reports its end.
+	started    time.Time
+	upN, downN atomic.Int64
+	peer       string
+	openErr    error
 }
 
 func (s *stream) touch() { s.active.Store(time.Now().UnixNano()) }
@@ -166,8 +175,10 @@ func (s *stream) takeCredit(ctx context.Context, max int) (int, bool) {
 // both are done. open is called first (client: send SYN; server: dial the
 // frontend) and returns the local socket or an error (then RST).
 func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
+	s.started = time.Now()
 	c, err := open()
 	if err != nil {
+		s.openErr = err
 		s.log.WithError(err).Debug("stream open failed")
 		// No RST when the session is ending: its streams are reset
 		// without them (SPEC-v2.md §6d).
@@ -177,6 +188,7 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 		}
 		return
 	}
+	s.peer = c.RemoteAddr().String()
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -266,6 +278,7 @@ func (s *stream) up(ctx context.Context) {
 			s.addCredit(uint32(n - m))
 		}
 		if m > 0 {
+			s.upN.Add(int64(m))
 			f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf.B[:m]}, buf: buf}
 			if !s.sendData(ctx, f) {
 				return
@@ -340,6 +353,7 @@ func (s *stream) down(ctx context.Context) {
 			return
 		}
 		consumed += n
+		s.downN.Add(int64(n))
 		if !s.legacy && consumed >= windowUpdateThreshold {
 			// Auto-tuning: if the app has already taken everything, the
 			// window, not the app, limits this stream: double it (up to
@@ -361,4 +375,34 @@ func (s *stream) down(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// StreamEnd reports a finished stream (Demux.Ended): for an access log
+// and per-user byte counts.
+type StreamEnd struct {
+	ID uint16
+	// Peer is the local side: on a client the app's address, on a server
+	// the target's ("" if it could not be opened).
+	Peer string
+	// Up is bytes read from the local side and sent into the tunnel; Down
+	// bytes received from the tunnel and written to the local side.
+	Up, Down int64
+	Duration time.Duration
+	// How is "closed" (both sides finished), "reset", or "open failed".
+	How string
+	// Err is why the stream could not be opened (How "open failed").
+	Err error
+}
+
+// end describes the finished stream (called by the demux after the actor
+// reported its end, so reading the actor's fields is ordered after them).
+func (s *stream) end() StreamEnd {
+	e := StreamEnd{ID: s.id, Peer: s.peer, Up: s.upN.Load(), Down: s.downN.Load(), Duration: time.Since(s.started), How: "closed", Err: s.openErr}
+	switch {
+	case s.openErr != nil:
+		e.How = "open failed"
+	case s.currentState() == stateReset:
+		e.How = "reset"
+	}
+	return e
 }
