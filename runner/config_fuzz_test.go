@@ -11,13 +11,13 @@ import (
 
 // FuzzLoadConfig feeds arbitrary YAML to the config loader and validation.
 // Whatever the bytes, loading and validating never panic, validation
-// errors are one line and name a key of the section they come from, a
+// problems are one line each and name a key of their section, a
 // config that validates keeps its invariants, and validating it again
 // changes nothing.
 //
 //	go test ./runner/ -run '^$' -fuzz '^FuzzLoadConfig$' -fuzztime 10s
 func FuzzLoadConfig(f *testing.F) {
-	for _, s := range []string{originalSample, "", "client: [\n", "server:\n  key: k\n  frontend: {type: socks5}\n",
+	for _, s := range []string{originalSample, "", "client: [\n", "client:\n  backend:\n    type: 0", "server:\n  key: k\n  frontend: {type: socks5}\n",
 		"client: &a\n  key: k\n  backend: *a\n", "server:\n  key: 3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w3q2+4=\n  clients: {alice: x}\n  backend: {type: tls, tls_cert: c, tls_key: k}\n"} {
 		f.Add([]byte(s))
 	}
@@ -32,13 +32,11 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 		c, err := LoadConfig(path)
 		if err != nil {
-			// YAML errors quote the offending value as it is, line
-			// breaks included; only the prefix is promised.
+			// YAML syntax errors quote the offending value as it is, line
+			// breaks included; only the prefix is promised. Anything
+			// else names its keys.
 			if !strings.HasPrefix(err.Error(), "config: ") {
-				var ce *ConfigError
-				if !errors.As(err, &ce) {
-					t.Fatalf("load error %q neither a YAML error nor a ConfigError", err)
-				}
+				configProblems(t, "", err)
 			}
 			return
 		}
@@ -61,13 +59,7 @@ func checkValidate(t *testing.T, section string, validate, validateRef func() er
 	t.Helper()
 	err := validate()
 	if err != nil {
-		var ce *ConfigError
-		if !errors.As(err, &ce) || !strings.HasPrefix(ce.Key, section+".") {
-			t.Fatalf("%s: error %v (%T) does not name a %s key", section, err, err, section)
-		}
-		if strings.Contains(err.Error(), "\n") {
-			t.Fatalf("error spans lines: %q", err)
-		}
+		configProblems(t, section+".", err)
 		return
 	}
 	if common.Protocol != "v1" && common.Protocol != "v2" {
@@ -84,5 +76,28 @@ func checkValidate(t *testing.T, section string, validate, validateRef func() er
 	}
 	if !reflect.DeepEqual(got, ref) {
 		t.Fatalf("%s: validating twice changed the config:\n%+v\n%+v", section, got, ref)
+	}
+}
+
+// configProblems checks a config error: one *ConfigError or a list of
+// them, each on one line and naming a key under prefix.
+func configProblems(t *testing.T, prefix string, err error) {
+	t.Helper()
+	var list ConfigErrors
+	var one *ConfigError
+	switch {
+	case errors.As(err, &list):
+	case errors.As(err, &one):
+		list = ConfigErrors{one}
+	default:
+		t.Fatalf("error %v (%T) names no key", err, err)
+	}
+	if len(list) == 0 || len(strings.Split(err.Error(), "\n")) != len(list) {
+		t.Fatalf("%d problems in %d lines: %q", len(list), len(strings.Split(err.Error(), "\n")), err)
+	}
+	for _, e := range list {
+		if !strings.HasPrefix(e.Key, prefix) || strings.Contains(e.Error(), "\n") {
+			t.Fatalf("problem %q: want one line about a key under %q", e.Error(), prefix)
+		}
 	}
 }
