@@ -120,7 +120,7 @@ func Classify(csvPath string) (map[string]struct{ RF, KNN float64 }, error) {
 // BuildReport computes each run's row; acc holds sklearn's accuracies
 // keyed "policy|link" (nil: none); base names the reference policy.
 func BuildReport(runs []*RunResult, acc map[string]struct{ RF, KNN float64 }, base string, pages int) *Report {
-	rep := &Report{Base: base, Chance: 1 / float64(max(1, pages)), Features: len(FeatureNames), Classifier: "sklearn RandomForest(200) and k-NN(3), stratified 10-fold CV"}
+	rep := &Report{Base: base, Chance: 1 / float64(max(1, pages)), Features: len(FeatureNames), Classifier: "sklearn RandomForest(200) and k-NN(3), stratified 10-fold CV (fewer folds if a page has fewer loads)"}
 	if acc == nil {
 		rep.Classifier = "Go k-NN(3) only (sklearn not run), stratified 10-fold CV"
 	}
@@ -183,6 +183,11 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 	for _, r := range rep.Rows {
 		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %.3f | %s | %s | %s | %.0f ms | %.2f× |\n",
 			r.Policy, r.Link, r.Loads, opt(r.RF), opt(r.KNN), r.GoKNN, pct(r.Overhead), pct(r.OverheadVsBase), pct(r.LoadOverhead), r.PLTms, r.PLTRatio)
+	}
+	for _, r := range rep.Rows {
+		if r.Sessions > 1 {
+			fmt.Fprintf(w, "\nNote: %s on %s needed %d tunnel sessions (the backend was lost and reconnected; see its log).\n", r.Policy, r.Link, r.Sessions)
+		}
 	}
 }
 
