@@ -41,6 +41,7 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	gap := fs.Duration("gap", 2*time.Second, "idle time from a page's last byte to the next load")
 	tail := fs.Duration("tail", time.Second, "how long a trace runs after the page's last byte")
 	seed := fs.Uint64("seed", 1, "seed of the page set and the load jitter")
+	from := fs.String("from", "", "no loading: report again on the run saved in this directory (needs -traces)")
 	traces := fs.Bool("traces", false, "also write each run's raw traces (POLICY-LINK.traces)")
 	noPython := fs.Bool("no-python", false, "skip the sklearn classifiers")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of Markdown")
@@ -53,6 +54,17 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *pages < 2 || *loads < 2 {
 		return fmt.Errorf("wfbench: need at least 2 pages and 2 loads")
+	}
+	if *from != "" {
+		var progress io.Writer = stderr
+		if *quiet {
+			progress = nil
+		}
+		rep, err := wfbench.Rereport(*from, *noPython, progress)
+		if err != nil {
+			return err
+		}
+		return printReport(stdout, rep, *jsonOut)
 	}
 	ps, err := wfbench.ParsePolicies(*policies)
 	if err != nil {
@@ -71,11 +83,15 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if *jsonOut {
-		enc := json.NewEncoder(stdout)
+	return printReport(stdout, rep, *jsonOut)
+}
+
+func printReport(w io.Writer, rep *wfbench.Report, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	rep.WriteMarkdown(stdout)
+	rep.WriteMarkdown(w)
 	return nil
 }

@@ -2,6 +2,7 @@ package wfbench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -152,7 +153,13 @@ func Bench(ctx context.Context, o Options) (*Report, error) {
 			}
 		}
 	}
-	csvPath := filepath.Join(o.Out, "features.csv")
+	return report(runs, o.Out, BasePolicy(o.Policies), o.Pages, o.NoPython, logf)
+}
+
+// report writes features.csv, runs the sklearn attacks (unless noPython)
+// and writes the report into dir.
+func report(runs []*RunResult, dir, base string, pages int, noPython bool, logf func(string, ...any)) (*Report, error) {
+	csvPath := filepath.Join(dir, "features.csv")
 	if err := writeFile(csvPath, func(w io.Writer) error { return WriteCSV(w, runs) }); err != nil {
 		return nil, err
 	}
@@ -160,14 +167,49 @@ func Bench(ctx context.Context, o Options) (*Report, error) {
 		acc map[string]struct{ RF, KNN float64 }
 		err error
 	)
-	if !o.NoPython {
+	if !noPython {
 		logf("wfbench: classifying (sklearn)\n")
 		if acc, err = Classify(csvPath); err != nil {
 			logf("wfbench: no random forest: %v\n", err)
 		}
 	}
-	rep := BuildReport(runs, acc, BasePolicy(o.Policies), o.Pages)
-	return rep, rep.WriteFiles(o.Out)
+	rep := BuildReport(runs, acc, base, pages)
+	return rep, rep.WriteFiles(dir)
+}
+
+// Rereport rebuilds the report of an earlier run from its directory
+// (report.json and the POLICY-LINK.traces that -traces wrote), with this
+// build's features and attacks, and rewrites features.csv and the report.
+func Rereport(dir string, noPython bool, progress io.Writer) (*Report, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		return nil, err
+	}
+	var old Report
+	if err := json.Unmarshal(b, &old); err != nil {
+		return nil, fmt.Errorf("%s/report.json: %w", dir, err)
+	}
+	var runs []*RunResult
+	for _, row := range old.Rows {
+		f, err := os.Open(filepath.Join(dir, row.Policy+"-"+row.Link+".traces"))
+		if err != nil {
+			return nil, fmt.Errorf("%w (the run needs -traces)", err)
+		}
+		samples, err := ReadTraces(f)
+		_ = f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s-%s.traces: %w", row.Policy, row.Link, err)
+		}
+		elapsed, _ := time.ParseDuration(row.Elapsed)
+		runs = append(runs, &RunResult{Policy: row.Policy, Link: row.Link, Samples: samples,
+			AppBytes: row.AppBytes, WireBytes: row.WireBytes, Sessions: row.Sessions, Elapsed: elapsed})
+	}
+	logf := func(format string, a ...any) {
+		if progress != nil {
+			fmt.Fprintf(progress, format, a...)
+		}
+	}
+	return report(runs, dir, old.Base, old.rowsPages(), noPython, logf)
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

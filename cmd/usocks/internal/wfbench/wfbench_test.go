@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -342,6 +343,21 @@ func smoke(t *testing.T, p Policy) {
 	}
 	if len(back) != len(res.Samples) {
 		t.Fatalf("%d traces read back, want %d", len(back), len(res.Samples))
+	}
+	// A saved run reports again the same way.
+	dir := t.TempDir()
+	if err := writeFile(filepath.Join(dir, p.Name+"-unshaped.traces"), func(w io.Writer) error { return WriteTraces(w, res) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Rereport(dir, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := again.Rows[0], rep.Rows[0]; a.Loads != b.Loads || a.Overhead != b.Overhead || a.AppBytes != b.AppBytes || a.Packets != b.Packets {
+		t.Fatalf("report again: %+v, want %+v", a, b)
 	}
 	for i, s := range back {
 		w := res.Samples[i]
