@@ -17,7 +17,8 @@ import (
 // listener and is not a usocks v2 client — a browser, curl, a prober — gets
 // a static server that answers as the nginx it names (server_tokens off)
 // would serving one page: the same status lines, header order, ETag and
-// Last-Modified, 304s, error pages byte for byte, 400 for a request
+// Last-Modified, 304s, single byte ranges (206, 416), error pages byte for
+// byte, 400 for a request
 // without Host or that is not HTTP, 405 for methods other than GET and
 // HEAD, 505 for other HTTP versions, keep-alive as nginx decides it.
 
@@ -104,25 +105,94 @@ func (d *Decoy) writePage(w io.Writer, req *http.Request, closeAfter bool) {
 	lastMod := d.Modified.UTC().Format(http.TimeFormat)
 	var b strings.Builder
 	notModified := d.notModified(req)
-	if notModified {
+	body := d.Page
+	from, to, ranged := 0, 0, false
+	if !notModified && req.Method == http.MethodGet {
+		var ok bool
+		if from, to, ranged, ok = byteRange(req.Header.Get("Range"), len(d.Page)); !ok {
+			writeNginxError(w, http.StatusRequestedRangeNotSatisfiable, "", closeAfter, fmt.Sprintf("Content-Range: bytes */%d", len(d.Page)))
+			return
+		}
+	}
+	switch {
+	case notModified:
 		b.WriteString("HTTP/1.1 304 Not Modified\r\n")
-	} else {
+	case ranged:
+		b.WriteString("HTTP/1.1 206 Partial Content\r\n")
+		body = d.Page[from : to+1]
+	default:
 		b.WriteString("HTTP/1.1 200 OK\r\n")
 	}
 	fmt.Fprintf(&b, "Server: nginx\r\nDate: %s\r\n", time.Now().UTC().Format(http.TimeFormat))
 	if !notModified {
-		fmt.Fprintf(&b, "Content-Type: text/html\r\nContent-Length: %d\r\n", len(d.Page))
+		fmt.Fprintf(&b, "Content-Type: text/html\r\nContent-Length: %d\r\n", len(body))
 	}
 	fmt.Fprintf(&b, "Last-Modified: %s\r\nConnection: %s\r\nETag: %s\r\n", lastMod, connection(closeAfter), d.etag())
-	if !notModified {
+	switch {
+	case ranged:
+		fmt.Fprintf(&b, "Content-Range: bytes %d-%d/%d\r\n", from, to, len(d.Page))
+	case !notModified:
 		b.WriteString("Accept-Ranges: bytes\r\n")
 	}
 	b.WriteString("\r\n")
 	out := []byte(b.String())
 	if !notModified && req.Method != http.MethodHead {
-		out = append(out, d.Page...)
+		out = append(out, body...)
 	}
 	_, _ = w.Write(out)
+}
+
+// byteRange reads a single-range Range header as nginx does for a file of
+// size bytes: "bytes=a-b", "bytes=a-" or "bytes=-n". ranged is false for no
+// header or one nginx ignores (malformed, several ranges: then the whole
+// page); ok is false for a range that cannot be satisfied (416).
+func byteRange(h string, size int) (from, to int, ranged, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false, true
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false, true
+	}
+	num := func(s string) (int, bool) {
+		n := 0
+		for _, c := range s {
+			if c < '0' || c > '9' || n > 1<<40 {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, s != ""
+	}
+	switch {
+	case a == "":
+		n, okN := num(b)
+		if !okN {
+			return 0, 0, false, true
+		}
+		if n == 0 {
+			return 0, 0, false, false
+		}
+		return max(size-n, 0), size - 1, true, true
+	default:
+		start, okA := num(a)
+		if !okA {
+			return 0, 0, false, true
+		}
+		end := size - 1
+		if b != "" {
+			e, okB := num(b)
+			if !okB || e < start {
+				return 0, 0, false, true
+			}
+			end = min(e, size-1)
+		}
+		if start >= size {
+			return 0, 0, false, false
+		}
+		return start, end, true, true
+	}
 }
 
 // notModified is nginx's not-modified filter (if_modified_since exact):
@@ -198,7 +268,7 @@ func nginxReason(code int) string {
 // writeNginxError writes nginx's error response: its headers in its order
 // and its error page, byte for byte. detail, if set, is the explanation
 // nginx puts in the title and below the heading (the plain-HTTP 400).
-func writeNginxError(w io.Writer, code int, detail string, closeAfter bool) {
+func writeNginxError(w io.Writer, code int, detail string, closeAfter bool, extraHeaders ...string) {
 	status := fmt.Sprintf("%d %s", code, nginxReason(code))
 	title, extra := status, ""
 	if detail != "" {
@@ -209,7 +279,11 @@ func writeNginxError(w io.Writer, code int, detail string, closeAfter bool) {
 		"</h1></center>\r\n" + extra + "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 	var b strings.Builder
 	fmt.Fprintf(&b, "HTTP/1.1 %s\r\nServer: nginx\r\nDate: %s\r\n", status, time.Now().UTC().Format(http.TimeFormat))
-	fmt.Fprintf(&b, "Content-Type: text/html\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n", len(body), connection(closeAfter))
+	fmt.Fprintf(&b, "Content-Type: text/html\r\nContent-Length: %d\r\nConnection: %s\r\n", len(body), connection(closeAfter))
+	for _, h := range extraHeaders {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("\r\n")
 	b.WriteString(body)
 	_, _ = io.WriteString(w, b.String())
 }

@@ -174,7 +174,11 @@ func FuzzServeDecoy(f *testing.F) {
 				if r.body != "" && r.body != testPage {
 					t.Fatalf("200 with body %q", r.body)
 				}
-			case 304, 400, 404, 405, 505:
+			case 206:
+				if !strings.Contains(testPage, r.body) {
+					t.Fatalf("206 with body %q, not a part of the page", r.body)
+				}
+			case 304, 400, 404, 405, 416, 505:
 				if strings.Contains(r.body, testPage) {
 					t.Fatalf("%d carries the page", r.code)
 				}
