@@ -60,7 +60,7 @@ func dialVisitor(addr string, useTLS bool) (net.Conn, error) {
 	return net.Dial("tcp", addr)
 }
 
-var dateHeader = regexp.MustCompile(`(?m)^Date: [^\r]*\r$`)
+var dateHeader = regexp.MustCompile(`(?mi)^Date: [^\r]*\r$`)
 
 // TestDecoyAnswersLikeNginx sends the same requests to the built-in decoy
 // and to Debian's nginx (server_tokens off) serving the same page file with
