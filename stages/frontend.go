@@ -47,10 +47,12 @@ type DatagramStream interface {
 // goroutine, so no method may block.
 type DatagramRelay interface {
 	// Open starts the association of stream id, whose app connected from
-	// appIP; send puts one datagram from the app into the tunnel (false:
-	// dropped). It returns the bytes the stream delivers to the app to
-	// say that the association is ready (the proxy protocol's reply).
-	Open(id uint16, appIP netip.Addr, send func([]byte) bool) (reply []byte)
+	// appIP and has sent the bytes sent so far; send puts one datagram
+	// from the app into the tunnel (false: dropped). It returns the bytes
+	// the stream delivers to the app to say that the association is ready
+	// (the proxy protocol's reply), or nil, opening nothing, when sent is
+	// not a request for an association.
+	Open(id uint16, appIP netip.Addr, sent []byte, send func([]byte) bool) (reply []byte)
 	// Deliver hands one datagram from the peer to the app of stream id,
 	// or drops it; p is only valid during the call.
 	Deliver(id uint16, p []byte)

@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"net"
+	"sync"
 
 	"usocks/wire"
 )
@@ -85,11 +86,44 @@ func (d *Demux) handleDatagram(f Frame) {
 	if s.relayOpen {
 		return // the association is open already: ignored (§6d)
 	}
+	reply := d.Relay.Open(s.id, s.appIP, s.sent.bytes(), s.SendDatagram)
+	if reply == nil {
+		return // the app did not ask for an association (a TCP stream): ignored
+	}
 	s.relayOpen = true
-	reply := d.Relay.Open(s.id, s.appIP, s.SendDatagram)
 	buf := getBuf(len(reply))
 	rf := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: append(buf.B[:0], reply...)}, buf: buf}
 	if err := s.recv.inject(rf); err != nil {
 		s.abort(true)
 	}
+}
+
+// appPrefix holds the first bytes an app sent on a client stream.
+type appPrefix struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+// appPrefixLen bounds appPrefix: a SOCKS5 greeting, username/password
+// and request fit.
+const appPrefixLen = 1100
+
+func (p *appPrefix) record(b []byte) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.b) < appPrefixLen+1 {
+		p.b = append(p.b, b[:min(len(b), appPrefixLen+1-len(p.b))]...)
+	}
+}
+
+func (p *appPrefix) bytes() []byte {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]byte(nil), p.b...)
 }

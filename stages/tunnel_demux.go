@@ -318,6 +318,9 @@ func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 		return
 	}
 	s := d.newStream(id, d.Legacy)
+	if d.Relay != nil {
+		s.sent = new(appPrefix)
+	}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		s.appIP = ta.AddrPort().Addr().Unmap()
 	}

@@ -66,7 +66,12 @@ type testRelay struct {
 	closed    []uint16
 }
 
-func (r *testRelay) Open(id uint16, _ netip.Addr, _ func([]byte) bool) []byte {
+// Open opens an association for a stream whose app sent "ASSOCIATE"
+// (the test's stand-in for a SOCKS5 UDP ASSOCIATE).
+func (r *testRelay) Open(id uint16, _ netip.Addr, sent []byte, _ func([]byte) bool) []byte {
+	if string(sent) != "ASSOCIATE" {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.opened = append(r.opened, id)
@@ -390,6 +395,19 @@ func TestDemuxClientDatagrams(t *testing.T) {
 		t.Fatalf("first frame %v, want SYN", syn.Frame)
 	}
 	id := syn.Stream
+	// Before the app asked for an association (a TCP stream, as far as
+	// the client knows), an empty DATAGRAM injects nothing.
+	r.send(wire.Frame{Type: wire.FrameDatagram, Stream: id})
+	go func() { _, _ = app.Write([]byte("ASSOCIATE")) }()
+	select {
+	case f := <-r.data:
+		if string(f.Payload) != "ASSOCIATE" {
+			t.Fatalf("up frame %v %q, want the app's request", f.Frame, f.Payload)
+		}
+		f.Release()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app's request did not go up")
+	}
 	r.send(wire.Frame{Type: wire.FrameDatagram, Stream: id})
 	r.send(wire.Frame{Type: wire.FrameDatagram, Stream: id}) // a second one is ignored
 	r.send(wire.Frame{Type: wire.FrameDatagram, Stream: id, Payload: []byte("dgram")})

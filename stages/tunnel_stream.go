@@ -87,6 +87,10 @@ type stream struct {
 	dgrams    atomic.Pointer[chan []byte]
 	appIP     netip.Addr
 	relayOpen bool
+	// sent keeps the first bytes a client stream's app sent (when the
+	// client has a relay): the relay opens an association only for a
+	// stream whose app asked for one (a SOCKS5 UDP ASSOCIATE).
+	sent *appPrefix
 
 	// active is the unix-nano time of the last data in either direction;
 	// the demux's janitor resets streams idle for too long.
@@ -279,6 +283,7 @@ func (s *stream) up(ctx context.Context) {
 		}
 		if m > 0 {
 			s.upN.Add(int64(m))
+			s.sent.record(buf.B[:m])
 			f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: s.id, Payload: buf.B[:m]}, buf: buf}
 			if !s.sendData(ctx, f) {
 				return

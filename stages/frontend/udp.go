@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -97,6 +98,43 @@ type association struct {
 	refuse443 bool
 	log       *logrus.Entry
 	stats     *UDPStats
+
+	// peers are the destinations the app sent to: only their replies
+	// reach it (address-dependent filtering, not full cone: a stranger
+	// who learns the socket's port cannot inject datagrams).
+	mu    sync.Mutex
+	peers map[netip.AddrPort]struct{}
+}
+
+// maxAssocPeers bounds the destinations of one association; datagrams to
+// more are refused.
+const maxAssocPeers = 1024
+
+// addPeer records dst as a destination; false when the association has
+// too many.
+func (a *association) addPeer(dst netip.AddrPort) bool {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.peers == nil {
+		a.peers = make(map[netip.AddrPort]struct{})
+	}
+	if _, ok := a.peers[dst]; ok {
+		return true
+	}
+	if len(a.peers) >= maxAssocPeers {
+		return false
+	}
+	a.peers[dst] = struct{}{}
+	return true
+}
+
+func (a *association) isPeer(from netip.AddrPort) bool {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.peers[from]
+	return ok
 }
 
 // UDPStats counts datagrams of a frontend's associations.
@@ -131,6 +169,10 @@ func (a *association) run(ctx context.Context) {
 			a.log.WithError(err).Debug("udp datagram refused")
 			continue
 		}
+		if !a.addPeer(dst) {
+			a.stats.Refused.Add(1)
+			continue
+		}
 		if _, err := a.pc.WriteToUDPAddrPort(data, dst); err == nil {
 			a.stats.Sent.Add(1)
 		}
@@ -145,6 +187,10 @@ func (a *association) replies() {
 		n, from, err := a.pc.ReadFromUDPAddrPort(buf[:stages.MaxDatagram-32])
 		if err != nil {
 			return
+		}
+		if !a.isPeer(from) {
+			a.stats.Dropped.Add(1) // not a destination the app sent to
+			continue
 		}
 		out = AppendUDPDatagram(out[:0], from, buf[:n])
 		if a.s.SendDatagram(out) {
@@ -215,6 +261,7 @@ type relayOut struct {
 type relayAssoc struct {
 	id    uint16
 	appIP netip.Addr
+	want  netip.AddrPort // the ASSOCIATE request's address (zero parts: any)
 	src   netip.AddrPort // the app's UDP address, once known
 	send  func([]byte) bool
 }
@@ -229,13 +276,20 @@ func NewUDPRelay(conn *net.UDPConn, log *logrus.Entry) *UDPRelay {
 func (r *UDPRelay) Addr() netip.AddrPort { return r.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // Open registers the association of stream id, whose app connected from
-// appIP; send forwards a datagram into the tunnel. The reply is the
-// SOCKS5 UDP ASSOCIATE success naming the relay (the client answers the
-// app itself: only it knows the relay's address).
-func (r *UDPRelay) Open(id uint16, appIP netip.Addr, send func([]byte) bool) []byte {
+// appIP, if what the app sent on the stream is a SOCKS5 UDP ASSOCIATE
+// (else nil: a TCP stream gets no reply injected); send forwards a
+// datagram into the tunnel. The reply is the SOCKS5 UDP ASSOCIATE success
+// naming the relay (the client answers the app itself: only it knows the
+// relay's address). A second Open of the same id replaces the first.
+func (r *UDPRelay) Open(id uint16, appIP netip.Addr, sent []byte, send func([]byte) bool) []byte {
+	want, ok := associateRequest(sent)
+	if !ok {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.assocs[id] = &relayAssoc{id: id, appIP: appIP.Unmap(), send: send}
+	r.closeLocked(id)
+	r.assocs[id] = &relayAssoc{id: id, appIP: appIP.Unmap(), want: want, send: send}
 	r.order = append(r.order, id)
 	return AppendSocksReply(nil, SocksSucceeded, r.Addr())
 }
@@ -244,6 +298,10 @@ func (r *UDPRelay) Open(id uint16, appIP netip.Addr, send func([]byte) bool) []b
 func (r *UDPRelay) Close(id uint16) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closeLocked(id)
+}
+
+func (r *UDPRelay) closeLocked(id uint16) {
 	a := r.assocs[id]
 	if a == nil {
 		return
@@ -258,6 +316,45 @@ func (r *UDPRelay) Close(id uint16) {
 			break
 		}
 	}
+}
+
+// associateRequest parses what an app sent on a stream: a SOCKS5 greeting,
+// an optional username/password, and a UDP ASSOCIATE request, exactly.
+// want is the request's DST.ADDR and DST.PORT: where the app says it will
+// send from (zero parts: not given).
+func associateRequest(sent []byte) (want netip.AddrPort, ok bool) {
+	r := bytes.NewReader(sent)
+	if _, err := readSocksGreeting(r); err != nil {
+		return want, false
+	}
+	if b, err := r.ReadByte(); err != nil {
+		return want, false
+	} else if _ = r.UnreadByte(); b == socksUserPassVersion {
+		if _, _, err := readSocksUserPass(r); err != nil {
+			return want, false
+		}
+	}
+	req, err := readSocksRequest(r)
+	if err != nil || req.Cmd != SocksCmdUDPAssociate || r.Len() != 0 {
+		return want, false
+	}
+	ip, err := netip.ParseAddr(req.Host)
+	if err != nil {
+		ip = netip.Addr{} // a name: no address given
+	}
+	return netip.AddrPortFrom(ip.Unmap(), req.Port), true
+}
+
+// matches says whether a datagram from src may claim association a: its
+// app's IP, and the address its request gave, where given.
+func (a *relayAssoc) matches(src netip.AddrPort) bool {
+	if a.src.IsValid() || a.appIP != src.Addr() {
+		return false
+	}
+	if ip := a.want.Addr(); ip.IsValid() && !ip.IsUnspecified() && ip != src.Addr() {
+		return false
+	}
+	return a.want.Port() == 0 || a.want.Port() == src.Port()
 }
 
 // Deliver queues a datagram from the tunnel for the app of stream id; it
@@ -304,22 +401,31 @@ func (r *UDPRelay) Run() {
 		if err != nil {
 			return
 		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		r.mu.Lock()
-		a := r.bySrc[src]
-		if a == nil {
-			for _, id := range r.order {
-				c := r.assocs[id]
-				if !c.src.IsValid() && c.appIP == src.Addr() {
-					c.src, a = src, c
-					r.bySrc[src] = c
-					break
-				}
+		r.forward(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), buf[:n])
+	}
+}
+
+// forward sends one datagram from an app into its association's stream.
+// A panic here would end the client: it is logged and the datagram dropped.
+func (r *UDPRelay) forward(src netip.AddrPort, p []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.WithField("panic", v).Error("udp relay: datagram dropped")
+		}
+	}()
+	r.mu.Lock()
+	a := r.bySrc[src]
+	if a == nil {
+		for _, id := range r.order {
+			if c := r.assocs[id]; c != nil && c.matches(src) {
+				c.src, a = src, c
+				r.bySrc[src] = c
+				break
 			}
 		}
-		r.mu.Unlock()
-		if a == nil || !a.send(buf[:n]) {
-			r.log.WithField("from", src.String()).Debug("udp datagram dropped")
-		}
+	}
+	r.mu.Unlock()
+	if a == nil || !a.send(p) {
+		r.log.WithField("from", src.String()).Debug("udp datagram dropped")
 	}
 }
