@@ -73,31 +73,36 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 	server := r == Server
 	switch p {
 	case wire.DefenceLight:
+		// No delay, no pacing: cells, FRONT dummies at each episode and
+		// volume buckets, under a tight budget.
 		return &DefenceParams{
 			Cell: DefaultCell, Idle: 250 * time.Millisecond,
 			Bucket: 1.25, MinCells: 8, TailRate: 4000,
-			Front: 16, FrontWindow: time.Second,
-			MaxEpisode: 8 << 20, Budget: 0.3, BudgetFree: 256 << 10,
+			Front: 12, FrontWindow: time.Second,
+			MaxEpisode: 8 << 20, Budget: 0.2, BudgetFree: 128 << 10,
 		}
 	case wire.DefenceStandard:
+		// Tamaraw-style constant rate per episode, close to a 50 Mbit/s
+		// link downstream, volume in steps of 1.25.
 		d := &DefenceParams{
-			Cell: DefaultCell, Idle: 400 * time.Millisecond,
-			Bucket: 1.5, MinCells: 16, TailRate: 4000, FillRate: 150,
-			Front: 48, FrontWindow: 1500 * time.Millisecond,
-			MaxEpisode: 16 << 20, Budget: 1, BudgetFree: 1 << 20,
+			Cell: DefaultCell, Idle: 100 * time.Millisecond,
+			Bucket: 1.25, MinCells: 16, Rate: 3000, TailRate: 3000,
+			MaxEpisode: 16 << 20,
 		}
 		if !server {
-			d.Tie, d.FillRate, d.Front = 6, 50, 16
+			d.Rate, d.TailRate = 300, 300
 		}
 		return d
 	case wire.DefenceMax:
+		// The same, with every episode padded to at least 2,800 cells
+		// (4 MB, all of it within 0.8 s) and steps of 2.
 		d := &DefenceParams{
-			Cell: DefaultCell, Idle: time.Second,
-			Bucket: 2, MinCells: 64, Rate: 2500, TailRate: 2500,
+			Cell: DefaultCell, Idle: 250 * time.Millisecond,
+			Bucket: 2, MinCells: 2800, Rate: 3500, TailRate: 3500,
 			MaxEpisode: 32 << 20,
 		}
 		if !server {
-			d.Rate, d.TailRate, d.MinCells = 400, 400, 16
+			d.Rate, d.TailRate, d.MinCells = 400, 400, 256
 		}
 		return d
 	}
