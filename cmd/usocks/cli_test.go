@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // cleanCapture copies a capture file without the events of one session.
@@ -136,4 +139,47 @@ func TestClientFromLink(t *testing.T) {
 	if _, stderr, code := usocks(t, "client", "--link", link, "-c", cfg); code == 0 || !strings.Contains(stderr, "not both") {
 		t.Fatalf("--link with -c: exit %d %s", code, stderr)
 	}
+}
+
+// As a systemd Type=notify service: the server says READY=1 on
+// $NOTIFY_SOCKET once it listens, survives SIGHUP, and says STOPPING=1
+// on SIGTERM.
+func TestServiceNotifyAndSIGHUP(t *testing.T) {
+	tport, key, bport, _ := tunnelSetup(t)
+	cfg := writeConfig(t, fmt.Sprintf("server:\n  backend: {address: 127.0.0.1, port: %d}\n  key: %q\n  frontend: {server: 127.0.0.1, port: %s}\n", bport, key, tport))
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	read := func(want string) {
+		t.Helper()
+		_ = pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 512)
+		n, err := pc.Read(buf)
+		if err != nil || !strings.Contains(string(buf[:n]), want) {
+			t.Fatalf("notify: %q %v, want %s", buf[:n], err, want)
+		}
+	}
+	srv := startEnv(t, []string{"NOTIFY_SOCKET=" + sock}, "server", "-c", cfg)
+	read("READY=1")
+	// Ready means listening.
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", bport))
+	if err != nil {
+		t.Fatalf("READY before listening: %v", err)
+	}
+	c.Close()
+	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(srv.stderr.String(), "SIGHUP") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if srv.cmd.ProcessState != nil || !strings.Contains(srv.stderr.String(), "SIGHUP") {
+		t.Fatalf("SIGHUP ended the server or was not logged:\n%s", srv.stderr)
+	}
+	if code := srv.stop(t); code != 0 {
+		t.Fatalf("exit %d after SIGHUP and SIGTERM\n%s", code, srv.stderr)
+	}
+	read("STOPPING=1")
 }

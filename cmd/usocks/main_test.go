@@ -171,8 +171,14 @@ type process struct {
 	stderr *syncBuffer
 }
 
-func start(t *testing.T, args ...string) *process {
+func start(t *testing.T, args ...string) *process { return startEnv(t, nil, args...) }
+
+// startEnv starts usocks with env added to the test's environment.
+func startEnv(t *testing.T, env []string, args ...string) *process {
 	cmd := exec.Command(binary, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	e := new(syncBuffer)
 	cmd.Stderr = e
 	if err := cmd.Start(); err != nil {

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
 
 	"usocks/runner"
@@ -125,7 +129,10 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if err != nil {
 			return err
 		}
-		return s.Run(ctx)
+		if err := s.Listen(); err != nil {
+			return err
+		}
+		return runService(ctx, s.Run, logger)
 	}
 	if cfg.Client == nil {
 		return fmt.Errorf("%s: no client: section", *file)
@@ -137,7 +144,10 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	return c.Run(ctx)
+	if err := c.Listen(); err != nil {
+		return err
+	}
+	return runService(ctx, c.Run, logger)
 }
 
 func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
@@ -195,4 +205,24 @@ func setListen(c *runner.ClientConfig, listen string) error {
 		c.Address = "127.0.0.1"
 	}
 	return nil
+}
+
+// runService runs a bound client or server as a service: it tells systemd
+// (Type=notify) that it is ready and when it stops, and SIGHUP does not
+// end it.
+func runService(ctx context.Context, run func(context.Context) error, logger *logrus.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			logger.Warn("SIGHUP: reloading the config while running is not supported yet; restart to apply changes")
+		}
+	}()
+	// A no-op outside systemd (no NOTIFY_SOCKET).
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		logger.WithError(err).Warn("sd_notify failed")
+	}
+	defer func() { _, _ = daemon.SdNotify(false, daemon.SdNotifyStopping) }()
+	return run(ctx)
 }
