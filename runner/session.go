@@ -185,6 +185,8 @@ func runSession(ctx context.Context, p sessionParams) error {
 			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents,
 			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.OpenKey},
 		}
+		// The stages own the keys now: the copies in keys are forgotten.
+		p.keys.Forget()
 		if p.capture != nil {
 			p.capture.TapEncrypt(e)
 			d.Tap = p.capture.FrameIn

@@ -34,6 +34,12 @@ type Keys struct {
 	User wire.UserID
 }
 
+// Forget zeroes the raw keys once the record stages hold their own.
+func (k *Keys) Forget() {
+	clear(k.SealKey[:])
+	clear(k.OpenKey[:])
+}
+
 // Handshake padding ranges: the client's first flight is
 // 108 + U[0, clientPadMax) bytes, the server's reply 139 + U[0, serverPadMax);
 // a defence extension adds 4 bytes to either, an identity hint 16 to the

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"crypto/cipher"
+	"fmt"
 	"io"
 	"sync/atomic"
 	"time"
@@ -62,14 +63,22 @@ func (r *Rekeyer) due(boxes uint64) bool {
 	return boxes/2 >= after || r.now().Sub(r.since) >= every
 }
 
-// next moves to the key after salt and returns its AEAD.
+// next moves to the key after salt and returns its AEAD; the old key is
+// overwritten (forgotten). On failure nothing changes.
 func (r *Rekeyer) next(salt []byte) (cipher.AEAD, error) {
-	r.Key = wire.RekeyKey(&r.Key, salt)
+	k := wire.RekeyKey(&r.Key, salt)
+	a, err := wire.NewAEAD(r.Cipher, &k)
+	if err != nil {
+		clear(k[:])
+		return nil, err
+	}
+	r.Key = k
+	clear(k[:])
 	r.since = r.now()
 	if r.Counter != nil {
 		r.Counter.Add(1)
 	}
-	return wire.NewAEAD(r.Cipher, &r.Key)
+	return a, nil
 }
 
 // NextOpener moves to the key after salt and returns its opener: the
@@ -83,19 +92,27 @@ func (r *Rekeyer) NextOpener(salt []byte) (*wire.Opener, error) {
 }
 
 // rekey seals a KEYUPDATE under s into buf and returns the sealer of the
-// next key.
+// next key. The next key is made before the KEYUPDATE is sealed, so a
+// failure leaves buf and the key as they were; the caller ends the session
+// on any error (a sender that cannot rekey must not go on under a worn key).
 func (r *Rekeyer) rekey(buf []byte, s *wire.Sealer) ([]byte, *wire.Sealer, error) {
 	salt := make([]byte, wire.SaltSize)
 	if _, err := io.ReadFull(r.Rand, salt); err != nil {
-		return buf, s, err
+		return buf, s, fmt.Errorf("rekey: %w", err)
 	}
-	buf, err := s.SealFrame(buf, &wire.Frame{Type: wire.FrameKeyUpdate, Payload: salt}, 0)
-	if err != nil {
-		return buf, s, err
-	}
+	old := r.Key
+	defer clear(old[:])
 	a, err := r.next(salt)
 	if err != nil {
-		return buf, s, err
+		return buf, s, fmt.Errorf("rekey: %w", err)
 	}
-	return buf, wire.NewSealer(a), nil
+	out, err := s.SealFrame(buf, &wire.Frame{Type: wire.FrameKeyUpdate, Payload: salt}, 0)
+	if err != nil {
+		r.Key = old // the peer was not told: stay on the old key
+		return buf, s, fmt.Errorf("rekey: %w", err)
+	}
+	return out, wire.NewSealer(a), nil
 }
+
+// Forget zeroes the key material (at the end of a session).
+func (r *Rekeyer) Forget() { clear(r.Key[:]) }

@@ -37,12 +37,12 @@ type EncryptV1 struct {
 // sync block goes out with the first record, never alone, as the original
 // does: a peer with nothing to say sends nothing at all.
 func (e *EncryptV1) Run(ctx context.Context) error {
-	start := func() []byte {
+	start := func() ([]byte, error) {
 		if e.synced {
-			return nil
+			return nil, nil
 		}
 		e.synced = true
-		return append([]byte(nil), e.Sealer.Sync()...)
+		return append([]byte(nil), e.Sealer.Sync()...), nil
 	}
 	return sealLoop(ctx, e.In, e.Out, e.Tap, start, e.seal)
 }

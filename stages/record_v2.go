@@ -57,7 +57,10 @@ func (e *Encrypt) freeList() chan []byte {
 // Run seals until In is closed (then closes Out) or ctx is done.
 func (e *Encrypt) Run(ctx context.Context) error {
 	free := e.freeList()
-	start := func() []byte {
+	if e.Rekey != nil {
+		defer e.Rekey.Forget()
+	}
+	start := func() ([]byte, error) {
 		var out []byte
 		select {
 		case out = <-free:
@@ -66,10 +69,10 @@ func (e *Encrypt) Run(ctx context.Context) error {
 		if e.Rekey != nil && e.Rekey.due(e.Sealer.Count()) {
 			var err error
 			if out, e.Sealer, err = e.Rekey.rekey(out, e.Sealer); err != nil {
-				e.Log.WithError(err).Error("rekey failed")
+				return out, err // ends the session
 			}
 		}
-		return out
+		return out, nil
 	}
 	seal := func(out []byte, sf *Frame, last bool) ([]byte, error) {
 		f := &sf.Frame
@@ -96,7 +99,7 @@ func (e *Encrypt) Run(ctx context.Context) error {
 // seal its frames into one buffer that start provides, release each frame,
 // hand the buffer to the writer. It closes out when it returns.
 func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(*wire.Frame),
-	start func() []byte, seal func(buf []byte, f *Frame, last bool) ([]byte, error)) error {
+	start func() ([]byte, error), seal func(buf []byte, f *Frame, last bool) ([]byte, error)) error {
 	defer close(out)
 	for {
 		b, ok, err := recv(ctx, in)
@@ -106,7 +109,7 @@ func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(
 		if !ok {
 			return nil
 		}
-		buf := start()
+		buf, err := start() // an error still releases the batch's frames
 		for i := range b {
 			f := &b[i]
 			if tap != nil {
@@ -154,6 +157,9 @@ type Decrypt struct {
 // that it keeps only what its payload needs.
 func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
+	if d.Rekey != nil {
+		defer d.Rekey.Forget()
+	}
 	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
 	if d.Rekey != nil {
 		rr.Rekey = d.Rekey.NextOpener
