@@ -61,9 +61,12 @@ func TestUDPRelayAssociations(t *testing.T) {
 	if reply := r.Open(5, lo, []byte("GET / HTTP/1.1\r\n\r\n"), send); reply != nil {
 		t.Fatalf("a TCP stream got a reply %x", reply)
 	}
-	any := associateBytes(false, "0.0.0.0", 0)
-	if r.Open(5, lo, any, send) == nil || r.Open(5, lo, any, send) == nil {
+	assoc := associateBytes(false, "0.0.0.0", 0)
+	if r.Open(5, lo, assoc, send) == nil {
 		t.Fatal("no reply to an association")
+	}
+	if r.Open(5, lo, assoc, send) == nil {
+		t.Fatal("no reply to a duplicate Open of the association")
 	}
 	r.Close(5)
 
