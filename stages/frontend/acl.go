@@ -3,9 +3,12 @@ package frontend
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // connect to.
@@ -181,25 +184,31 @@ func (e *RuleError) Error() string { return e.Err.Error() }
 func (e *RuleError) Unwrap() error { return e.Err }
 
 // defaultDeny is what the proxy frontends refuse unless a rule in Allow
-// says otherwise: this host, private and shared networks, link-local
-// (cloud metadata lives there), unspecified, multicast and broadcast.
+// says otherwise: this host (loopback, and every address of its
+// interfaces: ownAddrs), private and shared networks, link-local (cloud
+// metadata lives there), unspecified, multicast, broadcast and reserved,
+// and the IPv6 forms that embed an IPv4 address (IPv4-compatible, NAT64).
 // IPv4-mapped IPv6 forms are covered because addresses are unmapped before
 // matching.
 var defaultDeny = mustRules(
-	"0.0.0.0/8",      // "this network"; 0.0.0.0 reaches this host
-	"127.0.0.0/8",    // loopback
-	"10.0.0.0/8",     // private
-	"172.16.0.0/12",  // private
-	"192.168.0.0/16", // private
-	"100.64.0.0/10",  // shared address space (carrier-grade NAT)
-	"169.254.0.0/16", // link-local
-	"224.0.0.0/4",    // multicast
-	"255.255.255.255/32",
-	"::/128",    // unspecified
-	"::1/128",   // loopback
-	"fc00::/7",  // unique local
-	"fe80::/10", // link-local
-	"ff00::/8",  // multicast
+	"0.0.0.0/8",        // "this network"; 0.0.0.0 reaches this host
+	"127.0.0.0/8",      // loopback
+	"10.0.0.0/8",       // private
+	"172.16.0.0/12",    // private
+	"192.168.0.0/16",   // private
+	"100.64.0.0/10",    // shared address space (carrier-grade NAT)
+	"169.254.0.0/16",   // link-local
+	"224.0.0.0/4",      // multicast
+	"240.0.0.0/4",      // reserved, and 255.255.255.255 broadcast
+	"192.0.0.0/24",     // IETF protocol assignments (DS-Lite, NAT64 discovery)
+	"198.18.0.0/15",    // benchmarking; some networks route it internally
+	"168.63.129.16/32", // a cloud's host endpoint (metadata, DNS, health)
+	"::/96",            // unspecified, loopback and IPv4-compatible ::a.b.c.d
+	"64:ff9b::/96",     // NAT64: reaches any IPv4 address, private ones included
+	"64:ff9b:1::/48",   // local-use NAT64
+	"fc00::/7",         // unique local
+	"fe80::/10",        // link-local
+	"ff00::/8",         // multicast
 )
 
 func mustRules(list ...string) []Rule {
@@ -217,6 +226,8 @@ func mustRules(list ...string) []Rule {
 type ACL struct {
 	Allow, Deny   []Rule
 	noDefaultDeny bool
+	// own lists this host's addresses (nil: ownAddrs); tests set it.
+	own func() []netip.Addr
 }
 
 // newACL parses allow and deny lists.
@@ -253,9 +264,51 @@ func (a *ACL) Check(ap netip.AddrPort) error {
 				return &deniedError{Addr: ap, Rule: "default deny " + r.String()}
 			}
 		}
+		own := a.own
+		if own == nil {
+			own = ownAddrs
+		}
+		addr := canonAddr(ap.Addr())
+		for _, o := range own() {
+			if o == addr {
+				return &deniedError{Addr: ap, Rule: "default deny: an address of this host"}
+			}
+		}
 	}
 	return nil
 }
+
+// ownAddrs lists this host's interface addresses (unmapped, without
+// zones), read again at most every ownAddrsTTL.
+func ownAddrs() []netip.Addr {
+	ownMu.Lock()
+	defer ownMu.Unlock()
+	if time.Since(ownAt) < ownAddrsTTL && ownAt != (time.Time{}) {
+		return ownList
+	}
+	ownAt = time.Now()
+	ownList = ownList[:0:0]
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return ownList
+	}
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				ownList = append(ownList, ip.Unmap().WithZone(""))
+			}
+		}
+	}
+	return ownList
+}
+
+const ownAddrsTTL = 10 * time.Second
+
+var (
+	ownMu   sync.Mutex
+	ownAt   time.Time
+	ownList []netip.Addr
+)
 
 // deniedError says which rule refused an address.
 type deniedError struct {

@@ -84,6 +84,12 @@ func TestACLCheck(t *testing.T) {
 	}
 	def := acl(nil, nil)
 	lo := acl([]string{"127.0.0.0/8"}, nil)
+	own := acl(nil, nil)
+	own.own = func() []netip.Addr {
+		return []netip.Addr{netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:db8:1::7")}
+	}
+	ownAllowed := acl([]string{"198.51.100.7"}, nil)
+	ownAllowed.own = own.own
 	mixed := acl([]string{"10.0.0.0/8", "192.168.1.5:8080"}, []string{"10.9.0.0/16", "203.0.113.0/24:25", "[2001:db8::]/32:22"})
 	cases := []struct {
 		name string
@@ -115,6 +121,23 @@ func TestACLCheck(t *testing.T) {
 		{"multicast v6", def, "[ff02::1]:80", false},
 		{"broadcast", def, "255.255.255.255:80", false},
 		{"cgnat", def, "100.64.0.1:80", false},
+		{"nat64", def, "[64:ff9b::a00:1]:80", false},
+		{"nat64 public", def, "[64:ff9b::cb00:7101]:80", false},
+		{"local-use nat64", def, "[64:ff9b:1::1]:80", false},
+		{"ipv4-compatible", def, "[::7f00:1]:80", false},
+		{"ipv4-compatible public", def, "[::cb00:7101]:80", false},
+		{"benchmarking", def, "198.19.255.1:80", false},
+		{"not benchmarking", def, "198.20.0.1:80", true},
+		{"reserved 240", def, "240.0.0.1:80", false},
+		{"ietf assignments", def, "192.0.0.8:80", false},
+		{"not ietf", def, "192.0.1.1:80", true},
+		{"cloud host endpoint", def, "168.63.129.16:53", false},
+		{"cloud neighbour", def, "168.63.129.17:53", true},
+		{"own address", own, "198.51.100.7:22", false},
+		{"own v6 address", own, "[2001:db8:1::7]:22", false},
+		{"own mapped", own, "[::ffff:198.51.100.7]:22", false},
+		{"not own", own, "198.51.100.8:22", true},
+		{"own allowed", ownAllowed, "198.51.100.7:22", true},
 		{"allow overrides default", lo, "127.0.0.1:80", true},
 		{"allow covers mapped", lo, "[::ffff:127.0.0.1]:80", true},
 		{"allow is per network", lo, "[::1]:80", false},
