@@ -168,8 +168,9 @@ func (f *Frame) check() error {
 		if f.Stream == 0 || f.Stream == 0xffff {
 			return fmt.Errorf("%w: stream id %d", ErrBadFrame, f.Stream)
 		}
-		if len(f.Payload) > 0 && !f.Flags.Has(FlagDAT) {
-			return fmt.Errorf("%w: payload without DAT", ErrBadFrame)
+		if len(f.Payload) > 0 && !f.Flags.Has(FlagDAT) && !f.Flags.Has(FlagSYN) {
+			// Without DAT, only a SYN carries a payload: its target (§6e).
+			return fmt.Errorf("%w: payload without DAT or SYN", ErrBadFrame)
 		}
 	case FrameWindow:
 		if len(f.Payload) != 4 || f.Stream == 0 || f.Stream == 0xffff {

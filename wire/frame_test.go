@@ -123,7 +123,7 @@ func TestParseFrameErrors(t *testing.T) {
 		{"stream id 0 with DAT", "00020000000061", ErrBadFrame},
 		{"stream id 0xffff", "0001ffff0000", ErrBadFrame},
 		{"stream payload without DAT, no flags", "00000001000061", ErrBadFrame},
-		{"stream payload without DAT, SYN|FIN|RST", "000d0001000061", ErrBadFrame},
+		{"stream payload without DAT or SYN, FIN|RST", "000c0001000061", ErrBadFrame},
 		{"window empty", "010000010000", ErrBadFrame},
 		{"window 3 bytes", "010000010000000100", ErrBadFrame},
 		{"window 5 bytes", "01000001000000010000ff", ErrBadFrame},
