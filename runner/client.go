@@ -58,11 +58,12 @@ type Client struct {
 	waiters  chan struct{}
 	wake     chan struct{}
 	udp      *frontend.UDPRelay
-	tls      *utls.Config    // tls backend
-	identity *wire.PSK       // multi-user server's identity key
-	capture  *capture.Writer // nil unless cfg.Capture is set
-	servers  *serverPicker   // where new sessions go
-	metrics  *metrics        // nil unless cfg.Metrics is set
+	tls      *utls.Config         // tls backend
+	identity *wire.PSK            // multi-user server's identity key
+	capture  *capture.Writer      // nil unless cfg.Capture is set
+	servers  *serverPicker        // where new sessions go
+	metrics  *metrics             // nil unless cfg.Metrics is set
+	local    *frontend.LocalProxy // client-side proxy (listen.type), or nil
 }
 
 // NewClient checks the config and prepares a client.
@@ -104,6 +105,9 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		c.identity = &k
 	}
 	c.cipher, _ = wire.ParseCipher(cfg.Cipher)
+	if cfg.Listen.Type != "" {
+		c.local = &frontend.LocalProxy{Type: cfg.Listen.Type, HandshakeTimeout: cfg.Listen.HandshakeTimeout, Log: c.log.WithField("layer", "frontend")}
+	}
 	return c, nil
 }
 
@@ -159,7 +163,7 @@ func (c *Client) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopMetrics()
-	if c.cfg.Protocol == "v2" && (c.cfg.UDP == nil || *c.cfg.UDP) {
+	if c.cfg.Protocol == "v2" && (c.cfg.UDP == nil || *c.cfg.UDP) && c.local == nil {
 		// The UDP relay for SOCKS5 associations shares the TCP listener's
 		// address and port; without it UDP is simply not offered.
 		if pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(c.ln.Addr().(*net.TCPAddr).AddrPort())); err != nil {
@@ -235,6 +239,8 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) acceptLoop(ctx context.Context) {
 	stop := context.AfterFunc(ctx, func() { _ = c.ln.Close() })
 	defer stop()
+	var local sync.WaitGroup // client-side proxy handshakes
+	defer local.Wait()
 	for {
 		conn, err := c.ln.Accept()
 		if err != nil {
@@ -249,6 +255,16 @@ func (c *Client) acceptLoop(ctx context.Context) {
 			}
 			continue
 		}
+		if c.local != nil {
+			local.Add(1)
+			go func() { defer local.Done(); c.localProxy(ctx, conn) }()
+			continue
+		}
+		if c.local != nil {
+			local.Add(1)
+			go func() { defer local.Done(); c.localProxy(ctx, conn) }()
+			continue
+		}
 		select {
 		case c.waiters <- struct{}{}:
 		case <-ctx.Done():
@@ -257,6 +273,28 @@ func (c *Client) acceptLoop(ctx context.Context) {
 		}
 		go c.waitForSession(ctx, conn)
 	}
+}
+
+// localProxy answers the app's proxy request (client-side proxy mode) and
+// hands the connection, with its target, to the sessions. Ending the
+// client ends a pending request at once.
+func (c *Client) localProxy(ctx context.Context, conn net.Conn) {
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	tc, err := c.local.Accept(conn)
+	if !stop() || err != nil {
+		if err != nil {
+			c.log.WithError(err).Debug("proxy request not served")
+		}
+		_ = conn.Close()
+		return
+	}
+	select {
+	case c.waiters <- struct{}{}:
+	case <-ctx.Done():
+		_ = conn.Close()
+		return
+	}
+	c.waitForSession(ctx, tc)
 }
 
 // waitForSession hands an app connection to the session, waiting at most
@@ -313,7 +351,7 @@ func (c *Client) backoff(ctx context.Context, wait time.Duration) {
 
 // resetConn closes an app connection so that the app sees a reset.
 func resetConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()

@@ -154,6 +154,13 @@ type ClientConfig struct {
 	// ServerKey is the server's identity key when the server has several
 	// clients (server.clients): `key` is then this client's own key.
 	ServerKey string `yaml:"server_key"`
+	// Listen makes the client answer the apps' proxy requests itself
+	// (client-side proxy mode): type socks5, http, or mixed (both on one
+	// port). The target then rides in the stream's SYN (SPEC-v2.md §6e),
+	// so a new connection costs no tunnel round trip; the server's
+	// frontend must be socks5 or http. Default: none (the app's bytes go
+	// to the server's frontend as they are).
+	Listen ListenConfig `yaml:"listen"`
 	// RotateAfter, if set, opens a new backend after about this long
 	// (± 25 %); streams on the old one finish there (default off).
 	RotateAfter time.Duration `yaml:"rotate_after"`
@@ -345,8 +352,25 @@ func (c *ClientConfig) Validate() error {
 	if c.SessionWait < 100*time.Millisecond || c.SessionWait > 10*time.Minute {
 		p.bad("session_wait", "must be 100ms .. 10m")
 	}
+	switch c.Listen.Type {
+	case "":
+	case "socks5", "http", "mixed":
+		if c.Protocol != "v2" {
+			p.bad("listen.type", "only for protocol v2")
+		}
+	default:
+		p.bad("listen.type", "%q: want socks5, http or mixed", c.Listen.Type)
+	}
 	checkPort(p, "port", c.Port)
 	return p.err()
+}
+
+// ListenConfig is the client's `listen:` section (client-side proxy).
+type ListenConfig struct {
+	// Type is socks5, http or mixed; empty: no client-side proxy.
+	Type string `yaml:"type"`
+	// HandshakeTimeout bounds the app's proxy request (default 30s).
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 }
 
 // Validate fills defaults and checks the server section. The error is a

@@ -175,6 +175,10 @@ type tunnelOpts struct {
 	// (a reverse proxy in front of it).
 	path string
 	via  func(serverAddr string) string
+	// listen is the client's listen.type (client-side proxy).
+	listen string
+	// delay, with relay, holds every chunk this long each way.
+	delay time.Duration
 	// frontend, if set, replaces the redirect to targetPort.
 	frontend *FrontendConfig
 	// capture settings of each end
@@ -269,7 +273,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	tn.cancel = cancel
 	backendPort := sport
 	if o.relay {
-		tn.relay = startRelay(t, sln.Addr().String())
+		tn.relay = startDelayRelay(t, sln.Addr().String(), o.delay)
 		tn.relay.down.Store(o.relayDown)
 		backendPort = tn.relay.port()
 	}
@@ -295,6 +299,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			Common: Common{Key: ckey, Protocol: o.protocol, MaxStreams: o.maxStreams, KeepAlive: o.keepalive, Defense: cmp.Or(o.cliDefense, o.defense), RekeyAfter: o.rekeyAfter,
 				Backend: BackendConfig{Type: o.backend, Server: "127.0.0.1", Port: backendPort, Prefix: o.prefix}},
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate, SessionWait: o.sessionWait,
+			Listen: ListenConfig{Type: o.listen},
 		}
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
 		if o.metrics {

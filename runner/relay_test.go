@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // relay is a test middlebox between client and server. It forwards both
@@ -27,10 +28,16 @@ type relay struct {
 	down atomic.Bool
 	// c2s and s2c count bytes relayed each way on all connections.
 	c2s, s2c atomic.Int64
+	// delay holds every chunk this long before it is passed on, each way
+	// (a link's latency; chunks keep their order and do not wait for each
+	// other).
+	delay time.Duration
 }
 
-func startRelay(t testing.TB, target string) *relay {
-	r := &relay{ln: listenLocal(t), target: target, flipAt: -1}
+func startRelay(t testing.TB, target string) *relay { return startDelayRelay(t, target, 0) }
+
+func startDelayRelay(t testing.TB, target string, delay time.Duration) *relay {
+	r := &relay{ln: listenLocal(t), target: target, flipAt: -1, delay: delay}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -54,20 +61,73 @@ func startRelay(t testing.TB, target string) *relay {
 			r.conns = append(r.conns, c, s)
 			r.mu.Unlock()
 			r.wg.Add(2)
+			cw, sw := r.delayed(c), r.delayed(s)
 			go func() {
 				defer r.wg.Done()
-				r.pipeC2S(idx, c, s)
+				r.pipeC2S(idx, c, sw)
 			}()
 			go func() {
 				defer r.wg.Done()
-				r.pipeS2C(c, s)
+				r.pipeS2C(s, cw)
 			}()
 		}
 	}()
 	return r
 }
 
-func (r *relay) pipeC2S(idx int, c, s net.Conn) {
+// halfCloser is a connection's write side: TCP, or a delayed one.
+type halfCloser interface {
+	Write([]byte) (int, error)
+	CloseWrite() error
+}
+
+// delayedConn passes writes on to its connection after the relay's delay.
+type delayedConn struct {
+	q chan delayedChunk
+	d time.Duration
+}
+
+type delayedChunk struct {
+	at time.Time
+	b  []byte // nil: CloseWrite
+}
+
+func (r *relay) delayed(c net.Conn) halfCloser {
+	if r.delay <= 0 {
+		return c.(*net.TCPConn)
+	}
+	dc := &delayedConn{q: make(chan delayedChunk, 4096), d: r.delay}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		failed := false // after a write error the queue is only drained
+		for ch := range dc.q {
+			if failed {
+				continue
+			}
+			time.Sleep(time.Until(ch.at))
+			if ch.b == nil {
+				_ = c.(*net.TCPConn).CloseWrite()
+			} else if _, err := c.Write(ch.b); err != nil {
+				failed = true
+			}
+		}
+	}()
+	return dc
+}
+
+func (dc *delayedConn) Write(b []byte) (int, error) {
+	dc.q <- delayedChunk{time.Now().Add(dc.d), append([]byte{}, b...)}
+	return len(b), nil
+}
+
+func (dc *delayedConn) CloseWrite() error {
+	dc.q <- delayedChunk{at: time.Now().Add(dc.d)}
+	close(dc.q)
+	return nil
+}
+
+func (r *relay) pipeC2S(idx int, c net.Conn, s halfCloser) {
 	buf := make([]byte, 32*1024)
 	var off int64
 	for {
@@ -91,13 +151,13 @@ func (r *relay) pipeC2S(idx int, c, s net.Conn) {
 			}
 		}
 		if err != nil {
-			_ = s.(*net.TCPConn).CloseWrite()
+			_ = s.CloseWrite()
 			return
 		}
 	}
 }
 
-func (r *relay) pipeS2C(c, s net.Conn) {
+func (r *relay) pipeS2C(s net.Conn, c halfCloser) {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := s.Read(buf)
@@ -108,7 +168,7 @@ func (r *relay) pipeS2C(c, s net.Conn) {
 			}
 		}
 		if err != nil {
-			_ = c.(*net.TCPConn).CloseWrite()
+			_ = c.CloseWrite()
 			return
 		}
 	}

@@ -19,7 +19,7 @@ func CloseWrite(c any) error {
 // resetConn closes c so that its peer sees a reset (SO_LINGER 0 on TCP),
 // not a clean end.
 func resetConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+
+	"usocks/wire"
 )
 
 // Frontends (server side): where a new stream goes. The demux starts one
@@ -29,6 +31,24 @@ type Frontend interface {
 	// read more from s than its own protocol needs: whatever it does not
 	// read is passed to the target.
 	Open(ctx context.Context, s StreamIO) (net.Conn, error)
+}
+
+// TargetFrontend is a frontend that also connects streams whose SYN named
+// the target (SPEC-v2.md §6e: the client answered the app's proxy request
+// itself). A frontend that is not one refuses such streams with RST.
+type TargetFrontend interface {
+	// OpenTarget connects t, applying the same access rules as Open;
+	// t.Addr is the frontend's to keep. Nothing is read from or written
+	// to s: every byte on it is the app's data for the target.
+	OpenTarget(ctx context.Context, s StreamIO, t wire.Target) (net.Conn, error)
+}
+
+// SynTarget is a local connection (client side) whose app has named its
+// target already: the demux sends the target in the stream's SYN.
+type SynTarget interface {
+	net.Conn
+	// SynTarget is the encoded target (wire.AppendTarget).
+	SynTarget() []byte
 }
 
 // DatagramStream is what a stream offers a frontend that serves UDP

@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -326,6 +327,9 @@ func (d *Demux) openLocal(ctx context.Context, c net.Conn) {
 	}
 	d.spawn(ctx, s, func() (net.Conn, error) {
 		syn := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: id}}
+		if st, ok := c.(SynTarget); ok {
+			syn.Payload = st.SynTarget() // §6e: the target rides in the SYN
+		}
 		if !s.sendData(ctx, syn) {
 			_ = c.Close()
 			return nil, net.ErrClosed
@@ -453,10 +457,28 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 			f.Release()
 			return
 		}
+		fe := d.Frontend
+		open := func(s *stream) func() (net.Conn, error) {
+			return func() (net.Conn, error) { return fe.Open(ctx, s) }
+		}
+		if !f.Flags.Has(wire.FlagDAT) && len(f.Payload) > 0 {
+			// The SYN names its target (§6e).
+			tg, err := wire.ParseTarget(f.Payload)
+			tf, ok := fe.(TargetFrontend)
+			f.Release() // the payload was the target, not data; the flags stay
+			if err != nil || !ok {
+				d.Log.WithField("stream", id).WithError(err).Info("SYN target refused (malformed, or the frontend takes no client-chosen targets)")
+				d.rst(id)
+				return
+			}
+			tg.Addr = bytes.Clone(tg.Addr)
+			open = func(s *stream) func() (net.Conn, error) {
+				return func() (net.Conn, error) { return tf.OpenTarget(ctx, s, tg) }
+			}
+		}
 		s = d.newStream(id, d.Legacy)
 		known = true
-		fe := d.Frontend
-		d.spawn(ctx, s, func() (net.Conn, error) { return fe.Open(ctx, s) })
+		d.spawn(ctx, s, open(s))
 	}
 	if !known {
 		// Data for a stream we do not have (it was reset, or never was).
