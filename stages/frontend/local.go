@@ -155,12 +155,94 @@ func (p *LocalProxy) http(conn net.Conn, r io.Reader) (stages.SynTarget, error) 
 	if err != nil {
 		return nil, err
 	}
-	if t.Connect {
-		if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
-			return nil, err
+	if !t.Connect {
+		// One request per connection, as on the server (httpplain.go).
+		body := newBodyEnd(t.Body)
+		n, err := body.take(rest)
+		if err != nil {
+			_, _ = conn.Write(appendHTTPError(nil, 400, "malformed chunked request body"))
+			return nil, fmt.Errorf("%w: %v", errLocalRefused, err)
 		}
-	} else {
-		rest = append(t.Head, rest...)
+		tc := &targetConn{Conn: conn, target: target, pending: append(t.Head, rest[:n]...)}
+		return &localPlainConn{targetConn: tc, body: body}, nil
+	}
+	if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		return nil, err
 	}
 	return &targetConn{Conn: conn, target: target, pending: rest}, nil
+}
+
+// localPlainConn is the app's side of a client-side plain request, the
+// mirror of plainConn: reads (the app's bytes) give the request and its
+// body, and nothing after them (later bytes are read and discarded, so
+// the app's connection is not half-closed under the origin); writes (the
+// origin's bytes) carry a response head rewritten to say
+// "Connection: close".
+type localPlainConn struct {
+	*targetConn
+	body *bodyEnd
+	head []byte // the origin's bytes while a head is incomplete
+	pass bool   // the final response head went out
+}
+
+func (c *localPlainConn) Read(p []byte) (int, error) {
+	for {
+		if len(c.pending) > 0 {
+			return c.targetConn.Read(p)
+		}
+		n, err := c.Conn.Read(p)
+		if !c.body.done() && n > 0 {
+			k, berr := c.body.take(p[:n])
+			if berr != nil {
+				return 0, berr
+			}
+			if k > 0 {
+				return k, nil
+			}
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (c *localPlainConn) Write(p []byte) (int, error) {
+	if c.pass {
+		return c.Conn.Write(p)
+	}
+	if len(c.head)+len(p) > maxResponseHead {
+		return 0, errResponseHead
+	}
+	c.head = append(c.head, p...)
+	var out []byte
+	for !c.pass {
+		end := headEnd(c.head)
+		if end < 0 {
+			break
+		}
+		h, final := rewriteResponseHead(c.head[:end])
+		out = append(out, h...)
+		c.head = c.head[end:]
+		if final {
+			c.pass = true
+			out = append(out, c.head...)
+			c.head = nil
+		}
+	}
+	if len(out) > 0 {
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// CloseWrite passes on what the origin sent inside an unfinished head,
+// then the origin's FIN.
+func (c *localPlainConn) CloseWrite() error {
+	if len(c.head) > 0 {
+		_, _ = c.Conn.Write(c.head)
+		c.head, c.pass = nil, true
+	}
+	return c.targetConn.CloseWrite()
 }

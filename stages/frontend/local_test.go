@@ -26,9 +26,13 @@ func localExchange(t *testing.T, typ string, send []byte) (reply []byte, target 
 	go func() {
 		tc, err := (&LocalProxy{Type: typ, HandshakeTimeout: 5 * time.Second}).Accept(cli)
 		r := res{err: err}
-		if err == nil {
-			r.tc = tc.(*targetConn)
-		} else {
+		switch c := tc.(type) {
+		case *targetConn:
+			r.tc = c
+		case *localPlainConn:
+			r.tc = c.targetConn
+		}
+		if err != nil {
 			_ = cli.Close()
 		}
 		ch <- r
@@ -85,6 +89,59 @@ func TestLocalProxy(t *testing.T) {
 				t.Errorf("err %v", err)
 			}
 		})
+	}
+}
+
+// A client-side plain request: the app's request and body reach the
+// tunnel and nothing after them; the origin's response head says
+// Connection: close.
+func TestLocalPlainConn(t *testing.T) {
+	app, cli := net.Pipe()
+	defer app.Close()
+	req := "POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\nbo"
+	go func() {
+		_, _ = app.Write([]byte(req))
+		_, _ = app.Write([]byte("dyGET http://other.example/ HTTP/1.1\r\nCookie: secret\r\n\r\n"))
+	}()
+	tc, err := (&LocalProxy{Type: LocalHTTP}).Accept(cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	b := make([]byte, 512)
+	for !bytes.HasSuffix(got, []byte("body")) {
+		n, err := tc.Read(b)
+		if err != nil {
+			t.Fatalf("read %q: %v", got, err)
+		}
+		got = append(got, b[:n]...)
+	}
+	want := "POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+	if string(got) != want {
+		t.Fatalf("to the origin %q, want %q", got, want)
+	}
+	// What follows the body is read and discarded, never passed on.
+	leak := make(chan []byte, 1)
+	go func() {
+		n, _ := tc.Read(b)
+		leak <- append([]byte(nil), b[:n]...)
+	}()
+	go func() { _, _ = tc.Write([]byte("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")) }()
+	resp := make([]byte, 0, 256)
+	for !bytes.HasSuffix(resp, []byte("ok")) {
+		_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := app.Read(b)
+		if err != nil {
+			t.Fatalf("response %q: %v", resp, err)
+		}
+		resp = append(resp, b[:n]...)
+	}
+	if bytes.Contains(resp, []byte("keep-alive")) || !bytes.Contains(resp, []byte("Connection: close")) {
+		t.Errorf("response to the app %q", resp)
+	}
+	_ = app.Close()
+	if p := <-leak; len(p) != 0 {
+		t.Errorf("bytes after the body passed on: %q", p)
 	}
 }
 
