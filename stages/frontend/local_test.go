@@ -126,7 +126,9 @@ func TestLocalPlainConn(t *testing.T) {
 		n, _ := tc.Read(b)
 		leak <- append([]byte(nil), b[:n]...)
 	}()
-	go func() { _, _ = tc.Write([]byte("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")) }()
+	go func() {
+		_, _ = tc.Write([]byte("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"))
+	}()
 	resp := make([]byte, 0, 256)
 	for !bytes.HasSuffix(resp, []byte("ok")) {
 		_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
