@@ -453,46 +453,15 @@ func ttfbPaths(t testing.TB) []ttfbPath {
 	host, port := o.hostPort()
 	_, socks := frontendTunnel(t, FrontendConfig{Type: "socks5", Allow: loopbackOnly})
 	_, hp := frontendTunnel(t, FrontendConfig{Type: "http", Allow: loopbackOnly})
+	_, local := clientProxyTunnel(t, "socks5", FrontendConfig{Type: "socks5", Allow: loopbackOnly})
 	redirect := startTunnel(t, tunnelOpts{targetPort: int(port)})
 	redirect.waitSession()
-	get := []byte("GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	plain := func(addr string) func() (net.Conn, error) {
-		return func() (net.Conn, error) {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				_, err = c.Write(get)
-			}
-			return c, err
-		}
-	}
 	return []ttfbPath{
-		{"direct", plain(o.srv.Listener.Addr().String())},
+		{"direct", plainGet(o.srv.Listener.Addr().String())},
 		// The tunnel alone: the redirect frontend to the same origin.
-		{"redirect", plain(redirect.cli.Addr().String())},
-		{"socks5", func() (net.Conn, error) {
-			// As a SOCKS client does: wait for each answer before going on.
-			c, err := net.Dial("tcp", socks)
-			if err != nil {
-				return nil, err
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			var b [10]byte
-			for _, step := range []struct {
-				send []byte
-				read int
-			}{{[]byte{5, 1, 0}, 2}, {socksConnect(host, port)[3:], 10}, {get, 0}} {
-				if _, err := c.Write(step.send); err != nil {
-					return c, err
-				}
-				if _, err := io.ReadFull(c, b[:step.read]); err != nil {
-					return c, err
-				}
-			}
-			if b[1] != 0 {
-				return c, fmt.Errorf("socks reply %d", b[1])
-			}
-			return c, nil
-		}},
+		{"redirect", plainGet(redirect.cli.Addr().String())},
+		{"socks5", socksGet(socks, host, port)},
+		{"client-socks5", socksGet(local, host, port)}, // the client answers SOCKS5 itself
 		{"http", func() (net.Conn, error) {
 			c, err := net.Dial("tcp", hp)
 			if err == nil {
@@ -500,6 +469,48 @@ func ttfbPaths(t testing.TB) []ttfbPath {
 			}
 			return c, err
 		}},
+	}
+}
+
+// ttfbGet is the request of the TTFB measurements.
+var ttfbGet = []byte("GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+// plainGet sends the request to addr as it is.
+func plainGet(addr string) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_, err = c.Write(ttfbGet)
+		}
+		return c, err
+	}
+}
+
+// socksGet sends the request through the SOCKS5 proxy at addr to
+// host:port, as a SOCKS client does: waiting for each answer.
+func socksGet(addr, host string, port uint16) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		var b [10]byte
+		for _, step := range []struct {
+			send []byte
+			read int
+		}{{[]byte{5, 1, 0}, 2}, {socksConnect(host, port)[3:], 10}, {ttfbGet, 0}} {
+			if _, err := c.Write(step.send); err != nil {
+				return c, err
+			}
+			if _, err := io.ReadFull(c, b[:step.read]); err != nil {
+				return c, err
+			}
+		}
+		if b[1] != 0 {
+			return c, fmt.Errorf("socks reply %d", b[1])
+		}
+		return c, nil
 	}
 }
 
@@ -559,19 +570,7 @@ func TestTTFB(t *testing.T) {
 func BenchmarkTTFB(b *testing.B) {
 	for _, p := range ttfbPaths(b) {
 		b.Run(p.name, func(b *testing.B) {
-			d := make([]time.Duration, 0, b.N)
-			var total time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				x, err := p.ttfb()
-				if err != nil {
-					b.Fatal(err)
-				}
-				d = append(d, x)
-				total += x
-			}
-			b.StopTimer()
-			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			d, total := ttfbSamples(b, p)
 			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
 			b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), "p50-ns")
 		})
