@@ -197,11 +197,13 @@ func (s *shaper) admit(now time.Time, b Batch) Batch {
 	return b
 }
 
-// enqueue splits a STREAM frame into one-cell pieces (the last piece keeps
+// enqueue splits a STREAM data frame into one-cell pieces (the last piece keeps
 // the buffer and the FIN/RST flags) and queues them; any other frame is
 // queued whole, padded to whole cells.
 func (s *shaper) enqueue(f Frame) {
-	if f.Type == wire.FrameStream && len(f.Payload) > s.cellBody {
+	// Only data is split: a SYN's payload without DAT (a target) is one
+	// field and goes whole.
+	if f.Type == wire.FrameStream && f.Flags.Has(wire.FlagDAT) && len(f.Payload) > s.cellBody {
 		p, buf := f.Payload, f.buf
 		first := true
 		for len(p) > 0 {

@@ -309,3 +309,18 @@ func TestSurgeDecays(t *testing.T) {
 		t.Fatalf("a new surge sent %d cells in its first 5 ms", got)
 	}
 }
+
+// TestPacingKeepsSYNTargetWhole: a SYN whose payload is a target (no DAT)
+// is never split, even with cells smaller than the target.
+func TestPacingKeepsSYNTargetWhole(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: 128, Idle: time.Second, Rate: 1000})
+	t0 := time.Unix(1000, 0)
+	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: 3, Payload: make([]byte, 300)}}
+	s.admit(t0, Batch{f})
+	if len(s.queue) != 1 || s.queue[0].Flags != wire.FlagSYN || len(s.queue[0].Payload) != 300 {
+		t.Fatalf("queued %d frames; first %v with %d bytes", len(s.queue), s.queue[0].Flags, len(s.queue[0].Payload))
+	}
+	if n := recordLen(&s.queue[0]); n%128 != 0 {
+		t.Fatalf("the SYN's record is %d bytes, not whole cells", n)
+	}
+}
