@@ -90,7 +90,9 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 			MaxEpisode: 16 << 20,
 		}
 		if !server {
-			d.Rate, d.TailRate = 300, 300
+			// Uploads in page loads are small: past 1 MiB an upload
+			// episode is bulk and leaves the 3.5 Mbit/s pace.
+			d.Rate, d.TailRate, d.MaxEpisode = 300, 300, 1<<20
 		}
 		return d
 	case wire.DefenceMax:
@@ -102,7 +104,7 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 			MaxEpisode: 32 << 20,
 		}
 		if !server {
-			d.Rate, d.TailRate, d.MinCells = 400, 400, 256
+			d.Rate, d.TailRate, d.MinCells, d.MaxEpisode = 400, 400, 256, 2<<20
 		}
 		return d
 	}
