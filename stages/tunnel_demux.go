@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -118,18 +117,6 @@ type Demux struct {
 	closed    bool
 	draining  bool // Drain was closed
 	drained   bool // Drained was called
-}
-
-// Stats counts what happened in a session; safe to read concurrently.
-type Stats struct {
-	StreamsOpened, StreamsReset, ControlDropped, ChaffSent, ChaffReceived atomic.Int64
-	// Rekeys counts keys replaced in our sending direction (v2).
-	Rekeys atomic.Int64
-	// DefenceData and DefenceDummy are the wire bytes the defence stage
-	// sent as data and as dummies (v2, policy not off).
-	DefenceData, DefenceDummy atomic.Int64
-	// DefencePolicy is the policy of the newest session (a wire.DefencePolicy).
-	DefencePolicy atomic.Int32
 }
 
 // deadAfter is how many keepalive intervals of silence end a session.

@@ -1,6 +1,10 @@
 package stages
 
-import "usocks/wire"
+import (
+	"sync/atomic"
+
+	"usocks/wire"
+)
 
 // Chunk is ciphertext as read from the backend: backend reader → decrypt.
 // B aliases buf, which decrypt releases after copying B.
@@ -43,4 +47,18 @@ type Batch []Frame
 // to write in one call.
 type Sealed struct {
 	B []byte
+}
+
+// Stats counts what happened in a session; safe to read concurrently.
+type Stats struct {
+	StreamsOpened, StreamsReset, ControlDropped atomic.Int64
+	// ChaffReceived counts dummy (PAD) records received and discarded.
+	ChaffReceived atomic.Int64
+	// Rekeys counts keys replaced in our sending direction (v2).
+	Rekeys atomic.Int64
+	// DefenceData and DefenceDummy are the wire bytes the defence stage
+	// sent as data and as dummies (v2, policy not off).
+	DefenceData, DefenceDummy atomic.Int64
+	// DefencePolicy is the policy of the newest session (a wire.DefencePolicy).
+	DefencePolicy atomic.Int32
 }
