@@ -92,6 +92,7 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 	if c.psk, err = cfg.PSK("client"); err != nil {
 		return nil, err
 	}
+	warnDamagedKey(c.log, "client.key", cfg.Key)
 	if cfg.Backend.Type == "tls" {
 		if c.tls, err = clientTLS(&cfg.Backend); err != nil {
 			return nil, err

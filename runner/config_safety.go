@@ -3,6 +3,10 @@ package runner
 import (
 	"fmt"
 	"os"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
 )
 
 // SampleKey is the key of testdata/config/sample.yaml. It is published
@@ -31,4 +35,12 @@ func (c *Config) holdsSecrets() bool {
 		return true
 	}
 	return c.Server != nil && (c.Server.Key != "" || len(c.Server.Clients) > 0 || len(c.Server.Frontend.Users) > 0)
+}
+
+// warnDamagedKey warns when a key that was taken as a passphrase looks
+// like a base64 key with a typo: it would silently be a different key.
+func warnDamagedKey(log *logrus.Entry, key, value string) {
+	if wire.LooksLikeDamagedKey(value) {
+		log.WithField("key", key).Warn("the key looks like base64 with a typo but is taken as a passphrase; check it against `usocks genkey` output (a passphrase needs no base64 look)")
+	}
 }

@@ -203,3 +203,33 @@ func TestCheckConfigReportsEveryProblem(t *testing.T) {
 		})
 	}
 }
+
+// A key that looks like base64 with a typo is taken as a passphrase, so
+// both sides warn; a good key and a real passphrase do not.
+func TestDamagedBase64KeyWarns(t *testing.T) {
+	good := newKey(t)
+	for _, c := range []struct {
+		key  string
+		warn bool
+	}{
+		{good, false},
+		{good[:len(good)-3], true},
+		{"correct horse battery staple, said nobody", false},
+	} {
+		logger, hook := testLogger(t)
+		cfg := &ClientConfig{Common: Common{Key: c.key, Backend: BackendConfig{Server: "127.0.0.1", Port: 1}}}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewClient(cfg, logger); err != nil {
+			t.Fatal(err)
+		}
+		warned := false
+		for _, e := range hook.AllEntries() {
+			warned = warned || strings.Contains(e.Message, "looks like base64 with a typo")
+		}
+		if warned != c.warn {
+			t.Errorf("key %q: warned %v, want %v", c.key, warned, c.warn)
+		}
+	}
+}

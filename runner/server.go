@@ -87,6 +87,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	warnDamagedKey(s.log, "server.key", cfg.Key)
 	s.psk = psk
 	if cfg.Backend.Type == "tls" {
 		if s.tls, err = serverTLS(&cfg.Backend); err != nil {

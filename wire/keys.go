@@ -79,6 +79,35 @@ func parseKey(s string, stretch func(string) PSK) (PSK, error) {
 	return stretch(s), nil
 }
 
+// LooksLikeDamagedKey says whether s, if ParseKey takes it as a
+// passphrase, looks like a base64 key with a typo: 38–50 characters, all
+// from a base64 alphabet. Such a string becomes a passphrase silently;
+// callers warn about it.
+func LooksLikeDamagedKey(s string) bool {
+	s = strings.TrimSpace(s)
+	if len(s) < 38 || len(s) > 50 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z', r >= '0' && r <= '9', strings.ContainsRune("+/-_=", r):
+		default:
+			return false
+		}
+	}
+	return !isBase64Key(s)
+}
+
+// isBase64Key says whether s decodes as a 32-byte base64 key.
+func isBase64Key(s string) bool {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == KeySize {
+			return true
+		}
+	}
+	return false
+}
+
 // DerivePassphrase stretches a passphrase into a PSK with Argon2id and the
 // fixed parameters above. It takes about 64 MiB and a fraction of a second.
 func DerivePassphrase(p string) PSK {

@@ -373,3 +373,24 @@ func TestRekeyKey(t *testing.T) {
 		t.Fatal("rekeyed keys must differ from each other and from the old key")
 	}
 }
+
+func TestLooksLikeDamagedKey(t *testing.T) {
+	cases := []struct {
+		in   string
+		want bool
+	}{
+		{"Zjnt0au49mz8xIxlPxKccD6cefxCdwD45sadOvd+76k=", false},             // a valid key
+		{"Zjnt0au49mz8xIxlPxKccD6cefxCdwD45sadOvd+76", true},                // a character lost
+		{"Zjnt0au49mz8xIxlPxKccD6cefxCdwD45sadOvd+76kX9", true},             // characters added
+		{"correct horse battery staple and more", false},                    // a passphrase
+		{"a-long-but-ordinary-passphrase-of-words-only!", false},            // punctuation outside base64
+		{"shortpassphrase1234", false},                                      // too short to be a key
+		{"  Zjnt0au49mz8xIxlPxKccD6cefxCdwD45sadOvd+76  ", true},            // spaces around
+		{"Zjnt0au49mz8xIxlPxKccD6cefxCdwD45sadOvd+76kZjnt0au49mz8x", false}, // too long
+	}
+	for _, c := range cases {
+		if got := LooksLikeDamagedKey(c.in); got != c.want {
+			t.Errorf("LooksLikeDamagedKey(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
