@@ -199,13 +199,28 @@ func runSession(ctx context.Context, p sessionParams) error {
 	if p.capture != nil {
 		readRun, writeRun = p.capture.TapBackend(rd, wr)
 	}
+	// The peer's CLOSE ends the session. A v2 peer waits for ours; the
+	// original v1 closes its socket right after its close record, so a
+	// close of ours would only meet a reset socket and turn a clean end
+	// into a failure.
+	peerClosing := startClose
+	if legacy {
+		peerClosing = func() {
+			mu.Lock()
+			if !failed {
+				finalOK = false
+			}
+			mu.Unlock()
+			startClose()
+		}
+	}
 	mux := &stages.Mux{Control: control, Data: data, Out: batches, Shutdown: closing, Log: stage("mux"),
 		Final: func() (wire.FrameType, bool) { mu.Lock(); defer mu.Unlock(); return final, finalOK }}
 	dmx := &stages.Demux{
 		Role: p.role, In: frames, Data: data, Control: control,
 		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
 		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, Relay: p.relay, Memory: p.mem,
-		Closing: closing, PeerClosing: startClose, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
+		Closing: closing, PeerClosing: peerClosing, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
 		Ended: p.ended,
 	}
 

@@ -227,3 +227,39 @@ func (c *unreadConn) Close() error {
 	})
 	return c.TCPConn.Close()
 }
+
+// TestV1OriginalEndsAreClean: the original v1 ends a connection with its
+// close record and then closes its socket at once, or with EOF and no
+// close record at all. Both are normal v1 ends: our server must count them
+// as clean, not as failures or insecure closes.
+func TestV1OriginalEndsAreClean(t *testing.T) {
+	tg := startTarget(t)
+	const key = "v1 close test key"
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), protocol: "v1", noClient: true, key: key})
+	k := v1.DeriveKey(key)
+	for i, withClose := range []bool{true, false} {
+		s, err := v1.NewRandomSealer(k, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := v1.AppendMessage(nil, v1.Message{Flags: v1.SYN | v1.DAT, ID: 1, Payload: []byte{modeSilent, 'a'}})
+		b := s.AppendMessage(s.Sync(), msg)
+		if withClose {
+			b = s.AppendClose(b, [4]byte{1, 2, 3, 4})
+		}
+		c, err := net.Dial("tcp", tn.serverAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close() // at once, as the original does
+		waitFor(t, "the server to end the session", 10*time.Second, func() bool {
+			return tn.srv.Failed.Load()+tn.srv.Clean.Load() == int64(i+1)
+		})
+		if f := tn.srv.Failed.Load(); f != 0 {
+			t.Fatalf("close record %v: the server counted %d failed sessions, want a clean end", withClose, f)
+		}
+	}
+}

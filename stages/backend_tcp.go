@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 
 	"github.com/sirupsen/logrus"
 )
@@ -128,9 +129,10 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 	}
 }
 
-// writeFIN sends FIN where the socket supports half-close.
+// writeFIN sends FIN where the socket supports half-close. A peer that
+// has already gone (ENOTCONN) needs no FIN.
 func writeFIN(c io.Writer) error {
-	if err := CloseWrite(c); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := CloseWrite(c); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ENOTCONN) {
 		return &BackendError{Op: "close", Err: err}
 	}
 	return nil

@@ -177,7 +177,12 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 			}
 		case f, ok := <-d.In:
 			if !ok {
-				if d.closeSeen {
+				if d.closeSeen || d.Legacy {
+					// The original v1 often ends with EOF and no close
+					// record: for v1 that is the normal end.
+					if !d.closeSeen && d.PeerClosing != nil {
+						d.PeerClosing()
+					}
 					return ErrPeerClosed
 				}
 				return ErrInsecureClose
