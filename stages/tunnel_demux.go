@@ -456,6 +456,7 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 		if !f.Flags.Has(wire.FlagDAT) && len(f.Payload) > 0 {
 			// The SYN names its target (§6e).
 			tg, err := wire.ParseTarget(f.Payload)
+			tg.Addr = bytes.Clone(tg.Addr) // before the payload's buffer goes back to the pool
 			tf, ok := fe.(TargetFrontend)
 			f.Release() // the payload was the target, not data; the flags stay
 			if err != nil || !ok {
@@ -463,7 +464,6 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 				d.rst(id)
 				return
 			}
-			tg.Addr = bytes.Clone(tg.Addr)
 			open = func(s *stream) func() (net.Conn, error) {
 				return func() (net.Conn, error) { return tf.OpenTarget(ctx, s, tg) }
 			}
