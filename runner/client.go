@@ -261,11 +261,6 @@ func (c *Client) acceptLoop(ctx context.Context) {
 			go func() { defer local.Done(); c.localProxy(ctx, conn) }()
 			continue
 		}
-		if c.local != nil {
-			local.Add(1)
-			go func() { defer local.Done(); c.localProxy(ctx, conn) }()
-			continue
-		}
 		select {
 		case c.waiters <- struct{}{}:
 		case <-ctx.Done():
