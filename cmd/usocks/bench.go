@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"usocks/cmd/usocks/internal/bench"
 )
@@ -13,9 +12,10 @@ import (
 const benchUsage = `usage: usocks bench [flags]
 
 Runs the same workloads on loopback against direct TCP, shadowsocks-libev
-(ss-server + ss-tunnel, aes-256-gcm), usocks v2 and usocks v1, and prints
-one table (medians, ratios to shadowsocks-libev, ranges). About 2.5 minutes;
---quick takes about 30 s.
+(ss-server + ss-tunnel, aes-256-gcm), sing-box (Shadowsocks 2022, with and
+without smux), usocks v2 (defense off, and the default policy) and usocks
+v1, and prints one table (medians, ratios to shadowsocks-libev, ranges).
+About 7 minutes; --quick takes about a minute.
 
 flags:
 `
@@ -32,13 +32,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(fs.Output(), benchUsage)
 		fs.PrintDefaults()
 	}
-	tunnels := fs.String("tunnels", "all", "comma-separated: direct, ss, v2, v1 or all")
+	tunnels := fs.String("tunnels", "all", "comma-separated: direct, ss, sb, sbmux, v2off, v2, v1 or all")
 	quick := fs.Bool("quick", false, "small workloads (about 30 s in all)")
 	runs := fs.Int("runs", 0, "runs of each workload (default 3)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	markdown := fs.Bool("markdown", false, "print the tables as Markdown")
 	noPin := fs.Bool("no-pin", false, "do not pin processes to CPUs 0 and 1")
-	budget := fs.Duration("budget", 4*time.Minute+30*time.Second, "bound on the whole run")
+	budget := fs.Duration("budget", bench.DefaultBudget, "bound on the whole run")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		return err

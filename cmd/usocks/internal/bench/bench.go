@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,18 +42,23 @@ type Scale struct {
 	ManyStreams     int           `json:"many_streams"`     // concurrent echo streams
 	ManyBytes       int           `json:"many_bytes"`       // bytes echoed per stream
 	IdleStreams     int           `json:"idle_streams"`     // open idle streams for the RSS figure
+	// Settle is how long after the idle streams held after the load
+	// close the bench reads RSS again (memory handed back after a burst).
+	Settle time.Duration `json:"settle_ns"`
 }
 
 // DefaultScale is the full bench (about 35 s per tunnel).
 func DefaultScale() Scale {
 	return Scale{Runs: 3, Bulk: 3 * time.Second, RoundTrips: 20000, MsgSize: 64,
-		Connect: 2 * time.Second, ConnConcurrency: 16, ManyStreams: 200, ManyBytes: 1 << 20, IdleStreams: 1000}
+		Connect: 2 * time.Second, ConnConcurrency: 16, ManyStreams: 200, ManyBytes: 1 << 20, IdleStreams: 1000,
+		Settle: time.Minute}
 }
 
 // QuickScale is a few seconds per tunnel.
 func QuickScale() Scale {
 	return Scale{Runs: 3, Bulk: 500 * time.Millisecond, RoundTrips: 2000, MsgSize: 64,
-		Connect: 500 * time.Millisecond, ConnConcurrency: 16, ManyStreams: 50, ManyBytes: 256 << 10, IdleStreams: 200}
+		Connect: 500 * time.Millisecond, ConnConcurrency: 16, ManyStreams: 50, ManyBytes: 256 << 10, IdleStreams: 200,
+		Settle: 5 * time.Second}
 }
 
 func (s Scale) validate() error {
@@ -75,9 +81,14 @@ func (s Scale) validate() error {
 		return errors.New("concurrent streams × bytes must be 1..2 GiB")
 	case s.IdleStreams < 1 || s.IdleStreams > 10000:
 		return errors.New("idle streams must be 1..10000")
+	case s.Settle < 0 || s.Settle > 5*time.Minute:
+		return errors.New("settle time must be in [0, 5m]")
 	}
 	return nil
 }
+
+// DefaultBudget bounds a whole run unless Options.Budget says otherwise.
+const DefaultBudget = 9 * time.Minute
 
 // Options configure Run.
 type Options struct {
@@ -90,7 +101,7 @@ type Options struct {
 	// tunnel clients; CPU 1: tunnel servers and target). Without it, or
 	// with fewer than two CPUs or no taskset, nothing is pinned.
 	Pin bool
-	// Budget bounds the whole run (default 4m30s).
+	// Budget bounds the whole run (default DefaultBudget).
 	Budget time.Duration
 	// Log gets progress lines (may be nil).
 	Log io.Writer
@@ -103,7 +114,8 @@ type bencher struct {
 	dir      string
 	payloads *Payloads
 	log      io.Writer
-	cpus     int // CPUs this process could use before pinning
+	logMu    sync.Mutex // the settle goroutines log too
+	cpus     int        // CPUs this process could use before pinning
 }
 
 // Run runs the bench and returns its report.
@@ -120,7 +132,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	opts.Tunnels = keys // table order
 	if opts.Budget <= 0 {
-		opts.Budget = 4*time.Minute + 30*time.Second
+		opts.Budget = DefaultBudget
 	}
 	b := &bencher{opts: opts, exe: opts.Exe, log: opts.Log, cpus: cpusAllowed()}
 	if b.log == nil {
@@ -216,6 +228,8 @@ func (b *bencher) pin() string {
 }
 
 func (b *bencher) logf(format string, a ...any) {
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
 	fmt.Fprintf(b.log, format+"\n", a...)
 }
 
@@ -265,8 +279,15 @@ func (b *bencher) runAll(ctx context.Context) []*TunnelResult {
 		switch key {
 		case SS:
 			res.Detail = ssVersion() + ", " + SSMethod + ", --no-delay"
+		case SB, SBMux:
+			res.Detail = singBoxVersion() + ", " + SBMethod
+			if key == SBMux {
+				res.Detail += ", smux (one connection)"
+			}
+		case V2Off:
+			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto), defense: off"
 		case V2:
-			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto)"
+			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto), defense: standard (the default)"
 		case V1:
 			res.Detail = "protocol: v1"
 		}
@@ -316,6 +337,16 @@ func (b *bencher) runAll(ctx context.Context) []*TunnelResult {
 			}
 		}
 	}
+	// Idle streams again, now that the bulk workloads have grown every
+	// heap, then RSS once they have been closed for Settle.
+	var settled sync.WaitGroup
+	for _, l := range tunnels {
+		if ctx.Err() != nil || !l.alive() {
+			continue
+		}
+		b.idleAfterLoad(ctx, l, &settled)
+	}
+	settled.Wait()
 	for _, l := range tunnels {
 		l.alive() // notes a process that exited
 		for k, v := range l.vals {
@@ -428,6 +459,34 @@ func (b *bencher) idle(ctx context.Context, l *live) {
 	b.rss(l.res, l.s, "rss_streams")
 	b.logf("bench: %s: RSS with %d idle streams: client %s server %s MiB", l.res.Name, sc.IdleStreams,
 		metricStr(l.res.Metrics["rss_streams_client_mib"]), metricStr(l.res.Metrics["rss_streams_server_mib"]))
+}
+
+// idleAfterLoad is workload 6: resident memory while holding idle streams
+// after the other workloads, and Settle after those streams closed (read
+// by a goroutine that wg tracks, so that the tunnels settle in parallel).
+func (b *bencher) idleAfterLoad(ctx context.Context, l *live, wg *sync.WaitGroup) {
+	sc := b.opts.Scale
+	conns, err := HoldIdle(ctx, l.s.addr, sc.IdleStreams, 32)
+	if err != nil {
+		l.res.fail("rss_load_client_mib", err)
+		l.res.fail("rss_load_server_mib", err)
+		return
+	}
+	time.Sleep(500 * time.Millisecond)
+	b.rss(l.res, l.s, "rss_load")
+	closeAll(conns)
+	b.logf("bench: %s: RSS with %d idle streams after load: client %s server %s MiB", l.res.Name, sc.IdleStreams,
+		metricStr(l.res.Metrics["rss_load_client_mib"]), metricStr(l.res.Metrics["rss_load_server_mib"]))
+	wg.Go(func() {
+		select {
+		case <-time.After(sc.Settle):
+		case <-ctx.Done():
+			return
+		}
+		b.rss(l.res, l.s, "rss_settled")
+		b.logf("bench: %s: RSS %v after the streams closed: client %s server %s MiB", l.res.Name, sc.Settle,
+			metricStr(l.res.Metrics["rss_settled_client_mib"]), metricStr(l.res.Metrics["rss_settled_server_mib"]))
+	})
 }
 
 // rss records the resident memory of the tunnel's client and server.

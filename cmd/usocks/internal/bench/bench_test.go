@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"net"
 	"strings"
@@ -96,9 +97,48 @@ func TestParseTunnels(t *testing.T) {
 	if got, _ := ParseTunnels("shadowsocks-libev"); len(got) != 1 || got[0] != SS {
 		t.Errorf("alias = %v", got)
 	}
+	if got, _ := ParseTunnels("v2,sing-box,v2off"); strings.Join(got, ",") != "sb,sbmux,v2off,v2" {
+		t.Errorf("sing-box alias and order = %v", got)
+	}
 	for _, bad := range []string{"", "wireguard", " , "} {
 		if _, err := ParseTunnels(bad); err == nil {
 			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestSingBoxConfigs(t *testing.T) {
+	for _, mux := range []bool{false, true} {
+		srv, cli, err := singBoxConfigs(mux, "cGFzcw==", 1001, 1002, "127.0.0.1", 1003)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s, c struct {
+			Inbounds  []map[string]any `json:"inbounds"`
+			Outbounds []map[string]any `json:"outbounds"`
+		}
+		if err := errors.Join(json.Unmarshal(srv, &s), json.Unmarshal(cli, &c)); err != nil {
+			t.Fatal(err)
+		}
+		in, out, local := s.Inbounds[0], c.Outbounds[0], c.Inbounds[0]
+		switch {
+		case in["type"] != "shadowsocks" || in["method"] != SBMethod || in["listen_port"] != 1001.0:
+			t.Errorf("mux %v: server inbound %v", mux, in)
+		case out["type"] != "shadowsocks" || out["server_port"] != 1001.0 || out["password"] != "cGFzcw==":
+			t.Errorf("mux %v: client outbound %v", mux, out)
+		case local["type"] != "direct" || local["listen_port"] != 1002.0 || local["override_port"] != 1003.0:
+			t.Errorf("mux %v: client inbound %v", mux, local)
+		case (out["multiplex"] != nil) != mux || (in["multiplex"] != nil) != mux:
+			t.Errorf("mux %v: multiplex %v / %v", mux, out["multiplex"], in["multiplex"])
+		}
+	}
+}
+
+func TestUsocksConfigDefense(t *testing.T) {
+	for _, tc := range []struct{ defense, want string }{{"off", "\n  defense: off\n"}, {"standard", "\n  defense: standard\n"}, {"", ""}} {
+		cfg := usocksConfig("v2", tc.defense, "k", 1, 2, "127.0.0.1", "3")
+		if got := strings.Count(cfg, "defense:"); (tc.want == "") != (got == 0) || (tc.want != "" && !strings.Contains(cfg, tc.want)) {
+			t.Errorf("defense %q: config\n%s", tc.defense, cfg)
 		}
 	}
 }
@@ -255,7 +295,7 @@ func TestWriteTable(t *testing.T) {
 	if !strings.HasPrefix(v2[end-len("2.00 (0.50x)"):], "2.00 (0.50x)") {
 		t.Errorf("columns misaligned:\n%s\n%s", head, v2)
 	}
-	for _, want := range []string{"ranges (min–max of 3 runs)", "1.80–2.20", "error: usocks v2, down Gbit/s: boom", "load average"} {
+	for _, want := range []string{"ranges (min–max of 3 runs)", "1.80–2.20", "error: usocks v2 default, down Gbit/s: boom", "load average"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}

@@ -279,6 +279,13 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// twoPorts is freePort twice: a tunnel's server port and its client's.
+func twoPorts() (int, int, error) {
+	a, err1 := freePort()
+	b, err2 := freePort()
+	return a, b, errors.Join(err1, err2)
+}
+
 // ephemeralLow is the first port of the ephemeral range; 0 if unknown.
 func ephemeralLow() int {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")

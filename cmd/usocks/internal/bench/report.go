@@ -59,7 +59,8 @@ type Column struct {
 	Key    string `json:"key"`
 	Head   string `json:"head"`
 	Better string `json:"better,omitempty"` // "higher" or "lower"
-	// Ratio: usocks rows also show value / shadowsocks-libev's value.
+	// Ratio: the other tunnels' rows also show value /
+	// shadowsocks-libev's value.
 	Ratio bool `json:"ratio"`
 }
 
@@ -78,6 +79,10 @@ func Columns(s Scale) []Column {
 		{"rss_idle_server_mib", "RSS idle srv MiB", "lower", true},
 		{"rss_streams_client_mib", fmt.Sprintf("RSS %s str cli MiB", countStr(s.IdleStreams)), "lower", true},
 		{"rss_streams_server_mib", fmt.Sprintf("RSS %s str srv MiB", countStr(s.IdleStreams)), "lower", true},
+		{"rss_load_client_mib", fmt.Sprintf("RSS %s str after load cli MiB", countStr(s.IdleStreams)), "lower", true},
+		{"rss_load_server_mib", fmt.Sprintf("RSS %s str after load srv MiB", countStr(s.IdleStreams)), "lower", true},
+		{"rss_settled_client_mib", fmt.Sprintf("RSS %s later cli MiB", durStr(s.Settle)), "lower", true},
+		{"rss_settled_server_mib", fmt.Sprintf("RSS %s later srv MiB", durStr(s.Settle)), "lower", true},
 		{"cpu_client_s", "CPU cli s", "lower", true},
 		{"cpu_server_s", "CPU srv s", "lower", true},
 	}
@@ -91,6 +96,13 @@ func sizeStr(n int) string {
 		return fmt.Sprintf("%dKiB", n>>10)
 	}
 	return fmt.Sprintf("%dB", n)
+}
+
+func durStr(d time.Duration) string {
+	if d >= time.Second && d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return d.String()
 }
 
 func countStr(n int) string {
@@ -130,8 +142,9 @@ func fmtRatio(v, base float64) string {
 	}
 }
 
-// isUsocks says whether a row gets ratios to shadowsocks-libev.
-func isUsocks(key string) bool { return key == V2 || key == V1 }
+// hasRatio says whether a row gets ratios to shadowsocks-libev: every
+// tunnel but direct TCP and shadowsocks-libev itself.
+func hasRatio(key string) bool { return key != Direct && key != SS }
 
 // cell is one table cell of a figure: its median, and for usocks rows its
 // ratio to shadowsocks-libev.
@@ -160,7 +173,7 @@ func (r *Report) cell(t *TunnelResult, c Column, ss *TunnelResult) string {
 	if _, failed := t.Errors[c.Key]; failed {
 		s += "!"
 	}
-	if c.Ratio && ss != nil && isUsocks(t.Key) {
+	if c.Ratio && ss != nil && hasRatio(t.Key) {
 		if base := ss.Metrics[c.Key]; base != nil {
 			if q := fmtRatio(m.Median, base.Median); q != "" {
 				s += " (" + q + ")"
@@ -242,11 +255,11 @@ func (r *Report) WriteTable(w io.Writer, markdown bool) error {
 func (r *Report) legend() []string {
 	s := r.Scale
 	out := []string{
-		"(N.Nx) is the usocks figure divided by shadowsocks-libev's from the same run; err: the workload failed (see below); !: some runs failed.",
+		"(N.Nx) is the figure divided by shadowsocks-libev's from the same run; err: the workload failed (see below); !: some runs failed.",
 		fmt.Sprintf("up/down: one stream, %v each way per run. RR: %d round trips of %d bytes on one stream (p50/p99).", s.Bulk, s.RoundTrips, s.MsgSize),
 		fmt.Sprintf("streams/s: connect, 1-byte echo, close (the target first), %d at a time for %v; stream p99: connect to first echo.", s.ConnConcurrency, s.Connect),
 		fmt.Sprintf("%d×%s: that many streams at once, each echoed and SHA-256-checked; lost B: bytes not echoed intact, all runs.", s.ManyStreams, sizeStr(s.ManyBytes)),
-		fmt.Sprintf("RSS: VmRSS of the tunnel's client (cli) and server (srv), idle and holding %d open idle streams, on fresh processes before the other workloads. CPU: user+system seconds of each side for one %d-stream run.", s.IdleStreams, s.ManyStreams),
+		fmt.Sprintf("RSS: VmRSS of the tunnel's client (cli) and server (srv), idle and holding %d open idle streams, on fresh processes before the other workloads; again holding %[1]d idle streams after all the other workloads (after load), and %[3]s after those streams closed (later). CPU: user+system seconds of each side for one %[2]d-stream run.", s.IdleStreams, s.ManyStreams, durStr(s.Settle)),
 	}
 	for _, t := range r.Tunnels {
 		if t.Detail != "" {

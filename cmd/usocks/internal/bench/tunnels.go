@@ -24,12 +24,15 @@ import (
 const (
 	Direct = "direct"
 	SS     = "ss"
-	V2     = "v2"
+	SB     = "sb"    // sing-box, Shadowsocks 2022
+	SBMux  = "sbmux" // sing-box, Shadowsocks 2022 with smux
+	V2Off  = "v2off" // usocks v2 with `defense: off`
+	V2     = "v2"    // usocks v2 with the default defence policy
 	V1     = "v1"
 )
 
 // AllTunnels is every tunnel the bench knows, in table order.
-var AllTunnels = []string{Direct, SS, V2, V1}
+var AllTunnels = []string{Direct, SS, SB, SBMux, V2Off, V2, V1}
 
 // tunnelName is a tunnel's row label.
 func tunnelName(key string) string {
@@ -38,8 +41,14 @@ func tunnelName(key string) string {
 		return "direct TCP"
 	case SS:
 		return "shadowsocks-libev"
+	case SB:
+		return "sing-box SS-2022"
+	case SBMux:
+		return "sing-box SS-2022 + smux"
+	case V2Off:
+		return "usocks v2 defense off"
 	case V2:
-		return "usocks v2"
+		return "usocks v2 default"
 	case V1:
 		return "usocks v1"
 	}
@@ -63,10 +72,12 @@ func ParseTunnels(s string) ([]string, error) {
 			}
 		case "shadowsocks", "shadowsocks-libev", "ss-libev":
 			want[SS] = true
-		case Direct, SS, V2, V1:
+		case "sing-box":
+			want[SB], want[SBMux] = true, true
+		case Direct, SS, SB, SBMux, V2Off, V2, V1:
 			want[f] = true
 		default:
-			return nil, fmt.Errorf("unknown tunnel %q (want direct, ss, v2, v1 or all)", f)
+			return nil, fmt.Errorf("unknown tunnel %q (want direct, ss, sb, sbmux, v2off, v2, v1 or all)", f)
 		}
 	}
 	var out []string
@@ -115,8 +126,13 @@ func (b *bencher) startTunnel(ctx context.Context, key string) (_ *setup, err er
 			s.stop()
 		}
 	}()
-	if key == SS {
+	switch key {
+	case SS:
 		if _, _, err := ssBinaries(); err != nil {
+			return s, err
+		}
+	case SB, SBMux:
+		if _, err := singBoxBinary(); err != nil {
 			return s, err
 		}
 	}
@@ -129,7 +145,9 @@ func (b *bencher) startTunnel(ctx context.Context, key string) (_ *setup, err er
 		return s, nil
 	case SS:
 		err = b.startSS(ctx, s, targetAddr)
-	case V2, V1:
+	case SB, SBMux:
+		err = b.startSingBox(ctx, s, key == SBMux, targetAddr)
+	case V2Off, V2, V1:
 		err = b.startUsocks(ctx, s, key, targetAddr)
 	default:
 		err = fmt.Errorf("unknown tunnel %q", key)
@@ -204,28 +222,43 @@ func (b *bencher) startUsocks(ctx context.Context, s *setup, key, targetAddr str
 	if err != nil {
 		return err
 	}
-	sport, err1 := freePort()
-	cport, err2 := freePort()
-	if err := errors.Join(err1, err2); err != nil {
+	sport, cport, err := twoPorts()
+	if err != nil {
 		return err
 	}
 	thost, tport, err := net.SplitHostPort(targetAddr)
 	if err != nil {
 		return err
 	}
-	cfg := usocksConfig(key, psk, sport, cport, thost, tport)
+	protocol, defense := key, ""
+	switch key {
+	case V2Off:
+		protocol, defense = V2, "off"
+	case V2:
+		defense = "standard"
+	}
+	cfg := usocksConfig(protocol, defense, psk, sport, cport, thost, tport)
 	file := filepath.Join(b.dir, "usocks-"+key+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return err
 	}
 	logArgs := []string{"-c", file, "--log-level", "warn"}
-	if s.server, err = startProc("usocks "+key+" server", b.taskset, 1, b.exe, append([]string{"server"}, logArgs...), nil); err != nil {
+	return b.startPair(ctx, s, "usocks "+key, b.exe, append([]string{"server"}, logArgs...), sport,
+		b.exe, append([]string{"client"}, logArgs...), cport)
+}
+
+// startPair starts a tunnel's server (CPU 1) and, once it listens on
+// sport, its client (CPU 0), and waits for the client to listen on cport,
+// the tunnel's entry.
+func (b *bencher) startPair(ctx context.Context, s *setup, name, sexe string, sargs []string, sport int,
+	cexe string, cargs []string, cport int) (err error) {
+	if s.server, err = startProc(name+" server", b.taskset, 1, sexe, sargs, nil); err != nil {
 		return err
 	}
 	if err := waitListening(ctx, s.server, sport, 15*time.Second); err != nil {
 		return asUnavailable(s.server, err)
 	}
-	if s.client, err = startProc("usocks "+key+" client", b.taskset, 0, b.exe, append([]string{"client"}, logArgs...), nil); err != nil {
+	if s.client, err = startProc(name+" client", b.taskset, 0, cexe, cargs, nil); err != nil {
 		return err
 	}
 	if err := waitListening(ctx, s.client, cport, 15*time.Second); err != nil {
@@ -235,13 +268,18 @@ func (b *bencher) startUsocks(ctx context.Context, s *setup, key, targetAddr str
 	return nil
 }
 
-// usocksConfig is the YAML for both sides of one usocks tunnel.
-func usocksConfig(protocol, key string, sport, cport int, thost, tport string) string {
+// usocksConfig is the YAML for both sides of one usocks tunnel; defense
+// is the policy the client asks for ("" for none: v1).
+func usocksConfig(protocol, defense, key string, sport, cport int, thost, tport string) string {
+	dl := ""
+	if defense != "" {
+		dl = "\n  defense: " + defense
+	}
 	return fmt.Sprintf(`# usocks bench, protocol %[1]s
 client:
   backend: {type: plain_tcp, server: 127.0.0.1, port: %[3]d}
   key: %[2]q
-  protocol: %[1]s
+  protocol: %[1]s%[7]s
   address: 127.0.0.1
   port: %[4]d
 server:
@@ -250,7 +288,7 @@ server:
   key: %[2]q
   protocol: %[1]s
   probe_timeout: 10s
-`, protocol, key, sport, cport, thost, tport)
+`, protocol, key, sport, cport, thost, tport, dl)
 }
 
 // asUnavailable turns a start-up failure of a process that exited into
@@ -279,9 +317,8 @@ func (b *bencher) startSS(ctx context.Context, s *setup, targetAddr string) erro
 	if err != nil {
 		return err
 	}
-	sport, err1 := freePort()
-	cport, err2 := freePort()
-	if err := errors.Join(err1, err2); err != nil {
+	sport, cport, err := twoPorts()
+	if err != nil {
 		return err
 	}
 	var pw [16]byte
@@ -305,18 +342,6 @@ func (b *bencher) startSS(ctx context.Context, s *setup, targetAddr string) erro
 	if err := os.WriteFile(file, cfg, 0o600); err != nil {
 		return err
 	}
-	if s.server, err = startProc("ss-server", b.taskset, 1, server, []string{"-c", file, "--no-delay"}, nil); err != nil {
-		return err
-	}
-	if err := waitListening(ctx, s.server, sport, 15*time.Second); err != nil {
-		return asUnavailable(s.server, err)
-	}
-	if s.client, err = startProc("ss-tunnel", b.taskset, 0, tunnel, []string{"-c", file, "-L", targetAddr, "--no-delay"}, nil); err != nil {
-		return err
-	}
-	if err := waitListening(ctx, s.client, cport, 15*time.Second); err != nil {
-		return asUnavailable(s.client, err)
-	}
-	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cport))
-	return nil
+	return b.startPair(ctx, s, "shadowsocks-libev", server, []string{"-c", file, "--no-delay"}, sport,
+		tunnel, []string{"-c", file, "-L", targetAddr, "--no-delay"}, cport)
 }
