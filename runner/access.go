@@ -97,9 +97,15 @@ func newServerMetrics(s *Server) *metrics {
 		{"usocks_sessions_failed_total", "Sessions that ended with an error.", &s.Failed},
 		{"usocks_connections_rejected_total", "Connections that got the invalid-input reaction or the decoy.", &s.Rejected},
 		{"usocks_handshakes_store_down_total", "Handshakes refused because the replay store could not answer.", &s.StoreDown},
+		{"usocks_limit_sessions_refused_total", "Sessions refused by max_sessions or max_sessions_per_user.", &s.limits.Refused.Sessions},
+		{"usocks_limit_dials_refused_total", "Target dials refused by session_dial_rate or session_max_dials.", &s.limits.Refused.Dials},
+		{"usocks_limit_udp_refused_total", "UDP associations refused by session_max_udp.", &s.limits.Refused.UDP},
+		{"usocks_limit_fds_refused_total", "Sessions, streams and UDP associations refused near the open file limit.", &s.limits.Refused.FDs},
 	} {
 		m.counter(c.name, c.help, "server", c.n.Load)
 	}
+	m.gauge("usocks_sessions_open", "Sessions running.", "server", s.limits.count)
+	m.gauge("usocks_limit_fds_held", "Descriptors held by sessions, streams and UDP sockets (counted against the open file limit).", "server", s.limits.fds.held.Load)
 	return m
 }
 

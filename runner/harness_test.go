@@ -186,6 +186,8 @@ type tunnelOpts struct {
 	clientPlaintext, serverPlaintext bool
 	// metrics serves both sides' metrics on loopback ports of their own.
 	metrics bool
+	// limits are the server's limits (zero: the defaults).
+	limits Limits
 }
 
 func testLogger(t testing.TB) (*logrus.Logger, *test.Hook) {
@@ -245,6 +247,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: o.targetPort},
 		ProbeTimeout: o.probe,
 		MaxPending:   o.maxPending,
+		Limits:       o.limits,
 	}
 	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
 	if o.metrics {

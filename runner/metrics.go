@@ -57,6 +57,12 @@ func (m *metrics) counter(name, help, side string, load func() int64) {
 		ConstLabels: prometheus.Labels{"side": side}}, func() float64 { return float64(load()) }))
 }
 
+// gauge exposes a level the tunnel keeps as a Prometheus gauge.
+func (m *metrics) gauge(name, help, side string, load func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help,
+		ConstLabels: prometheus.Labels{"side": side}}, func() float64 { return float64(load()) }))
+}
+
 // stats exposes every counter of stages.Stats, named after its field
 // (DefenceDummy → usocks_defence_dummy_total), so counters added there
 // show up without a change here.

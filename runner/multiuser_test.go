@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -10,6 +11,18 @@ import (
 // runClient starts a client with cfg against a server and reports whether
 // it got a session within wait.
 func runClient(t *testing.T, cfg *ClientConfig, wait time.Duration) (*Client, bool) {
+	cli, _ := startClientWith(t, cfg)
+	select {
+	case <-cli.Sessions:
+		return cli, true
+	case <-time.After(wait):
+		return cli, false
+	}
+}
+
+// startClientWith runs a client with cfg on loopback (short backoff) until
+// the test ends or stop is called.
+func startClientWith(t *testing.T, cfg *ClientConfig) (cli *Client, stop func()) {
 	logger, _ := testLogger(t)
 	cln := listenLocal(t)
 	cfg.Address, cfg.Port = "127.0.0.1", cln.Addr().(*net.TCPAddr).Port
@@ -22,35 +35,22 @@ func runClient(t *testing.T, cfg *ClientConfig, wait time.Duration) (*Client, bo
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = cli.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-cli.Sessions:
-		return cli, true
-	case <-time.After(wait):
-		return cli, false
-	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return cli, stop
 }
 
 // startMultiUserServer runs a multi-user server (identity key, users by
 // name) until the test ends.
 func startMultiUserServer(t *testing.T, identity string, users map[string]string, targetPort int, probe time.Duration) *Server {
 	t.Helper()
-	logger, _ := testLogger(t)
-	sln := listenLocal(t)
-	srv, err := NewServer(&ServerConfig{
-		Common:       Common{Key: identity, Backend: BackendConfig{Address: "127.0.0.1", Port: sln.Addr().(*net.TCPAddr).Port}},
+	srv, _ := startServerWith(t, &ServerConfig{
+		Common:       Common{Key: identity},
 		Frontend:     FrontendConfig{Server: "127.0.0.1", Port: targetPort},
 		Clients:      users,
 		ProbeTimeout: probe,
-	}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.UseListener(sln)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	})
 	return srv
 }
 

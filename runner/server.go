@@ -70,8 +70,9 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending),
-		limits: newLimiter(cfg.Limits)}
+	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending)}
+	fds := newFDGuard(checkFDs(s.log, cfg.MaxPending, cfg.MaxSessions), cfg.MaxPending)
+	s.limits = newLimiter(cfg.Limits, len(cfg.Clients) > 0, fds)
 	s.metrics = newServerMetrics(s)
 	fe, err := newFrontend(cfg, s.log)
 	if err != nil {
@@ -319,9 +320,14 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	if name := s.userName(keys.User); name != "" {
 		log = log.WithField("user", name)
 	}
-	log.WithFields(logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()}).Info("session established")
-	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc, mem: s.limits.sessionMemory(keys.User)})
+	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc}, keys.User,
+		logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()})
 }
+
+// refusing is the frontend of a refused session.
+type refusing struct{ err error }
+
+func (r refusing) Open(context.Context, stages.StreamIO) (net.Conn, error) { return nil, r.err }
 
 // serveV1 runs a v1 tunnel on a plain_tcp connection or a complete
 // multi_tcp group.
@@ -334,19 +340,33 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.Sessions.Add()
-	log.Info("session started (protocol v1)")
-	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys, capture: s.capture.Session(conn.RemoteAddr().String()),
-		mem: s.limits.sessionMemory(wire.UserID{})})
+	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys, capture: s.capture.Session(conn.RemoteAddr().String())},
+		wire.UserID{}, logrus.Fields{"protocol": "v1"})
 }
 
-func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams) {
-	p.role, p.frontend, p.maxStreams = stages.Server, s.fe, s.cfg.MaxStreams
+// runSession runs an authenticated session of user within the limits; a
+// session past them is refused: it ends at once with a clean CLOSE.
+func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams, user wire.UserID, fields logrus.Fields) {
+	p.role, p.maxStreams = stages.Server, s.cfg.MaxStreams
 	p.idle, p.half = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout
 	p.keepalive = max(s.cfg.KeepAlive, 0) // every v2 peer answers pings
 	p.rekeyAfter, p.tuning = s.cfg.RekeyAfter, s.cfg.DefenseTuning
 	p.log, p.stats = log.WithField("layer", "session"), &s.Stats
-	p.ended = accessLog(log, stages.Server, s.countStream)
-	err := runSession(ctx, p)
+	access := accessLog(log, stages.Server, s.countStream)
+	sl, err := s.limits.open(user, p.log)
+	if err != nil {
+		log.WithError(err).Warn("session refused by a limit")
+		p.frontend, p.ended = refusing{err}, access
+		cctx, cancel := context.WithCancel(ctx)
+		cancel() // the session says CLOSE and ends
+		_ = runSession(cctx, p)
+		return
+	}
+	defer sl.close()
+	log.WithFields(fields).Info("session established")
+	p.frontend, p.mem = sl.frontend(s.fe), sl.mem
+	p.ended = func(e stages.StreamEnd) { sl.ended(e.ID); access(e) }
+	err = runSession(ctx, p)
 	if err != nil {
 		s.Failed.Add()
 		log.WithError(err).Warn("session ended")

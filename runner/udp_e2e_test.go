@@ -54,6 +54,18 @@ func dnsQuery(id uint16, name string) []byte {
 // socksUDP runs the SOCKS5 UDP ASSOCIATE exchange on a TCP connection to
 // the client and returns the relay address from the reply.
 func socksUDP(t *testing.T, proxy string) (net.Conn, netip.AddrPort) {
+	t.Helper()
+	c, code, relay := socksAssociate(t, proxy)
+	if code != frontend.SocksSucceeded {
+		t.Fatalf("UDP ASSOCIATE reply code %d", code)
+	}
+	return c, relay
+}
+
+// socksAssociate runs the exchange and returns the reply's code (and the
+// relay address if it succeeded).
+func socksAssociate(t *testing.T, proxy string) (net.Conn, byte, netip.AddrPort) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -74,35 +86,25 @@ func socksUDP(t *testing.T, proxy string) (net.Conn, netip.AddrPort) {
 	if _, err := io.ReadFull(c, rep[:]); err != nil {
 		t.Fatalf("UDP ASSOCIATE reply: %v", err)
 	}
-	if rep[1] != frontend.SocksSucceeded || rep[3] != frontend.SocksAtypIPv4 {
+	if rep[1] != frontend.SocksSucceeded {
+		return c, rep[1], netip.AddrPort{}
+	}
+	if rep[3] != frontend.SocksAtypIPv4 {
 		t.Fatalf("UDP ASSOCIATE reply %x", rep)
 	}
 	_ = c.SetDeadline(time.Time{})
-	return c, netip.AddrPortFrom(netip.AddrFrom4([4]byte(rep[4:8])), binary.BigEndian.Uint16(rep[8:10]))
+	return c, rep[1], netip.AddrPortFrom(netip.AddrFrom4([4]byte(rep[4:8])), binary.BigEndian.Uint16(rep[8:10]))
 }
 
-// TestSocks5UDPAssociateDNS sends a DNS query through a SOCKS5 UDP
-// association, over the tunnel, to a resolver on loopback, and checks the
-// answer; then the association ends with its TCP connection.
-func TestSocks5UDPAssociateDNS(t *testing.T) {
-	dns := dnsServer(t)
-	yes := true
-	tn, proxy := frontendTunnel(t, FrontendConfig{Type: "socks5", Allow: []string{"127.0.0.0/8"}, UDP: &yes, UDPRefuse443: true})
-	ctrl, relay := socksUDP(t, proxy)
-	defer ctrl.Close()
-	if relay.String() != proxy {
-		t.Fatalf("relay %s, want the client's own address %s", relay, proxy)
-	}
-	app, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+// dnsRoundTrip sends a DNS query with id from app through the association
+// at relay to dns and checks the answer.
+func dnsRoundTrip(t *testing.T, app *net.UDPConn, relay netip.AddrPort, dns *net.UDPConn, id uint16) {
+	t.Helper()
 	dst := dns.LocalAddr().(*net.UDPAddr).AddrPort()
-	query := dnsQuery(0x4242, "example.test")
-	datagram := frontend.AppendUDPDatagram(nil, dst, query)
+	datagram := frontend.AppendUDPDatagram(nil, dst, dnsQuery(id, "example.test"))
 	buf := make([]byte, 1500)
 	var n int
+	var err error
 	for try := 0; ; try++ { // UDP may drop: a few tries, bounded
 		if _, err := app.WriteToUDPAddrPort(datagram, relay); err != nil {
 			t.Fatal(err)
@@ -123,9 +125,39 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 	if h.Host != "127.0.0.1" || h.Port != dst.Port() {
 		t.Fatalf("answer from %s:%d, want %s", h.Host, h.Port, dst)
 	}
-	if binary.BigEndian.Uint16(answer) != 0x4242 || answer[2]&0x80 == 0 || !bytes.HasSuffix(answer, []byte{10, 1, 2, 3}) {
+	if binary.BigEndian.Uint16(answer) != id || answer[2]&0x80 == 0 || !bytes.HasSuffix(answer, []byte{10, 1, 2, 3}) {
 		t.Fatalf("bad DNS answer %x", answer)
 	}
+}
+
+// appUDP is an app's UDP socket on loopback.
+func appUDP(t *testing.T) *net.UDPConn {
+	t.Helper()
+	app, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Close() })
+	return app
+}
+
+// TestSocks5UDPAssociateDNS sends a DNS query through a SOCKS5 UDP
+// association, over the tunnel, to a resolver on loopback, and checks the
+// answer; then the association ends with its TCP connection.
+func TestSocks5UDPAssociateDNS(t *testing.T) {
+	dns := dnsServer(t)
+	yes := true
+	tn, proxy := frontendTunnel(t, FrontendConfig{Type: "socks5", Allow: []string{"127.0.0.0/8"}, UDP: &yes, UDPRefuse443: true})
+	ctrl, relay := socksUDP(t, proxy)
+	defer ctrl.Close()
+	if relay.String() != proxy {
+		t.Fatalf("relay %s, want the client's own address %s", relay, proxy)
+	}
+	app := appUDP(t)
+	dnsRoundTrip(t, app, relay, dns, 0x4242)
+	dst := dns.LocalAddr().(*net.UDPAddr).AddrPort()
+	datagram := frontend.AppendUDPDatagram(nil, dst, dnsQuery(0x4242, "example.test"))
+	buf := make([]byte, 1500)
 	// UDP/443 is refused (QUIC falls back to TCP): dropped and counted.
 	s5 := tn.srv.fe.(*frontend.Socks5)
 	before := s5.UDPStats.Refused.Load()

@@ -73,7 +73,8 @@ func dialerOr(d *Dialer) *Dialer {
 
 // Dial connects to host:port over TCP. host is an IP literal or a name.
 // Names under the reserved .invalid TLD fail at once (RFC 6761) without
-// any query. Errors can be sorted with classifyDialError.
+// any query. The dial waits for a slot of the Dialer and of the
+// session's Gate. Errors can be sorted with classifyDialError.
 func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
 	if isInvalidName(host) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
@@ -92,6 +93,11 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (net.Conn, 
 			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("waiting for a dial slot: %w", ctx.Err())}
 		}
 	}
+	done, err := gateFrom(ctx).Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	nd := net.Dialer{
 		KeepAlive:     -1, // streams have idle timeouts; saves syscalls per dial
 		FallbackDelay: d.fallbackDelay,

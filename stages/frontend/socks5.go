@@ -294,18 +294,25 @@ func (f *Socks5) associate(ctx context.Context, s stages.StreamIO, log *logrus.E
 	if !ok {
 		return f.refuse(s, SocksCmdNotSupported)
 	}
+	release, err := gateFrom(ctx).Socket()
+	if err != nil {
+		log.WithError(err).Debug("udp associate refused")
+		return f.refuse(s, SocksGeneralFailure)
+	}
 	pc, err := net.ListenUDP("udp", nil)
 	if err != nil {
+		release()
 		log.WithError(err).Warn("udp associate: no socket")
 		return f.refuse(s, SocksGeneralFailure)
 	}
 	in, err := ds.OpenAssociation()
 	if err != nil {
 		_ = pc.Close()
+		release()
 		return nil, err
 	}
 	actx, cancel := context.WithCancel(ctx)
-	a := &association{s: ds, in: in, pc: pc, dialer: dialerOr(f.Dialer), refuse443: f.RefuseUDP443, log: log, stats: &f.UDPStats}
+	a := &association{s: ds, in: in, pc: pc, dialer: dialerOr(f.Dialer), refuse443: f.RefuseUDP443, log: log, stats: &f.UDPStats, release: release}
 	go a.run(actx)
 	log.Debug("udp association open")
 	return newAssocConn(cancel), nil

@@ -98,6 +98,7 @@ type association struct {
 	refuse443 bool
 	log       *logrus.Entry
 	stats     *UDPStats
+	release   func() // gives the socket back to the session's Gate
 
 	// peers are the destinations the app sent to: only their replies
 	// reach it (address-dependent filtering, not full cone: a stranger
@@ -145,6 +146,9 @@ type UDPStats struct {
 // run moves datagrams until ctx ends or the stream's datagram channel is
 // gone; it closes the socket.
 func (a *association) run(ctx context.Context) {
+	if a.release != nil {
+		defer a.release()
+	}
 	defer a.pc.Close()
 	go a.replies()
 	for {
