@@ -76,14 +76,14 @@ func (s *Server) countStream(user string, e stages.StreamEnd, up, down int64) {
 // observeUsers names the users of a multi-user server for logs.
 func (s *Server) observeUsers() {
 	if s.replay != nil {
-		names := userNames(s.cfg.Clients, s.replay.parsed)
+		names := s.replay.names()
 		s.names.Store(&names)
 	}
 }
 
 // newServerMetrics is the server's metrics registry (nil if not configured).
 func newServerMetrics(s *Server) *metrics {
-	if s.cfg.Metrics == "" {
+	if s.cfg().Metrics == "" {
 		return nil
 	}
 	m := newMetrics("server")
@@ -111,7 +111,7 @@ func newServerMetrics(s *Server) *metrics {
 
 // newClientMetrics is the client's metrics registry (nil if not configured).
 func newClientMetrics(c *Client) *metrics {
-	if c.cfg.Metrics == "" {
+	if c.cfg().Metrics == "" {
 		return nil
 	}
 	m := newMetrics("client")

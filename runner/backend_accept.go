@@ -55,7 +55,7 @@ func (s *Server) acceptWrapped(ctx context.Context, raw net.Conn, accepted time.
 		}
 		conn = tc
 	}
-	if path := s.cfg.Backend.Path; path != "" {
+	if path := s.cfg().Backend.Path; path != "" {
 		wc, seen, err := stages.AcceptWS(conn, path, deadline)
 		if err != nil {
 			if errors.Is(err, stages.ErrNotWebSocket) || len(seen.Seen()) > 0 {

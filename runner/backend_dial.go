@@ -17,7 +17,7 @@ func (c *Client) dialWrapped(ctx context.Context, raw net.Conn, host string) (ne
 	hctx, cancel := context.WithTimeout(ctx, wrapTimeout)
 	defer cancel()
 	conn := raw
-	b := &c.cfg.Backend
+	b := &c.cfg().Backend
 	if c.tls != nil {
 		cfg := c.tls
 		if b.TLSServerName == "" && cfg.ServerName != host {

@@ -30,10 +30,8 @@ const AcceptQueueLen = 128
 // streams of one tunnel to the server. The listener stays up while the
 // backend reconnects.
 type Client struct {
-	cfg    *ClientConfig
-	psk    *wire.PSK
-	cipher wire.CipherID
-	log    *logrus.Entry
+	live atomic.Pointer[clientLive] // the config in force (a reload replaces it)
+	log  *logrus.Entry
 
 	// Rand and Now are injected for tests; defaults crypto/rand, time.Now.
 	Rand io.Reader
@@ -59,12 +57,48 @@ type Client struct {
 	wake     chan struct{}
 	udp      *frontend.UDPRelay
 	tls      *utls.Config         // tls backend
-	identity *wire.PSK            // multi-user server's identity key
 	capture  *capture.Writer      // nil unless cfg.Capture is set
 	servers  *serverPicker        // where new sessions go
 	metrics  *metrics             // nil unless cfg.Metrics is set
 	local    *frontend.LocalProxy // client-side proxy (listen.type), or nil
+	// reloading serialises reloads; baseLevel is the log level a config
+	// without log_level goes back to.
+	reloading sync.Mutex
+	baseLevel logrus.Level
 }
+
+// clientLive is what a reload replaces: the config in force and the keys
+// parsed from it. A session reads it once, as it starts.
+type clientLive struct {
+	cfg      *ClientConfig
+	psk      *wire.PSK // v2
+	identity *wire.PSK // multi-user server's identity key (server_key)
+	cipher   wire.CipherID
+}
+
+// newClientLive parses the keys of a validated config.
+func newClientLive(cfg *ClientConfig) (*clientLive, error) {
+	l := &clientLive{cfg: cfg}
+	if cfg.Protocol == "v1" {
+		return l, nil
+	}
+	var err error
+	if l.psk, err = cfg.PSK("client"); err != nil {
+		return nil, err
+	}
+	if cfg.ServerKey != "" {
+		k, err := wire.ParseKey(cfg.ServerKey)
+		if err != nil {
+			return nil, &ConfigError{"client.server_key", err.Error()}
+		}
+		l.identity = &k
+	}
+	l.cipher, _ = wire.ParseCipher(cfg.Cipher)
+	return l, nil
+}
+
+// cfg is the config in force.
+func (c *Client) cfg() *ClientConfig { return c.live.Load().cfg }
 
 // NewClient checks the config and prepares a client.
 func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
@@ -72,7 +106,6 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		cfg:      cfg,
 		log:      logger.WithFields(logrus.Fields{"side": "client"}),
 		Rand:     rand.Reader,
 		Now:      time.Now,
@@ -83,14 +116,17 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		Sessions: make(chan struct{}, 1),
 		servers:  newServerPicker(cfg.backendServers()),
 	}
+	l, err := newClientLive(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.live.Store(l)
+	c.baseLevel = logger.GetLevel()
+	setLogLevel(logger, cfg.LogLevel, c.baseLevel)
 	c.metrics = newClientMetrics(c)
 	if cfg.Protocol == "v1" {
 		c.log.Warn(v1Warning)
 		return c, nil
-	}
-	var err error
-	if c.psk, err = cfg.PSK("client"); err != nil {
-		return nil, err
 	}
 	warnDamagedKey(c.log, "client.key", cfg.Key)
 	if cfg.Backend.Type == "tls" {
@@ -98,14 +134,6 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 			return nil, err
 		}
 	}
-	if cfg.ServerKey != "" {
-		k, err := wire.ParseKey(cfg.ServerKey)
-		if err != nil {
-			return nil, &ConfigError{"client.server_key", err.Error()}
-		}
-		c.identity = &k
-	}
-	c.cipher, _ = wire.ParseCipher(cfg.Cipher)
 	if cfg.Listen.Type != "" {
 		c.local = &frontend.LocalProxy{Type: cfg.Listen.Type, HandshakeTimeout: cfg.Listen.HandshakeTimeout, Log: c.log.WithField("layer", "frontend")}
 	}
@@ -120,9 +148,9 @@ func (c *Client) Listen() error {
 	// App connections need no TCP keepalive (they are local, and streams
 	// have idle timeouts); skipping it saves syscalls on every accept.
 	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", c.cfg.ListenAddr())
+	ln, err := lc.Listen(context.Background(), "tcp", c.cfg().ListenAddr())
 	if err != nil {
-		return fmt.Errorf("client: listen on %s: %w", c.cfg.ListenAddr(), err)
+		return fmt.Errorf("client: listen on %s: %w", c.cfg().ListenAddr(), err)
 	}
 	c.ln = ln
 	return nil
@@ -139,8 +167,8 @@ func (c *Client) Run(ctx context.Context) error {
 	if err := c.Listen(); err != nil {
 		return err
 	}
-	if c.cfg.Capture != "" {
-		cp, err := capture.Open(c.cfg.Capture, c.cfg.Protocol, "client", c.cfg.CapturePlaintext, c.cfg.CaptureMaxMiB<<20)
+	if c.cfg().Capture != "" {
+		cp, err := capture.Open(c.cfg().Capture, c.cfg().Protocol, "client", c.cfg().CapturePlaintext, c.cfg().CaptureMaxMiB<<20)
 		if err != nil {
 			_ = c.ln.Close()
 			return err
@@ -151,20 +179,20 @@ func (c *Client) Run(ctx context.Context) error {
 				c.log.WithError(err).Warn("capture file incomplete")
 			}
 		}()
-		c.log.WithFields(logrus.Fields{"file": c.cfg.Capture, "plaintext": c.cfg.CapturePlaintext}).Warn("capturing every session to a file")
+		c.log.WithFields(logrus.Fields{"file": c.cfg().Capture, "plaintext": c.cfg().CapturePlaintext}).Warn("capturing every session to a file")
 	}
-	started := logrus.Fields{"listen": c.ln.Addr().String(), "servers": c.servers.String(), "protocol": c.cfg.Protocol}
-	if c.psk != nil {
-		started["key"] = KeyFingerprint(c.psk)
+	started := logrus.Fields{"listen": c.ln.Addr().String(), "servers": c.servers.String(), "protocol": c.cfg().Protocol}
+	if psk := c.live.Load().psk; psk != nil {
+		started["key"] = KeyFingerprint(psk)
 	}
 	c.log.WithFields(started).Info("client started")
-	stopMetrics, err := serveMetrics(ctx, c.metrics, c.cfg.Metrics, c.log)
+	stopMetrics, err := serveMetrics(ctx, c.metrics, c.cfg().Metrics, c.log)
 	if err != nil {
 		_ = c.ln.Close()
 		return err
 	}
 	defer stopMetrics()
-	if c.cfg.Protocol == "v2" && (c.cfg.UDP == nil || *c.cfg.UDP) && c.local == nil {
+	if c.cfg().Protocol == "v2" && (c.cfg().UDP == nil || *c.cfg().UDP) && c.local == nil {
 		// The UDP relay for SOCKS5 associations shares the TCP listener's
 		// address and port; without it UDP is simply not offered.
 		if pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(c.ln.Addr().(*net.TCPAddr).AddrPort())); err != nil {
@@ -196,8 +224,8 @@ func (c *Client) Run(ctx context.Context) error {
 		start := time.Now()
 		drain := make(chan struct{})
 		var rotate *time.Timer
-		if c.cfg.RotateAfter > 0 {
-			rotate = time.AfterFunc(jittered(c.cfg.RotateAfter), func() { close(drain) })
+		if c.cfg().RotateAfter > 0 {
+			rotate = time.AfterFunc(jittered(c.cfg().RotateAfter), func() { close(drain) })
 		}
 		done := make(chan error, 1)
 		go func() { done <- c.session(ctx, drain) }()
@@ -308,12 +336,12 @@ func (c *Client) waitForSession(ctx context.Context, conn net.Conn) {
 	case c.wake <- struct{}{}:
 	default:
 	}
-	t := time.NewTimer(c.cfg.SessionWait)
+	t := time.NewTimer(c.cfg().SessionWait)
 	defer t.Stop()
 	select {
 	case c.accepted <- conn:
 	case <-t.C:
-		c.log.WithField("session_wait", c.cfg.SessionWait.String()).Warn("no session for an app connection in time: resetting it")
+		c.log.WithField("session_wait", c.cfg().SessionWait.String()).Warn("no session for an app connection in time: resetting it")
 		resetConn(conn)
 	case <-ctx.Done():
 		_ = conn.Close()
@@ -358,8 +386,8 @@ func resetConn(c net.Conn) {
 func (c *Client) dialBackend(ctx context.Context, srv BackendServer) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	n := 1
-	if c.cfg.Backend.Type == "multi_tcp" {
-		n = c.cfg.Backend.Number
+	if c.cfg().Backend.Type == "multi_tcp" {
+		n = c.cfg().Backend.Number
 	}
 	var lanes []net.Conn
 	for len(lanes) < n {
@@ -372,13 +400,13 @@ func (c *Client) dialBackend(ctx context.Context, srv BackendServer) (net.Conn, 
 		}
 		lanes = append(lanes, conn)
 	}
-	if c.tls != nil || c.cfg.Backend.Type == "ws" {
+	if c.tls != nil || c.cfg().Backend.Type == "ws" {
 		return c.dialWrapped(ctx, lanes[0], srv.Server)
 	}
 	if n == 1 {
 		return lanes[0], nil
 	}
-	return stages.NewStripedConn(lanes, c.cfg.Backend.Blocksize)
+	return stages.NewStripedConn(lanes, c.cfg().Backend.Blocksize)
 }
 
 // permanent returns an error to stop on, instead of reconnecting, when a
@@ -411,21 +439,23 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 			c.servers.failed(srv)
 		}
 	}()
+	live := c.live.Load() // a reload changes the sessions that start after it
+	cfg := live.cfg
 	log := c.log.WithField("peer", conn.RemoteAddr().String())
 	params := sessionParams{
 		role: stages.Client, conn: conn, accept: c.accepted,
-		maxStreams: c.cfg.MaxStreams, log: log.WithField("layer", "session"), stats: &c.Stats,
-		idle: c.cfg.IdleTimeout, half: c.cfg.HalfClosedTimeout, keepalive: max(c.cfg.KeepAlive, 0),
-		drain: drain, rekeyAfter: c.cfg.RekeyAfter, tuning: c.cfg.DefenseTuning,
+		maxStreams: cfg.MaxStreams, log: log.WithField("layer", "session"), stats: &c.Stats,
+		idle: cfg.IdleTimeout, half: cfg.HalfClosedTimeout, keepalive: max(cfg.KeepAlive, 0),
+		drain: drain, rekeyAfter: cfg.RekeyAfter, tuning: cfg.DefenseTuning,
 		capture: c.capture.Session(conn.RemoteAddr().String()),
 		ended:   accessLog(log, stages.Client, c.metrics.stream),
 	}
 	if c.udp != nil {
 		params.relay = c.udp
 	}
-	if c.cfg.Protocol == "v1" {
+	if cfg.Protocol == "v1" {
 		// v1 has no handshake: the record channel starts at once.
-		if params.v1, err = newV1Keys(c.cfg.Key); err != nil {
+		if params.v1, err = newV1Keys(cfg.Key); err != nil {
 			_ = conn.Close()
 			return err
 		}
@@ -437,9 +467,9 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		}
 		return runSession(ctx, params)
 	}
-	hs := &stages.ClientHandshake{PSK: c.psk, Cipher: c.cipher, Rand: c.Rand, Now: c.Now, Skew: c.cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(c.cfg.Backend.Prefix), Identity: c.identity,
-		PostQuantum: c.cfg.PostQuantum == nil || *c.cfg.PostQuantum,
-		Defence:     c.cfg.defencePolicy()}
+	hs := &stages.ClientHandshake{PSK: live.psk, Cipher: live.cipher, Rand: c.Rand, Now: c.Now, Skew: cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(cfg.Backend.Prefix), Identity: live.identity,
+		PostQuantum: cfg.PostQuantum == nil || *cfg.PostQuantum,
+		Defence:     cfg.defencePolicy()}
 	if params.capture != nil {
 		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.KeyLog(k, ci) }
 	}

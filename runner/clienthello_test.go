@@ -50,7 +50,7 @@ func captureHello(t *testing.T, b BackendConfig) []byte {
 	dialed := make(chan struct{})
 	go func() {
 		defer close(dialed)
-		if c, err := cli.dialBackend(ctx, cli.cfg.backendServers()[0]); err == nil {
+		if c, err := cli.dialBackend(ctx, cli.cfg().backendServers()[0]); err == nil {
 			c.Close()
 		}
 	}()

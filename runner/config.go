@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"usocks/stages"
 	"usocks/stages/frontend"
 	"usocks/wire"
@@ -124,6 +126,10 @@ type Common struct {
 	// MetricsAllowRemote is true.
 	Metrics            string `yaml:"metrics"`
 	MetricsAllowRemote bool   `yaml:"metrics_allow_remote"`
+	// LogLevel, if set, is the log level (trace, debug, info, warn,
+	// error); --log-level or -v on the command line win over it. A reload
+	// applies a change.
+	LogLevel string `yaml:"log_level"`
 	// KeepAlive is the PING interval on v2 backends (default 15s; -1s
 	// disables): a backend silent for 2.5 intervals is declared dead; the
 	// client then reconnects, the server frees the session.
@@ -180,8 +186,8 @@ type ServerConfig struct {
 	// Clients, if set, makes this a multi-user server (v2): each client
 	// name has its own key (base64 or passphrase), and `key` becomes the
 	// server's identity key, which every client also needs (its
-	// server_key). Removing a name refuses that client's new sessions
-	// after a restart.
+	// server_key). A reload (SIGHUP) adds and removes users; a removed
+	// user's running sessions are ended (runner/reload.go).
 	Clients map[string]string `yaml:"clients"`
 	// SaltCache caps remembered handshake salts (default 1,000,000).
 	SaltCache int `yaml:"salt_cache"`
@@ -305,6 +311,11 @@ func (c *Common) validate(p *problems, server bool) {
 		c.HalfClosedTimeout = 2 * time.Minute
 	}
 	checkMetricsAddr(p, c.Metrics, c.MetricsAllowRemote)
+	if c.LogLevel != "" {
+		if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
+			p.bad("log_level", "%q: want trace, debug, info, warn or error", c.LogLevel)
+		}
+	}
 	if c.ReplayWindow == 0 {
 		c.ReplayWindow = stages.DefaultSkew
 	}

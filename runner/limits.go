@@ -49,8 +49,17 @@ func newLimiter(l Limits, multiUser bool, fds *fdGuard) *limiter {
 	return lm
 }
 
-// set makes l the limits for what starts from now on.
-func (l *limiter) set(c Limits) { l.cfg.Store(&c) }
+// set makes l the limits for what starts from now on; the user and total
+// memory budgets change at once.
+func (l *limiter) set(c Limits) {
+	l.cfg.Store(&c)
+	l.total.SetLimit(c.TotalMemoryMiB * mib)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, u := range l.users {
+		u.SetLimit(c.UserMemoryMiB * mib)
+	}
+}
 
 // limitError is a refusal by one limit: it names the config key.
 type limitError struct {
@@ -234,6 +243,10 @@ func (s *sessionLimits) ended(id uint16) {
 // frontend wraps the server's frontend for this session: each stream
 // counts a descriptor, and Open runs with this session's Gate.
 func (s *sessionLimits) frontend(fe stages.Frontend) stages.Frontend {
+	if src, ok := fe.(stages.FrontendSource); ok {
+		// A reload may replace it: wrap the one current at each SYN.
+		return &liveLimitedFrontend{src: src, s: s}
+	}
 	lf := &limitedFrontend{fe: fe, s: s}
 	if tf, ok := fe.(stages.TargetFrontend); ok {
 		return &limitedTargetFrontend{lf, tf}
@@ -263,4 +276,17 @@ func (f *limitedTargetFrontend) OpenTarget(ctx context.Context, st stages.Stream
 		return nil, err
 	}
 	return f.tf.OpenTarget(frontend.WithGate(ctx, f.s), st, t)
+}
+
+// liveLimitedFrontend wraps, for each new stream, the frontend current at
+// its SYN (stages.FrontendSource).
+type liveLimitedFrontend struct {
+	src stages.FrontendSource
+	s   *sessionLimits
+}
+
+func (f *liveLimitedFrontend) Current() stages.Frontend { return f.s.frontend(f.src.Current()) }
+
+func (f *liveLimitedFrontend) Open(ctx context.Context, st stages.StreamIO) (net.Conn, error) {
+	return f.Current().Open(ctx, st)
 }

@@ -33,6 +33,9 @@ type metrics struct {
 	bytes     *prometheus.CounterVec // direction, user
 	streams   *prometheus.CounterVec // end
 	handshake *prometheus.CounterVec // reason
+	reloads   *prometheus.CounterVec // result
+	reloadOK  prometheus.Gauge       // 1 if the last reload succeeded
+	reloadAt  prometheus.Gauge       // time of the last successful reload (or the start)
 }
 
 func newMetrics(side string) *metrics {
@@ -46,7 +49,15 @@ func newMetrics(side string) *metrics {
 		handshake: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usocks_handshake_failures_total", ConstLabels: labels,
 			Help: "Connections refused in the handshake, by reason."}, []string{"reason"}),
 	}
-	reg.MustRegister(m.bytes, m.streams, m.handshake,
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usocks_config_reloads_total", ConstLabels: labels,
+		Help: "Config reloads (SIGHUP), by result: applied, or refused (the running config stays)."}, []string{"result"})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "usocks_config_last_reload_successful", ConstLabels: labels,
+		Help: "1 if the last config reload was applied (or none was tried), 0 if it was refused."})
+	m.reloadAt = prometheus.NewGauge(prometheus.GaugeOpts{Name: "usocks_config_last_reload_success_timestamp_seconds", ConstLabels: labels,
+		Help: "Unix time of the last applied config reload, or of the start."})
+	m.reloadOK.Set(1)
+	m.reloadAt.SetToCurrentTime()
+	reg.MustRegister(m.bytes, m.streams, m.handshake, m.reloads, m.reloadOK, m.reloadAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -88,6 +99,21 @@ func (m *metrics) stream(user string, e stages.StreamEnd, up, down int64) {
 	m.bytes.WithLabelValues("up", user).Add(float64(up))
 	m.bytes.WithLabelValues("down", user).Add(float64(down))
 	m.streams.WithLabelValues(e.How).Inc()
+}
+
+// reloaded counts a config reload (a nil m counts nothing).
+func (m *metrics) reloaded(ok bool) {
+	if m == nil {
+		return
+	}
+	if !ok {
+		m.reloads.WithLabelValues("refused").Inc()
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("applied").Inc()
+	m.reloadOK.Set(1)
+	m.reloadAt.SetToCurrentTime()
 }
 
 // handshakeFailed counts a refused handshake by the first words of its

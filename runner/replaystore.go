@@ -91,9 +91,13 @@ type replay struct {
 	local *stages.LocalSaltStore // nil with a shared store
 	rdb   *redis.Client          // nil with the local store
 	users *stages.UserKeys       // nil on a single-user server
+	// mu guards what the user poller and a config reload share.
+	mu sync.Mutex
 	// parsed caches user keys by their config text (passphrases are slow
-	// to stretch); only the user poller touches it after setup.
+	// to stretch).
 	parsed map[string]*wire.PSK
+	// clients are the config file's users in force (a reload replaces them).
+	clients map[string]string
 	// stored is the clients hash last applied (only before Run, then by
 	// the poller).
 	stored map[string]string
@@ -101,7 +105,7 @@ type replay struct {
 }
 
 func newReplay(cfg *ServerConfig, log *logrus.Entry) (*replay, error) {
-	r := &replay{cfg: cfg, log: log, parsed: map[string]*wire.PSK{}}
+	r := &replay{cfg: cfg, log: log, parsed: map[string]*wire.PSK{}, clients: cfg.Clients}
 	if len(cfg.Clients) > 0 || cfg.ClientsFromStore {
 		m, bad := r.parseClients(cfg.Clients, true)
 		if bad != nil {
@@ -146,7 +150,8 @@ func (r *replay) store() stages.SaltStore {
 }
 
 // parseClients parses name → key; from the config file a bad key is an
-// error, from the store it is logged and skipped.
+// error, from the store it is logged and skipped. The caller holds mu, or
+// runs before the server does.
 func (r *replay) parseClients(clients map[string]string, fromFile bool) (map[wire.UserID]*wire.PSK, error) {
 	names := make([]string, 0, len(clients))
 	for n := range clients {
@@ -181,18 +186,57 @@ func (r *replay) parseClients(clients map[string]string, fromFile bool) (map[wir
 func (r *replay) poller() *redisstore.Users {
 	return &redisstore.Users{RDB: r.rdb, Prefix: redisstore.DefaultPrefix, Interval: r.cfg.ClientsRefresh,
 		Log: r.log.WithField("store", "redis"), Apply: func(stored map[string]string) {
-			all := make(map[string]string, len(stored)+len(r.cfg.Clients))
-			for n, k := range r.cfg.Clients {
-				all["file:"+n] = k
-			}
-			for n, k := range stored {
-				all[n] = k
-			}
-			m, _ := r.parseClients(all, false)
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			m := r.merged(r.clients, stored)
 			r.users.Set(m)
 			r.stored = stored
 			r.log.WithField("users", len(m)).Info("users updated from the store")
 		}}
+}
+
+// merged is the users of the config file and of the store together (the
+// caller holds mu).
+func (r *replay) merged(file, stored map[string]string) map[wire.UserID]*wire.PSK {
+	all := make(map[string]string, len(stored)+len(file))
+	for n, k := range file {
+		all["file:"+n] = k
+	}
+	for n, k := range stored {
+		all[n] = k
+	}
+	m, _ := r.parseClients(all, false)
+	return m
+}
+
+// reloadUsers parses the users of a reloaded config file (an error names
+// the bad entry) and returns the function that puts them in force: from
+// then on handshakes admit exactly these users (and the store's, with
+// clients_from_store), and names maps their ids to names.
+func (r *replay) reloadUsers(clients map[string]string) (apply func() (names map[wire.UserID]string), err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.parseClients(clients, true)
+	if err != nil {
+		return nil, err
+	}
+	return func() map[wire.UserID]string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.clients = clients
+		if r.cfg.ClientsFromStore {
+			m = r.merged(clients, r.stored)
+		}
+		r.users.Set(m)
+		return userNames(clients, r.parsed)
+	}, nil
+}
+
+// names maps the ids of the config file's users to their names.
+func (r *replay) names() map[wire.UserID]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return userNames(r.clients, r.parsed)
 }
 
 // restore loads the local store's state file, if there is one.

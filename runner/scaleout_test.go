@@ -26,6 +26,14 @@ func startReplica(t testing.TB, cfg *ServerConfig, targetPort int) (*Server, *te
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = 300 * time.Millisecond
 	}
+	srv, stop := runServerOn(t, cfg, logger, ln)
+	return srv, hook, stop
+}
+
+// runServerOn runs a server with cfg on ln until stop or the end of the
+// test.
+func runServerOn(t testing.TB, cfg *ServerConfig, logger *logrus.Logger, ln net.Listener) (*Server, func()) {
+	t.Helper()
 	srv, err := NewServer(cfg, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +49,7 @@ func startReplica(t testing.TB, cfg *ServerConfig, targetPort int) (*Server, *te
 	}()
 	stop := func() { cancel(); <-done }
 	t.Cleanup(stop)
-	return srv, hook, stop
+	return srv, stop
 }
 
 func port(s *Server) int { return s.Addr().(*net.TCPAddr).Port }

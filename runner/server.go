@@ -24,11 +24,11 @@ import (
 // the v2 handshake and runs one session per backend. One bad client never
 // disturbs another: each session has its own goroutines, keys and limits.
 type Server struct {
-	cfg *ServerConfig
-	psk *wire.PSK
-	log *logrus.Entry
-	hs  *stages.ServerHandshake
-	fe  stages.Frontend
+	live atomic.Pointer[ServerConfig] // the config in force (a reload replaces it)
+	psk  *wire.PSK
+	log  *logrus.Entry
+	hs   atomic.Pointer[stages.ServerHandshake] // replaced by a reload
+	fe   *stages.LiveFrontend
 
 	// Stats counts streams of all sessions.
 	Stats stages.Stats
@@ -43,14 +43,21 @@ type Server struct {
 	ln net.Listener
 	// waiting holds connections not authenticated yet (max_pending).
 	waiting *waiting
-	lanes   *stages.LaneGrouper                  // v1 multi_tcp
-	tls     *tls.Config                          // tls backend
-	site    interface{ Serve(net.Conn, []byte) } // tls and ws backends: the web site for visitors
-	capture *capture.Writer                      // nil unless cfg.Capture is set
-	replay  *replay                              // v2: salt store and users
-	limits  *limiter                             // per-session, per-user and total bounds
-	metrics *metrics                             // nil unless cfg.Metrics is set
-	names   atomic.Pointer[map[wire.UserID]string]
+	lanes   *stages.LaneGrouper // v1 multi_tcp
+	tls     *tls.Config         // tls backend
+	cert    *certSource         // tls backend: its certificate
+	// sessions are the running sessions by user (multi-user servers).
+	sessions *userSessions
+	// reloading serialises reloads; baseLevel is the log level a config
+	// without log_level goes back to.
+	reloading sync.Mutex
+	baseLevel logrus.Level
+	site      interface{ Serve(net.Conn, []byte) } // tls and ws backends: the web site for visitors
+	capture   *capture.Writer                      // nil unless cfg.Capture is set
+	replay    *replay                              // v2: salt store and users
+	limits    *limiter                             // per-session, per-user and total bounds
+	metrics   *metrics                             // nil unless cfg.Metrics is set
+	names     atomic.Pointer[map[wire.UserID]string]
 }
 
 // Counter is a concurrency-safe counter.
@@ -70,7 +77,10 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending)}
+	s := &Server{log: logger.WithField("side", "server"), waiting: newWaiting(cfg.MaxPending), sessions: newUserSessions()}
+	s.live.Store(cfg)
+	s.baseLevel = logger.GetLevel()
+	setLogLevel(logger, cfg.LogLevel, s.baseLevel)
 	fds := newFDGuard(checkFDs(s.log, cfg.MaxPending, cfg.MaxSessions), cfg.MaxPending)
 	s.limits = newLimiter(cfg.Limits, len(cfg.Clients) > 0, fds)
 	s.metrics = newServerMetrics(s)
@@ -78,7 +88,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.fe = fe
+	s.fe = stages.NewLiveFrontend(fe)
 	if cfg.Protocol == "v1" {
 		s.log.Warn(v1Warning)
 		s.lanes = &stages.LaneGrouper{Number: cfg.Backend.Number, Timeout: 10 * time.Second}
@@ -91,7 +101,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	warnDamagedKey(s.log, "server.key", cfg.Key)
 	s.psk = psk
 	if cfg.Backend.Type == "tls" {
-		if s.tls, err = serverTLS(&cfg.Backend); err != nil {
+		if s.tls, s.cert, err = serverTLS(&cfg.Backend); err != nil {
 			return nil, err
 		}
 	}
@@ -117,12 +127,12 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if s.replay, err = newReplay(cfg, s.log); err != nil {
 		return nil, err
 	}
-	s.hs = &stages.ServerHandshake{
+	s.hs.Store(&stages.ServerHandshake{
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
 		Salts: s.replay.store(), Users: s.replay.users,
 		DrainTimeout: probe, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
 		DefenceCap: cfg.defencePolicy(),
-	}
+	})
 	return s, nil
 }
 
@@ -131,9 +141,9 @@ func (s *Server) Listen() error {
 	if s.ln != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.ListenAddr())
+	ln, err := net.Listen("tcp", s.cfg().ListenAddr())
 	if err != nil {
-		return fmt.Errorf("server: listen on %s: %w", s.cfg.ListenAddr(), err)
+		return fmt.Errorf("server: listen on %s: %w", s.cfg().ListenAddr(), err)
 	}
 	s.ln = ln
 	return nil
@@ -146,7 +156,10 @@ func (s *Server) UseListener(ln net.Listener) { s.ln = ln }
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Handshake exposes the handshake settings (tests adjust the clock).
-func (s *Server) Handshake() *stages.ServerHandshake { return s.hs }
+func (s *Server) Handshake() *stages.ServerHandshake { return s.hs.Load() }
+
+// cfg is the config in force.
+func (s *Server) cfg() *ServerConfig { return s.live.Load() }
 
 // Run serves until ctx is done, then closes every session gracefully and
 // returns when all have ended.
@@ -155,36 +168,36 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.observeUsers()
-	started := logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg.Frontend.Type, "target": s.cfg.TargetAddr()}
+	started := logrus.Fields{"listen": s.ln.Addr().String(), "frontend": s.cfg().Frontend.Type, "target": s.cfg().TargetAddr()}
 	if s.psk != nil {
 		started["key"] = KeyFingerprint(s.psk)
 	}
-	if n := len(s.cfg.Clients); n > 0 {
+	if n := len(s.cfg().Clients); n > 0 {
 		started["users"] = n
 	}
 	s.log.WithFields(started).Info("server started")
-	stopMetrics, err := serveMetrics(ctx, s.metrics, s.cfg.Metrics, s.log)
+	stopMetrics, err := serveMetrics(ctx, s.metrics, s.cfg().Metrics, s.log)
 	if err != nil {
 		_ = s.ln.Close()
 		return err
 	}
 	defer stopMetrics()
-	if s.cfg.Capture != "" {
-		cp, err := capture.Open(s.cfg.Capture, s.cfg.Protocol, "server", s.cfg.CapturePlaintext, s.cfg.CaptureMaxMiB<<20)
+	if s.cfg().Capture != "" {
+		cp, err := capture.Open(s.cfg().Capture, s.cfg().Protocol, "server", s.cfg().CapturePlaintext, s.cfg().CaptureMaxMiB<<20)
 		if err != nil {
 			_ = s.ln.Close()
 			return err
 		}
 		s.capture = cp
-		if s.hs != nil {
-			s.hs.KeyLog = capture.ServerKeyLog
+		if hs := s.hs.Load(); hs != nil {
+			hs.KeyLog = capture.ServerKeyLog // before any handshake; a reload copies it
 		}
 		defer func() { // after every session has ended
 			if err := cp.Close(); err != nil {
 				s.log.WithError(err).Warn("capture file incomplete")
 			}
 		}()
-		s.log.WithFields(logrus.Fields{"file": s.cfg.Capture, "plaintext": s.cfg.CapturePlaintext}).Warn("capturing every session to a file")
+		s.log.WithFields(logrus.Fields{"file": s.cfg().Capture, "plaintext": s.cfg().CapturePlaintext}).Warn("capturing every session to a file")
 	}
 	if s.replay != nil {
 		rctx, rcancel := context.WithCancel(ctx)
@@ -218,14 +231,14 @@ func (s *Server) Run(ctx context.Context) error {
 			continue
 		}
 		accepted := time.Now()
-		if s.lanes != nil && s.cfg.Backend.Type == "multi_tcp" {
+		if s.lanes != nil && s.cfg().Backend.Type == "multi_tcp" {
 			// Lanes are numbered in accept order: group them here, in the
 			// accept loop, not in goroutines that may run in any order.
 			lanes := s.lanes.Add(conn)
 			if lanes == nil {
 				continue
 			}
-			sc, err := stages.NewStripedConn(lanes, s.cfg.Backend.Blocksize)
+			sc, err := stages.NewStripedConn(lanes, s.cfg().Backend.Blocksize)
 			if err != nil {
 				for _, l := range lanes {
 					_ = l.Close()
@@ -253,7 +266,7 @@ func (s *Server) Evicted() int64 { return s.waiting.evicted.Load() }
 // serve runs one connection: wctx is its context while it waits to
 // authenticate (cancelled on eviction), done takes it out of the pool.
 func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, accepted time.Time) {
-	if s.cfg.Protocol == "v1" {
+	if s.cfg().Protocol == "v1" {
 		done()
 		s.serveV1(ctx, conn)
 		return
@@ -263,7 +276,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	raw := conn
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	var pc *stages.PrefixConn
-	if s.tls != nil || s.cfg.Backend.Type == "ws" {
+	if s.tls != nil || s.cfg().Backend.Type == "ws" {
 		var visit func()
 		if conn, pc, visit = s.acceptWrapped(wctx, conn, accepted); conn == nil {
 			if visit != nil {
@@ -277,7 +290,8 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		}
 	}
 	hc := sc.HandshakeConn(conn)
-	keys, err := s.hs.Handshake(wctx, hc, accepted)
+	hs := s.hs.Load() // a reload changes the handshakes that start after it
+	keys, err := hs.Handshake(wctx, hc, accepted)
 	if errors.Is(err, stages.ErrStoreDown) {
 		s.StoreDown.Add()
 	}
@@ -304,7 +318,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		s.metrics.handshakeFailed(err.Error())
 		// The same reaction under any load: drain until the deadline
 		// (sooner only if evicted from a full pool), then FIN.
-		s.hs.Reject(wctx, hc, accepted)
+		hs.Reject(wctx, hc, accepted)
 		stop()
 		_ = conn.Close()
 		sc.End(fmt.Errorf("handshake: %w", err))
@@ -320,6 +334,9 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	if name := s.userName(keys.User); name != "" {
 		log = log.WithField("user", name)
 	}
+	// A reload that removes this user ends the session (gracefully).
+	ctx, untrack := s.sessions.track(ctx, keys.User, s.replay.users)
+	defer untrack()
 	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc}, keys.User,
 		logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()})
 }
@@ -333,7 +350,7 @@ func (r refusing) Open(context.Context, stages.StreamIO) (net.Conn, error) { ret
 // multi_tcp group.
 func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 	log := s.log.WithField("peer", conn.RemoteAddr().String())
-	keys, err := newV1Keys(s.cfg.Key)
+	keys, err := newV1Keys(s.cfg().Key) // the key in force when the session starts
 	if err != nil {
 		_ = conn.Close()
 		log.WithError(err).Error("v1 session setup failed")
@@ -347,10 +364,11 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 // runSession runs an authenticated session of user within the limits; a
 // session past them is refused: it ends at once with a clean CLOSE.
 func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionParams, user wire.UserID, fields logrus.Fields) {
-	p.role, p.maxStreams = stages.Server, s.cfg.MaxStreams
-	p.idle, p.half = s.cfg.IdleTimeout, s.cfg.HalfClosedTimeout
-	p.keepalive = max(s.cfg.KeepAlive, 0) // every v2 peer answers pings
-	p.rekeyAfter, p.tuning = s.cfg.RekeyAfter, s.cfg.DefenseTuning
+	cfg := s.cfg() // a reload changes the sessions that start after it
+	p.role, p.maxStreams = stages.Server, cfg.MaxStreams
+	p.idle, p.half = cfg.IdleTimeout, cfg.HalfClosedTimeout
+	p.keepalive = max(cfg.KeepAlive, 0) // every v2 peer answers pings
+	p.rekeyAfter, p.tuning = cfg.RekeyAfter, cfg.DefenseTuning
 	p.log, p.stats = log.WithField("layer", "session"), &s.Stats
 	access := accessLog(log, stages.Server, s.countStream)
 	sl, err := s.limits.open(user, p.log)

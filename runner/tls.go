@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	utls "github.com/refraction-networking/utls"
@@ -16,23 +17,41 @@ import (
 // TLS backend settings built from the config (stages/backend_tls.go has the
 // backend itself).
 
-// serverTLS loads the server's certificate. ALPN offers what the web
-// site behind the server serves: the fallback's protocols, or http/1.1
-// for the built-in decoy.
-func serverTLS(b *BackendConfig) (*tls.Config, error) {
+// certSource holds the server's certificate; a reload replaces it (a
+// renewed certificate in the same files, or other files): new TLS
+// connections get the new one.
+type certSource struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+// loadCert reads the certificate and key files.
+func loadCert(b *BackendConfig) (*tls.Certificate, error) {
 	cert, err := tls.LoadX509KeyPair(b.TLSCert, b.TLSKey)
 	if err != nil {
 		return nil, &ConfigError{"server.backend.tls_cert", fmt.Sprintf("cannot load the certificate and key: %v", err)}
 	}
+	return &cert, nil
+}
+
+// serverTLS loads the server's certificate. ALPN offers what the web
+// site behind the server serves: the fallback's protocols, or http/1.1
+// for the built-in decoy.
+func serverTLS(b *BackendConfig) (*tls.Config, *certSource, error) {
+	cert, err := loadCert(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := new(certSource)
+	cs.p.Store(cert)
 	alpn := []string{"http/1.1"}
 	if b.Fallback != "" && len(b.FallbackALPN) > 0 {
 		alpn = b.FallbackALPN
 	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   alpn,
-	}, nil
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cs.p.Load(), nil },
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     alpn,
+	}, cs, nil
 }
 
 // webSite is what answers visitors: the fallback web server, or the

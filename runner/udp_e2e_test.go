@@ -159,7 +159,7 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 	datagram := frontend.AppendUDPDatagram(nil, dst, dnsQuery(0x4242, "example.test"))
 	buf := make([]byte, 1500)
 	// UDP/443 is refused (QUIC falls back to TCP): dropped and counted.
-	s5 := tn.srv.fe.(*frontend.Socks5)
+	s5 := tn.srv.fe.Current().(*frontend.Socks5)
 	before := s5.UDPStats.Refused.Load()
 	to443 := frontend.AppendUDPDatagram(nil, netip.MustParseAddrPort("127.0.0.1:443"), []byte("quic"))
 	if _, err := app.WriteToUDPAddrPort(to443, relay); err != nil {

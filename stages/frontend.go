@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"usocks/wire"
 )
@@ -31,6 +32,40 @@ type Frontend interface {
 	// read more from s than its own protocol needs: whatever it does not
 	// read is passed to the target.
 	Open(ctx context.Context, s StreamIO) (net.Conn, error)
+}
+
+// FrontendSource is a Frontend that may change while sessions run: the
+// demux asks it for the current one at every SYN and uses that one for
+// the stream (its Open, and whether it is a TargetFrontend).
+type FrontendSource interface {
+	Frontend
+	Current() Frontend
+}
+
+// LiveFrontend is a Frontend that a config reload can replace while
+// sessions run: the demux looks up the current one for every SYN, so new
+// streams use the new settings (access rules, target) and running ones
+// keep the frontend that opened them.
+type LiveFrontend struct {
+	p atomic.Pointer[Frontend]
+}
+
+// NewLiveFrontend returns a LiveFrontend serving fe.
+func NewLiveFrontend(fe Frontend) *LiveFrontend {
+	l := new(LiveFrontend)
+	l.Set(fe)
+	return l
+}
+
+// Set makes fe the frontend of the streams opened from now on.
+func (l *LiveFrontend) Set(fe Frontend) { l.p.Store(&fe) }
+
+// Current is the frontend new streams use.
+func (l *LiveFrontend) Current() Frontend { return *l.p.Load() }
+
+// Open opens s with the current frontend.
+func (l *LiveFrontend) Open(ctx context.Context, s StreamIO) (net.Conn, error) {
+	return l.Current().Open(ctx, s)
 }
 
 // TargetFrontend is a frontend that also connects streams whose SYN named

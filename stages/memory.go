@@ -10,20 +10,25 @@ import "sync/atomic"
 // session, a user, the whole process (SPEC-v2.md §6c).
 
 // MemBudget bounds the bytes kept in receive buffers of one scope and,
-// through Parent, of every scope above it. The zero value with Limit 0 is
-// unlimited; a nil *MemBudget is unlimited and charges nothing.
+// through Parent, of every scope above it. The zero value is unlimited; a
+// nil *MemBudget is unlimited and charges nothing.
 type MemBudget struct {
-	// Limit is the most this scope keeps at once (0: no limit of its own).
-	Limit int64
 	// Parent, if set, is charged as well (session → user → global).
 	Parent *MemBudget
+	limit  atomic.Int64 // the most this scope keeps at once (0: no limit of its own)
 	used   atomic.Int64
 }
 
 // NewMemBudget returns a budget of limit bytes under parent.
 func NewMemBudget(limit int64, parent *MemBudget) *MemBudget {
-	return &MemBudget{Limit: limit, Parent: parent}
+	b := &MemBudget{Parent: parent}
+	b.limit.Store(limit)
+	return b
 }
+
+// SetLimit changes the limit (a config reload). What is kept already
+// stays; a lower limit refuses new data until enough is given back.
+func (b *MemBudget) SetLimit(limit int64) { b.limit.Store(limit) }
 
 // Used is what the scope keeps now.
 func (b *MemBudget) Used() int64 {
@@ -36,7 +41,7 @@ func (b *MemBudget) Used() int64 {
 // take charges n bytes to b and its parents, all or nothing.
 func (b *MemBudget) take(n int64) bool {
 	for s := b; s != nil; s = s.Parent {
-		if u := s.used.Add(n); s.Limit > 0 && u > s.Limit {
+		if u, l := s.used.Add(n), s.limit.Load(); l > 0 && u > l {
 			for r := b; r != s.Parent; r = r.Parent {
 				r.used.Add(-n)
 			}

@@ -450,6 +450,9 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 			return
 		}
 		fe := d.Frontend
+		if src, ok := fe.(FrontendSource); ok {
+			fe = src.Current() // a reload may have replaced it
+		}
 		open := func(s *stream) func() (net.Conn, error) {
 			return func() (net.Conn, error) { return fe.Open(ctx, s) }
 		}

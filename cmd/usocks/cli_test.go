@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -142,11 +146,13 @@ func TestClientFromLink(t *testing.T) {
 }
 
 // As a systemd Type=notify service: the server says READY=1 on
-// $NOTIFY_SOCKET once it listens, survives SIGHUP, and says STOPPING=1
-// on SIGTERM.
-func TestServiceNotifyAndSIGHUP(t *testing.T) {
-	tport, key, bport, _ := tunnelSetup(t)
-	cfg := writeConfig(t, fmt.Sprintf("server:\n  backend: {address: 127.0.0.1, port: %d}\n  key: %q\n  frontend: {server: 127.0.0.1, port: %s}\n", bport, key, tport))
+// $NOTIFY_SOCKET once it listens; SIGHUP reloads the config (RELOADING=1,
+// then READY=1) while a transfer runs, which completes byte-exact; a bad
+// config is refused and the old one stays; SIGTERM says STOPPING=1.
+func TestServiceNotifyAndReload(t *testing.T) {
+	tport, key, bport, cport := tunnelSetup(t)
+	serverText := "server:\n  backend: {address: 127.0.0.1, port: %d}\n  key: %q\n  frontend: {server: 127.0.0.1, port: %s}\n  max_streams: %s\n"
+	cfg := writeConfig(t, fmt.Sprintf(serverText, bport, key, tport, "100"))
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -170,16 +176,76 @@ func TestServiceNotifyAndSIGHUP(t *testing.T) {
 		t.Fatalf("READY before listening: %v", err)
 	}
 	c.Close()
-	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(srv.stderr.String(), "SIGHUP") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	cliCfg := writeConfig(t, fmt.Sprintf("client:\n  backend: {server: 127.0.0.1, port: %d}\n  key: %q\n  address: 127.0.0.1\n  port: %d\n", bport, key, cport))
+	cli := start(t, "client", "-c", cliCfg)
+	waitListening(t, cport)
+	app, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", cport))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if srv.cmd.ProcessState != nil || !strings.Contains(srv.stderr.String(), "SIGHUP") {
-		t.Fatalf("SIGHUP ended the server or was not logged:\n%s", srv.stderr)
+	defer app.Close()
+	sent, got := sha256.New(), sha256.New()
+	round := func() {
+		t.Helper()
+		buf := make([]byte, 1<<20)
+		_, _ = rand.Read(buf)
+		sent.Write(buf)
+		errc := make(chan error, 1)
+		go func() { _, err := app.Write(buf); errc <- err }()
+		echo := make([]byte, len(buf))
+		_ = app.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(app, echo); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		got.Write(echo)
+	}
+	waitLog := func(p *process, want string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(p.stderr.String(), want) < n && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if p.cmd.ProcessState != nil || strings.Count(p.stderr.String(), want) < n {
+			t.Fatalf("no %q after SIGHUP:\n%s", want, p.stderr)
+		}
+	}
+	round()
+	writeConfigAt(t, cfg, fmt.Sprintf(serverText, bport, key, tport, "200"))
+	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
+	read("RELOADING=1")
+	read("READY=1")
+	waitLog(srv, `msg="config reloaded" changed=server.max_streams`, 1)
+	round()
+	writeConfigAt(t, cfg, fmt.Sprintf(serverText, bport, key, tport, "0x"))
+	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
+	read("RELOADING=1")
+	read("READY=1") // still running, on the old config
+	waitLog(srv, "config reload refused", 1)
+	if !strings.Contains(srv.stderr.String(), "server.max_streams") {
+		t.Fatalf("the refusal does not name the key:\n%s", srv.stderr)
+	}
+	round()
+	_ = cli.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(cli, `msg="config reloaded" changed=nothing`, 1)
+	round()
+	_ = app.(*net.TCPConn).CloseWrite()
+	if n, err := io.Copy(io.Discard, app); n != 0 || err != nil {
+		t.Fatalf("after the echo: %d bytes, %v", n, err)
+	}
+	if a, b := sent.Sum(nil), got.Sum(nil); !bytes.Equal(a, b) {
+		t.Fatalf("sha256 sent %x, received %x", a, b)
+	}
+	if code := cli.stop(t); code != 0 {
+		t.Fatalf("client exit %d\n%s", code, cli.stderr)
 	}
 	if code := srv.stop(t); code != 0 {
 		t.Fatalf("exit %d after SIGHUP and SIGTERM\n%s", code, srv.stderr)
 	}
 	read("STOPPING=1")
+	if n := strings.Count(srv.stderr.String(), "session established"); n != 1 {
+		t.Fatalf("%d sessions, want the one throughout the reloads\n%s", n, srv.stderr)
+	}
 }

@@ -93,10 +93,16 @@ func freePort(t *testing.T) int {
 
 func writeConfig(t *testing.T, body string) string {
 	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+	writeConfigAt(t, p, body)
+	return p
+}
+
+// writeConfigAt writes a config file at path (mode 600).
+func writeConfigAt(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return p
 }
 
 func TestBadStartupsAreOneClearLine(t *testing.T) {

@@ -91,6 +91,38 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	// What the command line sets wins over the file, at start and on
+	// every reload.
+	flagLevel := false
+	fs.Visit(func(f *flag.Flag) { flagLevel = flagLevel || f.Name == "log-level" || f.Name == "v" })
+	override := func(c *runner.Config) error {
+		var sections []*runner.Common
+		if c.Client != nil {
+			sections = append(sections, &c.Client.Common)
+		}
+		if c.Server != nil {
+			sections = append(sections, &c.Server.Common)
+		}
+		for _, cm := range sections {
+			if flagLevel {
+				cm.LogLevel = ""
+			}
+			if *capture != "" {
+				cm.Capture, cm.CapturePlaintext = *capture, *capturePlain
+			}
+		}
+		if listen != nil && *listen != "" && c.Client != nil {
+			return setListen(c.Client, *listen)
+		}
+		return nil
+	}
+	load := func() (*runner.Config, error) {
+		c, err := runner.LoadConfig(*file)
+		if err == nil {
+			err = override(c)
+		}
+		return c, err
+	}
 	var cfg *runner.Config
 	switch {
 	case link != nil && *link != "":
@@ -100,19 +132,15 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if cfg, err = clientFromLink(*link, *listen); err != nil {
 			return err
 		}
+		load = nil
 	case *file == "":
 		return fmt.Errorf("%s: -c FILE is required", cmd)
 	default:
-		if cfg, err = runner.LoadConfig(*file); err != nil {
+		if cfg, err = load(); err != nil {
 			return err
 		}
 		for _, w := range runner.FileWarnings(*file, cfg) {
 			logger.Warn(w)
-		}
-		if listen != nil && *listen != "" && cfg.Client != nil {
-			if err := setListen(cfg.Client, *listen); err != nil {
-				return err
-			}
 		}
 	}
 	if *capturePlain && *capture == "" {
@@ -122,9 +150,6 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if cfg.Server == nil {
 			return fmt.Errorf("%s: no server: section", *file)
 		}
-		if *capture != "" {
-			cfg.Server.Capture, cfg.Server.CapturePlaintext = *capture, *capturePlain
-		}
 		s, err := runner.NewServer(cfg.Server, logger)
 		if err != nil {
 			return err
@@ -132,12 +157,12 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if err := s.Listen(); err != nil {
 			return err
 		}
-		return runService(ctx, s.Run, logger)
+		return runService(ctx, s.Run, func() { _, _ = s.Reload(load) }, logger)
 	}
 	if cfg.Client == nil {
 		return fmt.Errorf("%s: no client: section", *file)
 	}
-	if *capture != "" {
+	if load == nil && *capture != "" {
 		cfg.Client.Capture, cfg.Client.CapturePlaintext = *capture, *capturePlain
 	}
 	c, err := runner.NewClient(cfg.Client, logger)
@@ -147,7 +172,11 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	if err := c.Listen(); err != nil {
 		return err
 	}
-	return runService(ctx, c.Run, logger)
+	reload := func() { logger.Warn("SIGHUP: a client run from a link has no config file to reload") }
+	if load != nil {
+		reload = func() { _, _ = c.Reload(load) }
+	}
+	return runService(ctx, c.Run, reload, logger)
 }
 
 func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
@@ -208,15 +237,20 @@ func setListen(c *runner.ClientConfig, listen string) error {
 }
 
 // runService runs a bound client or server as a service: it tells systemd
-// (Type=notify) that it is ready and when it stops, and SIGHUP does not
-// end it.
-func runService(ctx context.Context, run func(context.Context) error, logger *logrus.Logger) error {
+// (Type=notify) that it is ready and when it stops, and SIGHUP reloads the
+// config (reload logs what it did, or why it refused).
+func runService(ctx context.Context, run func(context.Context) error, reload func(), logger *logrus.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer func() { signal.Stop(hup); close(hup) }()
+	reloaded := make(chan struct{})
+	defer func() { signal.Stop(hup); close(hup); <-reloaded }()
 	go func() {
+		defer close(reloaded)
 		for range hup {
-			logger.Warn("SIGHUP: reloading the config while running is not supported yet; restart to apply changes")
+			// systemd waits for RELOADING=1 … READY=1 around a reload.
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+			reload()
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 		}
 	}()
 	// A no-op outside systemd (no NOTIFY_SOCKET).
