@@ -414,6 +414,10 @@ func (c *Client) dialBackend(ctx context.Context, srv BackendServer) (net.Conn, 
 // certificate did not verify (wrong name, wrong or missing CA, expired).
 func permanent(err error) error {
 	var ve *utls.CertificateVerificationError
+	var pe *PinError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%w (not retrying: check backend.tls_pin, and the server's certificate)", err)
+	}
 	if errors.As(err, &ve) {
 		return fmt.Errorf("%w (not retrying: check backend.tls_server_name and backend.tls_ca, and the server's certificate)", err)
 	}

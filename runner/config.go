@@ -49,6 +49,11 @@ type BackendConfig struct {
 	Decoy         string `yaml:"decoy"`
 	TLSServerName string `yaml:"tls_server_name"`
 	TLSCA         string `yaml:"tls_ca"`
+	// TLSPin (client), instead of TLSCA and the name check, trusts the
+	// server certificate whose public key has this SHA-256 (unpadded
+	// base64url; runner/tls_pin.go): what a share link carries for a
+	// self-signed certificate.
+	TLSPin string `yaml:"tls_pin"`
 	// Prefix (plain_tcp, v2) is sent before the client's first flight:
 	// printable bytes that exempt it from fully-encrypted-traffic rules.
 	// Both sides must agree. It is a constant, so it is a fingerprint of
@@ -350,6 +355,17 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.Port == 0 {
 		c.Port = DefaultClientPort
+	}
+	if c.Backend.TLSPin != "" {
+		switch {
+		case c.Backend.Type != "tls":
+			p.bad("backend.tls_pin", "only for backend type tls")
+		case c.Backend.TLSCA != "":
+			p.bad("backend.tls_pin", "give tls_pin or tls_ca, not both (a pin replaces the CA check)")
+		}
+		if err := checkPin(c.Backend.TLSPin); err != nil {
+			p.bad("backend.tls_pin", "%s", err)
+		}
 	}
 	if c.ServerKey != "" && c.Protocol != "v2" {
 		p.bad("server_key", "only for protocol v2")

@@ -61,6 +61,9 @@ var linkParams = []linkParam{
 	strParam("type", func(c *ClientConfig) *string { return &c.Backend.Type }),
 	strParam("cipher", func(c *ClientConfig) *string { return &c.Cipher }),
 	strParam("tls_server_name", func(c *ClientConfig) *string { return &c.Backend.TLSServerName }),
+	{"tls_pin",
+		func(c *ClientConfig) string { return c.Backend.TLSPin },
+		func(c *ClientConfig, v string) error { c.Backend.TLSPin = v; return checkPin(v) }},
 	strParam("path", func(c *ClientConfig) *string { return &c.Backend.Path }),
 	strParam("host", func(c *ClientConfig) *string { return &c.Backend.Host }),
 	strParam("fingerprint", func(c *ClientConfig) *string { return &c.Backend.Fingerprint }),
@@ -208,6 +211,17 @@ func ServerLink(s *ServerConfig, host, user, name string) (string, error) {
 	c.Backend.Server = host
 	if c.Backend.Type == "tls" && c.Backend.TLSServerName == "" && net.ParseIP(host) == nil {
 		c.Backend.TLSServerName = host
+	}
+	if c.Backend.Type == "tls" {
+		name := c.Backend.TLSServerName
+		if name == "" {
+			name = host
+		}
+		pin, err := linkPin(&s.Backend, name)
+		if err != nil {
+			return "", err
+		}
+		c.Backend.TLSPin = pin
 	}
 	switch {
 	case len(s.Clients) > 0 && user == "":

@@ -22,6 +22,9 @@ func TestLinkRoundTrip(t *testing.T) {
 		{"tls and options", ClientConfig{Common: Common{Key: linkTestKey, Cipher: "chacha20-poly1305", Defense: "max", KeepAlive: 5 * time.Second,
 			Backend: BackendConfig{Type: "tls", Server: "vpn.example.org", Port: 443, TLSServerName: "cdn.example.org", DetectConfig: DetectConfig{Fingerprint: "firefox"}}}},
 			"usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@vpn.example.org:443/?type=tls&cipher=chacha20-poly1305&tls_server_name=cdn.example.org&fingerprint=firefox&defense=max&keepalive=5s"},
+		{"tls with a pin", ClientConfig{Common: Common{Key: linkTestKey,
+			Backend: BackendConfig{Type: "tls", Server: "203.0.113.5", Port: 443, TLSPin: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"}}},
+			"usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@203.0.113.5:443/?type=tls&tls_pin=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"},
 		{"ws behind a proxy, ipv6", ClientConfig{Common: Common{Key: linkTestKey,
 			Backend: BackendConfig{Type: "ws", Server: "2001:db8::1", Port: 8080, DetectConfig: DetectConfig{Path: "/a b/?x&y", Host: "front.example"}}}},
 			"usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@[2001:db8::1]:8080/?type=ws&path=%2Fa+b%2F%3Fx%26y&host=front.example"},
@@ -87,6 +90,8 @@ func TestParseLinkRefusesBadLinks(t *testing.T) {
 		{"twice", "usocks://" + k + "@h:1/?type=tls&type=ws", "type given 2 times"},
 		{"bad duration", "usocks://" + k + "@h:1/?keepalive=10", "keepalive"},
 		{"opaque", "usocks:" + k, "no key"},
+		{"short pin", "usocks://" + k + "@h:1/?type=tls&tls_pin=abc", "tls_pin"},
+		{"padded pin", "usocks://" + k + "@h:1/?type=tls&tls_pin=" + k + "%3D", "tls_pin"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,8 +104,14 @@ func TestParseLinkRefusesBadLinks(t *testing.T) {
 }
 
 func TestServerLink(t *testing.T) {
+	cert, key := selfSigned(t)
+	certs, err := readCerts(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := CertPin(certs[0])
 	base := func() *ServerConfig {
-		s := &ServerConfig{Common: Common{Key: linkTestKey, Backend: BackendConfig{Type: "tls", TLSCert: "c.pem", TLSKey: "k.pem", Port: 443}}}
+		s := &ServerConfig{Common: Common{Key: linkTestKey, Backend: BackendConfig{Type: "tls", TLSCert: cert, TLSKey: key, Port: 443}}}
 		if err := s.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +121,8 @@ func TestServerLink(t *testing.T) {
 		t.Fatalf("all addresses without --host: %v", err)
 	}
 	link, err := ServerLink(base(), "vpn.example.org", "", "")
-	if err != nil || link != "usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@vpn.example.org:443/?type=tls&tls_server_name=vpn.example.org" {
+	// A self-signed certificate: the link pins it.
+	if err != nil || link != "usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@vpn.example.org:443/?type=tls&tls_server_name=vpn.example.org&tls_pin="+pin {
 		t.Fatalf("%s %v", link, err)
 	}
 	s := base()
@@ -129,7 +141,7 @@ func TestServerLink(t *testing.T) {
 	if err != nil || name != "alice" || c.ServerKey == "" {
 		t.Fatalf("%s: %+v %q %v", link, c, name, err)
 	}
-	if strings.Contains(link, "c.pem") || strings.Contains(link, "k.pem") {
+	if strings.Contains(link, cert) || strings.Contains(link, key) {
 		t.Fatalf("server files in the link: %s", link)
 	}
 }
@@ -138,6 +150,7 @@ func TestServerLink(t *testing.T) {
 // makes a link that parses to the same config.
 func FuzzParseLink(f *testing.F) {
 	f.Add("usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@vpn.example.org:443/?type=tls&tls_server_name=cdn.example.org#x")
+	f.Add("usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@vpn.example.org:443/?type=tls&tls_pin=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
 	f.Add("usocks://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@[::1]:1/?path=%2Fws&defense=light&keepalive=1s")
 	f.Add("usocks://a@b:c/?=&&#")
 	f.Fuzz(func(t *testing.T, s string) {

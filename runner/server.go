@@ -175,6 +175,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if n := len(s.cfg().Clients); n > 0 {
 		started["users"] = n
 	}
+	if s.cert != nil {
+		started["tls_pin"] = s.cert.pin() // what a client's backend.tls_pin names
+	}
 	s.log.WithFields(started).Info("server started")
 	stopMetrics, err := serveMetrics(ctx, s.metrics, s.cfg().Metrics, s.log)
 	if err != nil {

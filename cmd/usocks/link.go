@@ -66,7 +66,8 @@ func runLink(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("link: --host and --user are for --from server")
 		}
 		if cfg.Client.Backend.TLSCA != "" {
-			fmt.Fprintln(stderr, "usocks: warning: the link does not carry client.backend.tls_ca: its client must trust the server's certificate by itself")
+			fmt.Fprintln(stderr, "usocks: warning: the link does not carry client.backend.tls_ca: its client must trust the server's certificate by itself; "+
+				"set client.backend.tls_pin instead (the server logs it as tls_pin= at start), or make the link from the server section, which pins a certificate that public roots do not vouch for")
 		}
 		link, err = runner.Link(cfg.Client, *name)
 	case "server":
