@@ -179,14 +179,12 @@ func runSession(ctx context.Context, p sessionParams) error {
 				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: stage("defence")}
 			defence, cell = def.Run, params.Cell
 		}
+		// The keys stay inside the Sealer and Opener (package wire), which
+		// rekey themselves; the stages own those.
 		e := &stages.Encrypt{Sealer: p.keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: stage("encrypt"),
-			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.SealKey, After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
+			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
 		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents,
-			Rekey: &stages.Rekeyer{Cipher: p.keys.Cipher, Key: p.keys.OpenKey},
-		}
-		// The stages own the keys now: the copies in keys are forgotten.
-		p.keys.Forget()
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents}
 		if p.capture != nil {
 			p.capture.TapEncrypt(e)
 			d.Tap = p.capture.FrameIn

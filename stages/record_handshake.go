@@ -20,24 +20,18 @@ import (
 // "Probe resistance"). It runs before the stages start: its result is the
 // key state the record stages own.
 
-// Keys is the outcome of a handshake: the record state of both directions.
+// Keys is the outcome of a handshake: the record state of both
+// directions. The data keys are inside Seal and Open (which rekey
+// themselves), nowhere else.
 type Keys struct {
 	Seal   *wire.Sealer
 	Open   *wire.Opener
 	Cipher wire.CipherID
-	// SealKey and OpenKey are the keys behind Seal and Open, for rekeying.
-	SealKey, OpenKey [wire.KeySize]byte
 	// Defence is the traffic-analysis defence policy both sides agreed on.
 	Defence wire.DefencePolicy
 	// User is the client's identity on a multi-user server (the zero id
 	// otherwise); the server's per-user limits are keyed by it.
 	User wire.UserID
-}
-
-// Forget zeroes the raw keys once the record stages hold their own.
-func (k *Keys) Forget() {
-	clear(k.SealKey[:])
-	clear(k.OpenKey[:])
 }
 
 // Handshake padding ranges: the client's first flight is
@@ -59,18 +53,6 @@ func randInt(r io.Reader, n int) (int, error) {
 		return 0, err
 	}
 	return int(binary.LittleEndian.Uint64(b[:]) % uint64(n)), nil
-}
-
-func newKeys(c wire.CipherID, sealKey, openKey *[wire.KeySize]byte) (*Keys, error) {
-	sa, err := wire.NewAEAD(c, sealKey)
-	if err != nil {
-		return nil, err
-	}
-	oa, err := wire.NewAEAD(c, openKey)
-	if err != nil {
-		return nil, err
-	}
-	return &Keys{Seal: wire.NewSealer(sa), Open: wire.NewOpener(oa), Cipher: c, SealKey: *sealKey, OpenKey: *openKey}, nil
 }
 
 // ClientHandshake is the client's side of the handshake.
@@ -200,6 +182,8 @@ func sessionKeys(psk *wire.PSK, ch *wire.ClientHello, sh *wire.ServerHello, shar
 	c net.Conn, keyLog func(net.Conn, *wire.SessionKeys, wire.CipherID)) (*Keys, error) {
 	hkC := wire.ClientHandshakeKey(psk, &ch.Salt)
 	hkS := wire.ServerHandshakeKey(psk, &ch.Salt, &sh.Salt)
+	defer clear(hkC[:])
+	defer clear(hkS[:])
 	var sk wire.SessionKeys
 	if pq == nil {
 		sk = wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
@@ -211,10 +195,12 @@ func sessionKeys(psk *wire.PSK, ch *wire.ClientHello, sh *wire.ServerHello, shar
 	if keyLog != nil {
 		keyLog(c, &sk, ch.Cipher)
 	}
-	if side == Client {
-		return newKeys(ch.Cipher, &sk.C2S, &sk.S2C)
+	// From here the data keys live only inside the Sealer and Opener.
+	seal, open, err := sk.Records(ch.Cipher, side == Client)
+	if err != nil {
+		return nil, err
 	}
-	return newKeys(ch.Cipher, &sk.S2C, &sk.C2S)
+	return &Keys{Seal: seal, Open: open, Cipher: ch.Cipher}, nil
 }
 
 func withinSkew(now time.Time, ts uint64, skew time.Duration) bool {

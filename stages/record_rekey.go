@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"crypto/cipher"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -10,10 +9,13 @@ import (
 	"usocks/wire"
 )
 
-// In-band rekeying (SPEC-v2.md §4a). Each record stage owns its direction's
-// key material: the encrypt stage decides when to rekey and seals a
-// KEYUPDATE frame under the old key before switching; the decrypt stage
-// switches when it opens one. Keys are replaced, never kept.
+// In-band rekeying (SPEC-v2.md §4a). The keys never leave wire: the
+// encrypt stage decides when to rekey and asks its Sealer to seal a
+// KEYUPDATE under the old key and move to the next one
+// (wire.Sealer.SealKeyUpdate); the decrypt stage's Opener follows the
+// peer's KEYUPDATE frames by itself (wire.Opener.Rekey, called by the
+// record reader). Old keys are overwritten inside wire, and each stage
+// makes its Sealer or Opener forget its key when it ends.
 
 // Rekeying defaults: well below the 2^24-record limit of a key, and at
 // least hourly (as WireGuard does).
@@ -22,15 +24,14 @@ const (
 	defaultRekeyEvery = time.Hour
 )
 
-// Rekeyer is one direction's key material.
+// Rekeyer is the sender's rekeying policy: when to rekey, and where the
+// salts come from. It holds no key.
 type Rekeyer struct {
-	Cipher wire.CipherID
-	Key    [wire.KeySize]byte
 	// After and Every say when the sender rekeys: after this many records,
 	// or this long, under one key (zero: the defaults).
 	After uint64
 	Every time.Duration
-	// Rand draws salts (sender only).
+	// Rand draws salts.
 	Rand io.Reader
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
@@ -63,56 +64,22 @@ func (r *Rekeyer) due(boxes uint64) bool {
 	return boxes/2 >= after || r.now().Sub(r.since) >= every
 }
 
-// next moves to the key after salt and returns its AEAD; the old key is
-// overwritten (forgotten). On failure nothing changes.
-func (r *Rekeyer) next(salt []byte) (cipher.AEAD, error) {
-	k := wire.RekeyKey(&r.Key, salt)
-	a, err := wire.NewAEAD(r.Cipher, &k)
-	if err != nil {
-		clear(k[:])
-		return nil, err
+// rekey draws a salt and has s seal a KEYUPDATE into buf and move to the
+// next key. On any error buf and the key are as they were, and the
+// caller ends the session (a sender that cannot rekey must not go on
+// under a worn key).
+func (r *Rekeyer) rekey(buf []byte, s *wire.Sealer) ([]byte, error) {
+	salt := make([]byte, wire.SaltSize)
+	if _, err := io.ReadFull(r.Rand, salt); err != nil {
+		return buf, fmt.Errorf("rekey: %w", err)
 	}
-	r.Key = k
-	clear(k[:])
+	out, err := s.SealKeyUpdate(buf, salt)
+	if err != nil {
+		return out, fmt.Errorf("rekey: %w", err)
+	}
 	r.since = r.now()
 	if r.Counter != nil {
 		r.Counter.Add(1)
 	}
-	return a, nil
+	return out, nil
 }
-
-// NextOpener moves to the key after salt and returns its opener: the
-// receiving side of a KEYUPDATE (wire.RecordReader.Rekey).
-func (r *Rekeyer) NextOpener(salt []byte) (*wire.Opener, error) {
-	a, err := r.next(salt)
-	if err != nil {
-		return nil, err
-	}
-	return wire.NewOpener(a), nil
-}
-
-// rekey seals a KEYUPDATE under s into buf and returns the sealer of the
-// next key. The next key is made before the KEYUPDATE is sealed, so a
-// failure leaves buf and the key as they were; the caller ends the session
-// on any error (a sender that cannot rekey must not go on under a worn key).
-func (r *Rekeyer) rekey(buf []byte, s *wire.Sealer) ([]byte, *wire.Sealer, error) {
-	salt := make([]byte, wire.SaltSize)
-	if _, err := io.ReadFull(r.Rand, salt); err != nil {
-		return buf, s, fmt.Errorf("rekey: %w", err)
-	}
-	old := r.Key
-	defer clear(old[:])
-	a, err := r.next(salt)
-	if err != nil {
-		return buf, s, fmt.Errorf("rekey: %w", err)
-	}
-	out, err := s.SealFrame(buf, &wire.Frame{Type: wire.FrameKeyUpdate, Payload: salt}, 0)
-	if err != nil {
-		r.Key = old // the peer was not told: stay on the old key
-		return buf, s, fmt.Errorf("rekey: %w", err)
-	}
-	return out, wire.NewSealer(a), nil
-}
-
-// Forget zeroes the key material (at the end of a session).
-func (r *Rekeyer) Forget() { clear(r.Key[:]) }

@@ -16,25 +16,34 @@ func TestRekeyOldKeyRejected(t *testing.T) {
 	_, _ = rand.Read(key[:])
 	c := wire.CipherChaCha20Poly1305
 	a, _ := wire.NewAEAD(c, &key)
-	old := wire.NewSealer(a)
-	send := &Rekeyer{Cipher: c, Key: key, Rand: rand.Reader, After: 1}
+	ghost := wire.NewSealer(a) // the old key, kept outside for the test
+	k := key
+	s, err := wire.NewSealerKey(c, &k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := &Rekeyer{Rand: rand.Reader, After: 1}
 	if !send.due(2) {
 		t.Fatal("a sender past After must be due")
 	}
 	data := &wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: []byte("hello")}
-	stream, _ := old.SealFrame(nil, data, 0)
-	stream, next, err := send.rekey(stream, old)
-	if err != nil {
+	stream, _ := s.SealFrame(nil, data, 0)
+	if stream, err = send.rekey(stream, s); err != nil {
 		t.Fatal(err)
 	}
-	good, _ := next.SealFrame(nil, data, 0)
-	stale, _ := old.SealFrame(nil, data, 0) // the old key, after the update
+	good, _ := s.SealFrame(nil, data, 0)
+	// The old key, at the counter the new key restarted from: a record
+	// sealed as if the sender had not moved on.
+	_, _ = ghost.SealFrame(nil, data, 0)
+	_, _ = ghost.SealFrame(nil, &wire.Frame{Type: wire.FramePad}, 0)
+	stale, _ := ghost.SealFrame(nil, data, 0)
 
 	run := func(in []byte) (int, error) {
-		oa, _ := wire.NewAEAD(c, &key)
+		k := key
+		o, _ := wire.NewOpenerKey(c, &k)
 		chunks := make(chan Chunk, 1)
 		out := make(chan Frame, 8)
-		d := &Decrypt{Opener: wire.NewOpener(oa), In: chunks, Out: out, Rekey: &Rekeyer{Cipher: c, Key: key}}
+		d := &Decrypt{Opener: o, In: chunks, Out: out}
 		chunks <- Chunk{B: in}
 		close(chunks)
 		err := d.Run(context.Background())
@@ -65,11 +74,11 @@ func TestRekeyFailureEndsSession(t *testing.T) {
 	var key [wire.KeySize]byte
 	_, _ = rand.Read(key[:])
 	c := wire.CipherChaCha20Poly1305
-	a, _ := wire.NewAEAD(c, &key)
-	rk := &Rekeyer{Cipher: c, Key: key, Rand: failingReader{}, After: 1}
+	s, _ := wire.NewSealerKey(c, &key)
+	rk := &Rekeyer{Rand: failingReader{}, After: 1}
 	in := make(chan Batch, 2)
 	out := make(chan Sealed, 2)
-	e := &Encrypt{Sealer: wire.NewSealer(a), In: in, Out: out, Rekey: rk, Log: testLog()}
+	e := &Encrypt{Sealer: s, In: in, Out: out, Rekey: rk, Log: testLog()}
 	frame := func() Batch {
 		return Batch{{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: []byte("x")}}}
 	}
@@ -87,7 +96,8 @@ func TestRekeyFailureEndsSession(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d batches sealed, want only the one before the failed rekey", n)
 	}
-	if rk.Key != ([wire.KeySize]byte{}) {
-		t.Fatal("the key was not forgotten")
+	// The stage made its sealer forget the key: it can no longer rekey.
+	if _, err := s.SealKeyUpdate(nil, make([]byte, wire.SaltSize)); !errors.Is(err, wire.ErrNoKey) {
+		t.Fatalf("the key was not forgotten: rekey after the end: %v", err)
 	}
 }

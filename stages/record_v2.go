@@ -19,6 +19,8 @@ var ErrTruncated = errors.New("backend ended inside a record")
 
 // Encrypt is the mux → backend writer stage.
 type Encrypt struct {
+	// Sealer seals the records; it must hold its key (wire.NewSealerKey)
+	// if Rekey is set. Its key is forgotten when Run returns.
 	Sealer *wire.Sealer
 	In     <-chan Batch
 	Out    chan<- Sealed
@@ -27,8 +29,8 @@ type Encrypt struct {
 	// defence policy's cells, SPEC-v2.md §7a).
 	Cell int
 	// Rekey, if set, makes the stage rekey its direction in band (a
-	// KEYUPDATE frame, then the next key) when its key has been used long
-	// enough.
+	// KEYUPDATE frame, then the next key, both inside the Sealer) when
+	// its key has been used long enough.
 	Rekey *Rekeyer
 	Log   *logrus.Entry
 	// Tap, if set, sees every frame and its padding as it is sealed
@@ -57,9 +59,7 @@ func (e *Encrypt) freeList() chan []byte {
 // Run seals until In is closed (then closes Out) or ctx is done.
 func (e *Encrypt) Run(ctx context.Context) error {
 	free := e.freeList()
-	if e.Rekey != nil {
-		defer e.Rekey.Forget()
-	}
+	defer e.Sealer.Forget()
 	start := func() ([]byte, error) {
 		var out []byte
 		select {
@@ -68,7 +68,7 @@ func (e *Encrypt) Run(ctx context.Context) error {
 		}
 		if e.Rekey != nil && e.Rekey.due(e.Sealer.Count()) {
 			var err error
-			if out, e.Sealer, err = e.Rekey.rekey(out, e.Sealer); err != nil {
+			if out, err = e.Rekey.rekey(out, e.Sealer); err != nil {
 				return out, err // ends the session
 			}
 		}
@@ -133,6 +133,9 @@ func sealLoop(ctx context.Context, in <-chan Batch, out chan<- Sealed, tap func(
 
 // Decrypt is the backend reader → demux stage.
 type Decrypt struct {
+	// Opener opens the records. Made with wire.NewOpenerKey it follows
+	// the peer's KEYUPDATE frames; made from an AEAD, a KEYUPDATE is a
+	// protocol error. Its key is forgotten when Run returns.
 	Opener *wire.Opener
 	In     <-chan Chunk
 	Out    chan<- Frame
@@ -143,9 +146,6 @@ type Decrypt struct {
 	Chaff func()
 	// Events, if set, is told what arrives, for the defence stage.
 	Events *DefenceEvents
-	// Rekey, if set, follows the peer's KEYUPDATE frames; without it a
-	// KEYUPDATE is a protocol error.
-	Rekey *Rekeyer
 }
 
 // Run opens records until In is closed (then closes Out) or an error. A
@@ -157,13 +157,8 @@ type Decrypt struct {
 // that it keeps only what its payload needs.
 func (d *Decrypt) Run(ctx context.Context) error {
 	defer close(d.Out)
-	if d.Rekey != nil {
-		defer d.Rekey.Forget()
-	}
+	defer d.Opener.Forget()
 	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
-	if d.Rekey != nil {
-		rr.Rekey = d.Rekey.NextOpener
-	}
 	for {
 		c, ok, err := recv(ctx, d.In)
 		if err != nil {

@@ -19,9 +19,9 @@ func TestDecryptEveryChunkSplit(t *testing.T) {
 	var key [wire.KeySize]byte
 	_, _ = rand.Read(key[:])
 	c := wire.CipherAES256GCM
-	a, _ := wire.NewAEAD(c, &key)
-	s := wire.NewSealer(a)
-	send := &Rekeyer{Cipher: c, Key: key, Rand: rand.Reader}
+	k := key
+	s, _ := wire.NewSealerKey(c, &k)
+	send := &Rekeyer{Rand: rand.Reader}
 	var stream []byte
 	seal := func(f wire.Frame, pad int) {
 		var err error
@@ -32,17 +32,18 @@ func TestDecryptEveryChunkSplit(t *testing.T) {
 	seal(wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: 3}, 17)
 	seal(wire.Frame{Type: wire.FramePad}, 300)
 	seal(wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 3, Payload: bytes.Repeat([]byte("x"), 3000)}, 0)
-	stream, s, _ = send.rekey(stream, s)
+	stream, _ = send.rekey(stream, s)
 	seal(wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT | wire.FlagFIN, Stream: 3, Payload: []byte("end")}, 5)
 	seal(wire.Frame{Type: wire.FrameClose}, 0)
 
 	run := func(chunks [][]byte) string {
-		oa, _ := wire.NewAEAD(c, &key)
+		k := key
+		o, _ := wire.NewOpenerKey(c, &k)
 		in := make(chan Chunk, len(chunks))
 		out := make(chan Frame, 16)
 		var tapped, passed bytes.Buffer
 		chaff := 0
-		d := &Decrypt{Opener: wire.NewOpener(oa), In: in, Out: out, Rekey: &Rekeyer{Cipher: c, Key: key},
+		d := &Decrypt{Opener: o, In: in, Out: out,
 			Tap:   func(f *wire.Frame, pad int) { fmt.Fprintf(&tapped, "%v pad=%d %x;", *f, pad, f.Payload) },
 			Chaff: func() { chaff++ }}
 		for _, ch := range chunks {

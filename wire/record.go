@@ -138,6 +138,7 @@ func (c *counter) next() ([]byte, error) {
 type Sealer struct {
 	aead cipher.AEAD
 	ctr  counter
+	keys keyState // the key behind aead, if s may rekey (record_keys.go)
 	err  error
 	lbuf [2]byte // length scratch; a field so it does not escape per record
 }
@@ -216,7 +217,8 @@ func (s *Sealer) SealFrame(dst []byte, f *Frame, padLen int) ([]byte, error) {
 type Opener struct {
 	aead    cipher.AEAD
 	ctr     counter
-	bodyLen int // length of the record whose length box is open, or -1
+	keys    keyState // the key behind aead, if o may rekey (record_keys.go)
+	bodyLen int      // length of the record whose length box is open, or -1
 	err     error
 	lbuf    [2]byte // length scratch
 }

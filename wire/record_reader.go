@@ -11,8 +11,9 @@ import (
 // without the key).
 var ErrProtocol = errors.New("protocol error")
 
-// ErrUnexpectedKeyUpdate is a KEYUPDATE frame at a RecordReader that
-// cannot rekey (its Rekey is nil); it comes wrapped in ErrProtocol.
+// ErrUnexpectedKeyUpdate is a KEYUPDATE frame at a RecordReader whose
+// Opener cannot rekey (it was made from an AEAD, not a key); it comes
+// wrapped in ErrProtocol.
 var ErrUnexpectedKeyUpdate = errors.New("unexpected KEYUPDATE")
 
 // RecordReader reassembles the records of one direction from ciphertext
@@ -21,15 +22,13 @@ var ErrUnexpectedKeyUpdate = errors.New("unexpected KEYUPDATE")
 // caller's and parses its frame. It is synchronous and does no I/O; the
 // decrypt stage and replay both read records through it.
 //
-// A KEYUPDATE frame switches the reader to the opener that Rekey returns
+// A KEYUPDATE frame moves the Opener to the next key (Opener.Rekey)
 // before the next record is opened, and is returned like any frame. Every
 // error is final: after one, the reader opens nothing more.
 type RecordReader struct {
-	// Opener opens the current key's records.
+	// Opener opens the records. Made with NewOpenerKey it follows
+	// KEYUPDATE frames; made from an AEAD, a KEYUPDATE is a protocol error.
 	Opener *Opener
-	// Rekey, given a KEYUPDATE frame's salt, returns the opener of the
-	// next key. Nil: a KEYUPDATE is a protocol error.
-	Rekey func(salt []byte) (*Opener, error)
 
 	pend []byte // fed bytes; pend[off:] is not read yet
 	off  int
@@ -99,16 +98,13 @@ func (r *RecordReader) Next(dst []byte) (f Frame, padLen int, ok bool, err error
 		return Frame{}, 0, false, r.err
 	}
 	if f.Type == FrameKeyUpdate {
-		if r.Rekey == nil {
-			r.err = fmt.Errorf("%w: %w", ErrProtocol, ErrUnexpectedKeyUpdate)
-			return f, padLen, true, r.err
-		}
-		o, err := r.Rekey(f.Payload)
-		if err != nil {
+		if err := r.Opener.Rekey(f.Payload); err != nil {
+			if errors.Is(err, ErrNoKey) {
+				err = fmt.Errorf("%w: %w", ErrProtocol, ErrUnexpectedKeyUpdate)
+			}
 			r.err = err
 			return f, padLen, true, err
 		}
-		r.Opener = o
 	}
 	return f, padLen, true, nil
 }

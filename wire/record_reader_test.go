@@ -8,24 +8,24 @@ import (
 )
 
 // sealStream seals frames (with padLen padding each) as one direction's
-// byte stream. A KEYUPDATE frame switches the sealer to the next key of
-// the chain that starts at key, as the encrypt stage does.
+// byte stream. A KEYUPDATE frame is sealed by Sealer.SealKeyUpdate, which
+// moves the sealer to the next key of the chain that starts at key, as
+// the encrypt stage does.
 func sealStream(t testing.TB, c CipherID, key [KeySize]byte, frames []Frame, padLen func(i int) int) []byte {
 	t.Helper()
-	a, err := NewAEAD(c, &key)
+	s, err := NewSealerKey(c, &key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSealer(a)
 	var out []byte
 	for i := range frames {
-		if out, err = s.SealFrame(out, &frames[i], padLen(i)); err != nil {
-			t.Fatal(err)
-		}
 		if frames[i].Type == FrameKeyUpdate {
-			key = RekeyKey(&key, frames[i].Payload)
-			a, _ := NewAEAD(c, &key)
-			s = NewSealer(a)
+			out, err = s.SealKeyUpdate(out, frames[i].Payload)
+		} else {
+			out, err = s.SealFrame(out, &frames[i], padLen(i))
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 	return out
@@ -34,17 +34,11 @@ func sealStream(t testing.TB, c CipherID, key [KeySize]byte, frames []Frame, pad
 // readerOf returns a RecordReader of key's chain that follows KEYUPDATEs.
 func readerOf(t testing.TB, c CipherID, key [KeySize]byte) *RecordReader {
 	t.Helper()
-	a, err := NewAEAD(c, &key)
+	o, err := NewOpenerKey(c, &key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := NewRecordReader(NewOpener(a), 64)
-	r.Rekey = func(salt []byte) (*Opener, error) {
-		key = RekeyKey(&key, salt)
-		a, err := NewAEAD(c, &key)
-		return NewOpener(a), err
-	}
-	return r
+	return NewRecordReader(o, 64)
 }
 
 // readChunks feeds stream to r in chunks of the sizes cut gives and
@@ -149,7 +143,9 @@ func TestRecordReaderErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := readerOf(t, c, testKey)
 			if !tc.rekey {
-				r.Rekey = nil
+				key := testKey
+				a, _ := NewAEAD(c, &key)
+				r = NewRecordReader(NewOpener(a), 64) // holds no key: cannot rekey
 			}
 			got, err := readChunks(r, tc.stream(), func() int { return 5 })
 			if !errors.Is(err, tc.want) || len(got) != tc.frames {

@@ -34,9 +34,10 @@ type recDecoder struct {
 	live     *int // the replayer's count of decoders holding buffers
 }
 
-func newV2Decoder(o *wire.Opener, rk *stages.Rekeyer, live *int) *recDecoder {
+// newV2Decoder reads o's records; o follows KEYUPDATE frames if it holds
+// its key (wire.NewOpenerKey).
+func newV2Decoder(o *wire.Opener, live *int) *recDecoder {
 	rr := wire.NewRecordReader(o, 4096)
-	rr.Rekey = rk.NextOpener
 	*live++
 	return &recDecoder{v2: rr, live: live}
 }

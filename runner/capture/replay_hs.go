@@ -153,14 +153,15 @@ func (rp *replayer) keys(s *rsess, e *Event) {
 		}
 		var key [wire.KeySize]byte
 		copy(key[:], k)
-		a, err := wire.NewAEAD(c, &key)
+		o, err := wire.NewOpenerKey(c, &key) // zeroes key
 		if err != nil {
 			rp.fail(s, d, nil, "keys: "+err.Error())
 			continue
 		}
 		if !rp.roomFor(s) {
+			o.Forget()
 			return
 		}
-		s.dec[d] = newV2Decoder(wire.NewOpener(a), &stages.Rekeyer{Cipher: c, Key: key}, &rp.live)
+		s.dec[d] = newV2Decoder(o, &rp.live)
 	}
 }
