@@ -46,6 +46,9 @@ type Client struct {
 	Rotations atomic.Int64
 	// Reconnects counts sessions that ended and were dialled again.
 	Reconnects atomic.Int64
+	// authFails counts handshakes in a row without a valid reply (the
+	// reconnect loop's own).
+	authFails int
 
 	ln net.Listener
 	// accepted hands app connections to the session's demux (unbuffered:
@@ -221,7 +224,6 @@ func (c *Client) Run(ctx context.Context) error {
 	var draining sync.WaitGroup // sessions rotated away from, finishing their streams
 	defer draining.Wait()
 	for ctx.Err() == nil {
-		start := time.Now()
 		drain := make(chan struct{})
 		var rotate *time.Timer
 		if c.cfg().RotateAfter > 0 {
@@ -252,14 +254,7 @@ func (c *Client) Run(ctx context.Context) error {
 			return err
 		}
 		c.Reconnects.Add(1)
-		wait := c.Backoff.Next(time.Since(start))
-		entry := c.log.WithField("retry_in", wait.Round(time.Millisecond).String())
-		if err == nil {
-			entry.Info("session closed by server, reconnecting")
-		} else {
-			entry.WithError(err).Warn("session ended, reconnecting")
-		}
-		c.backoff(ctx, wait)
+		c.backoff(ctx, c.failed(err))
 	}
 	c.log.Info("client stopped")
 	return nil
@@ -348,11 +343,11 @@ func (c *Client) waitForSession(ctx context.Context, conn net.Conn) {
 	}
 }
 
-// backoff waits before the next session attempt: wait, or less when an
-// app connection is waiting (but at least Backoff.Min since the failure).
-func (c *Client) backoff(ctx context.Context, wait time.Duration) {
+// backoff waits before the next session attempt: d.Wait, or less when an
+// app connection is waiting (but at least d.Floor since the failure).
+func (c *Client) backoff(ctx context.Context, d Delay) {
 	start := time.Now()
-	t := time.NewTimer(wait)
+	t := time.NewTimer(d.Wait)
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -361,7 +356,7 @@ func (c *Client) backoff(ctx context.Context, wait time.Duration) {
 		return
 	case <-c.wake:
 	}
-	rest := c.Backoff.Min - time.Since(start)
+	rest := d.Floor - time.Since(start)
 	if rest <= 0 {
 		return
 	}

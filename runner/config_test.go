@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The original program's sample config (spec §9), with protocol: v1 added.
@@ -105,23 +104,6 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("error %T is not a ConfigError", err)
 			}
 		})
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	b := &Backoff{Min: 100 * time.Millisecond, Max: time.Second, Healthy: 10 * time.Second, Jitter: func() float64 { return 1 }}
-	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, w := range want {
-		if got := b.Next(time.Millisecond); got != w*time.Millisecond {
-			t.Fatalf("attempt %d: %v, want %v", i, got, w*time.Millisecond)
-		}
-	}
-	if got := b.Next(time.Minute); got != 100*time.Millisecond {
-		t.Fatalf("after a healthy session: %v, want the minimum again", got)
-	}
-	b.Jitter = func() float64 { return 0 }
-	if got := b.Next(time.Millisecond); got != 100*time.Millisecond {
-		t.Fatalf("zero jitter: %v, want half of 200ms", got)
 	}
 }
 

@@ -10,11 +10,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -165,6 +167,28 @@ func TestWrongKeyIsRejected(t *testing.T) {
 	}
 	if a := tg.accepted.Load(); a != 0 {
 		t.Fatalf("target saw %d connections", a)
+	}
+	// The client cannot tell a wrong key from a server that does not
+	// answer; after a few handshakes in a row it says so, once, with its
+	// key's fingerprint.
+	const msg = "no valid reply from the server to several handshakes in a row"
+	count := func() (n int, key any) {
+		for _, e := range tn.hook.AllEntries() {
+			if e.Level == logrus.ErrorLevel && strings.HasPrefix(e.Message, msg) {
+				n, key = n+1, e.Data["key"]
+			}
+		}
+		return n, key
+	}
+	waitFor(t, "the wrong-key error", 20*time.Second, func() bool { n, _ := count(); return n > 0 })
+	waitFor(t, "two more failed handshakes", 20*time.Second, func() bool { return tn.cli.Reconnects.Load() >= authFailLimit+2 })
+	n, key := count()
+	psk, err := tn.cli.cfg().PSK("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || key != KeyFingerprint(psk) {
+		t.Errorf("%d wrong-key errors with key %v, want one with %s", n, key, KeyFingerprint(psk))
 	}
 }
 

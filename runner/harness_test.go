@@ -322,6 +322,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		}
 		cli.Backoff.Min = 20 * time.Millisecond
 		cli.Backoff.Max = 200 * time.Millisecond
+		cli.Backoff.Long = 500 * time.Millisecond
 		if o.backoff != nil {
 			cli.Backoff = o.backoff
 		}

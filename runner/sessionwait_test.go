@@ -35,8 +35,9 @@ func TestAppDoesNotHangWithoutServer(t *testing.T) {
 // the backoff.
 func TestWaitingAppCutsBackoffShort(t *testing.T) {
 	tg := startTarget(t)
-	// Twelve failures so far: the next wait is Max/2 = 30 s (no jitter).
-	b := &Backoff{Min: 20 * time.Millisecond, Max: time.Minute, Healthy: time.Minute, Jitter: func() float64 { return 0 }, failures: 12}
+	// Twelve failures so far, past the threshold: the next wait is Long/2
+	// = 30 s (no jitter).
+	b := &Backoff{Min: 20 * time.Millisecond, Max: time.Minute, Decay: time.Hour, Threshold: 5, Long: time.Minute, Jitter: func() float64 { return 0 }, failures: 12}
 	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, relayDown: true, backoff: b, sessionWait: 20 * time.Second})
 	waitFor(t, "a failed attempt and its backoff", 10*time.Second, func() bool {
 		for _, e := range tn.hook.AllEntries() {
