@@ -3,6 +3,7 @@ package runner
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"hash"
 	"io"
@@ -428,5 +429,94 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 	reloadOK(t, srv.Reload, sf, fmt.Sprintf(text, port))
 	if lv := srv.log.Logger.GetLevel(); lv != logrus.DebugLevel {
 		t.Fatalf("log level %v after log_level was removed, want the start level", lv)
+	}
+}
+
+// TestReloadClientKey: a client reloaded with another user's key keeps its
+// running session; when the server then removes its old user, that
+// session ends and the next one starts with the new key.
+func TestReloadClientKey(t *testing.T) {
+	tg := startTarget(t)
+	identity, alice, bob := newKey(t), newKey(t), newKey(t)
+	srvText := func(users string) string {
+		return fmt.Sprintf("server:\n  key: %s\n  backend: {address: 127.0.0.1, port: %%d}\n  frontend: {server: 127.0.0.1, port: %d}\n  probe_timeout: 300ms\n  clients: {%s}\n", identity, tg.port(), users)
+	}
+	srv, sf, hook, port := startFileServer(t, srvText("alice: "+alice+", bob: "+bob))
+	cliText := func(key string) string {
+		return fmt.Sprintf("client:\n  key: %s\n  server_key: %s\n  address: 127.0.0.1\n  backend: {server: 127.0.0.1, port: %%d}\n", key, identity)
+	}
+	cli, cf := startFileClient(t, cliText(alice), port)
+	tn := &tunnel{t: t, cli: cli, srv: srv}
+	h := newHashedEcho(t, tn)
+	h.round(t, 100_000)
+	rep := reloadOK(t, cli.Reload, cf, withPort(fmt.Sprintf(cliText(bob), port), cli.cfg().Port))
+	if !slices.Equal(rep.Changed, []string{"client.key"}) {
+		t.Fatalf("client reload changed %v", rep.Changed)
+	}
+	h.round(t, 100_000)
+	h.finish(t)
+	reloadOK(t, srv.Reload, sf, fmt.Sprintf(srvText("bob: "+bob), port))
+	select {
+	case <-cli.Sessions:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no new session after the old user was removed")
+	}
+	h = newHashedEcho(t, tn)
+	h.round(t, 100_000)
+	h.finish(t)
+	var users []string
+	for _, e := range entries(hook.AllEntries(), "session established", "side", "server") {
+		users = append(users, fmt.Sprint(e.Data["user"]))
+	}
+	if !slices.Equal(users, []string{"alice", "bob"}) {
+		t.Fatalf("sessions of %v, want alice's then bob's", users)
+	}
+}
+
+// TestReloadCertificate: a reload reads the certificate files again (a
+// renewal in place, or other files): new TLS connections get the new
+// certificate; files that do not load are refused and the old
+// certificate stays.
+func TestReloadCertificate(t *testing.T) {
+	tg := startTarget(t)
+	certA, keyA := selfSigned(t)
+	certB, keyB := selfSigned(t)
+	key0 := newKey(t)
+	text := func(cert, key string) string {
+		return fmt.Sprintf("server:\n  key: %s\n  backend: {type: tls, address: 127.0.0.1, port: %%d, tls_cert: %s, tls_key: %s}\n  frontend: {server: 127.0.0.1, port: %d}\n",
+			key0, cert, key, tg.port())
+	}
+	srv, sf, _, port := startFileServer(t, text(certA, keyA))
+	pinOf := func(file string) string {
+		c, err := readCerts(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return CertPin(c[0])
+	}
+	served := func() string {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", srv.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return CertPin(c.ConnectionState().PeerCertificates[0])
+	}
+	if got := served(); got != pinOf(certA) {
+		t.Fatal("not serving the first certificate")
+	}
+	rep := reloadOK(t, srv.Reload, sf, fmt.Sprintf(text(certB, keyB), port))
+	if !slices.Equal(rep.Changed, []string{"server.backend.tls_cert", "server.backend.tls_key"}) || len(rep.Restart) != 0 {
+		t.Fatalf("changed %v, restart %v", rep.Changed, rep.Restart)
+	}
+	if got := served(); got != pinOf(certB) {
+		t.Fatal("a new connection after the reload did not get the new certificate")
+	}
+	sf.write(t, fmt.Sprintf(text(certA, keyB), port)) // a key that is not the certificate's
+	if _, err := srv.Reload(sf.load); err == nil || !strings.HasPrefix(err.Error(), "server.backend.tls_cert") {
+		t.Fatalf("reload with a mismatched key: %v", err)
+	}
+	if got := served(); got != pinOf(certB) {
+		t.Fatal("a refused reload changed the certificate")
 	}
 }

@@ -157,7 +157,7 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 		if err := s.Listen(); err != nil {
 			return err
 		}
-		return runService(ctx, s.Run, func() { _, _ = s.Reload(load) }, logger)
+		return runService(ctx, s.Run, func() { _, _ = s.Reload(warnFile(load, *file, logger)) }, logger)
 	}
 	if cfg.Client == nil {
 		return fmt.Errorf("%s: no client: section", *file)
@@ -174,7 +174,7 @@ func serve(ctx context.Context, cmd string, args []string, stdout, stderr io.Wri
 	}
 	reload := func() { logger.Warn("SIGHUP: a client run from a link has no config file to reload") }
 	if load != nil {
-		reload = func() { _, _ = c.Reload(load) }
+		reload = func() { _, _ = c.Reload(warnFile(load, *file, logger)) }
 	}
 	return runService(ctx, c.Run, reload, logger)
 }
@@ -234,6 +234,20 @@ func setListen(c *runner.ClientConfig, listen string) error {
 		c.Address = "127.0.0.1"
 	}
 	return nil
+}
+
+// warnFile is load that also logs the warnings `usocks check` gives about
+// the file (a key anyone can read, …), as at start.
+func warnFile(load runner.ConfigLoader, file string, logger *logrus.Logger) runner.ConfigLoader {
+	return func() (*runner.Config, error) {
+		c, err := load()
+		if err == nil {
+			for _, w := range runner.FileWarnings(file, c) {
+				logger.Warn(w)
+			}
+		}
+		return c, err
+	}
 }
 
 // runService runs a bound client or server as a service: it tells systemd
