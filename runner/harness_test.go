@@ -43,6 +43,7 @@ type target struct {
 	ln       net.Listener
 	wg       sync.WaitGroup
 	accepted atomic.Int64
+	sent     atomic.Int64  // bytes written in modeSource
 	hold     chan struct{} // closed when the test ends
 }
 
@@ -105,6 +106,7 @@ func (tg *target) serve(c *net.TCPConn) {
 			if _, err := c.Write(buf[:k]); err != nil {
 				return
 			}
+			tg.sent.Add(int64(k))
 			n -= k
 		}
 		_ = c.CloseWrite()

@@ -169,7 +169,9 @@ func TestSocks5UDPAssociateDNS(t *testing.T) {
 	// Closing the control connection ends the association: datagrams sent
 	// afterwards get no answer.
 	_ = ctrl.Close()
-	time.Sleep(300 * time.Millisecond)
+	// The association has ended once its stream and socket are given back
+	// (only the session's backend connection is still counted).
+	waitFor(t, "the association to end", 10*time.Second, func() bool { return tn.srv.limits.fds.held.Load() == 1 })
 	sent := s5.UDPStats.Sent.Load()
 	if _, err := app.WriteToUDPAddrPort(datagram, relay); err != nil {
 		t.Fatal(err)
