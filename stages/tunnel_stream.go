@@ -180,10 +180,14 @@ func (s *stream) takeCredit(ctx context.Context, max int) (int, bool) {
 // frontend) and returns the local socket or an error (then RST).
 func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	s.started = time.Now()
-	c, err := open()
+	c, err := guardOpen(open)
 	if err != nil {
 		s.openErr = err
-		s.log.WithError(err).Debug("stream open failed")
+		if p, ok := asPanic(err); ok {
+			s.panicked("open", p)
+		} else {
+			s.log.WithError(err).Debug("stream open failed")
+		}
 		// No RST when the session is ending: its streams are reset
 		// without them (SPEC-v2.md §6d).
 		s.abort(ctx.Err() == nil)
@@ -201,9 +205,9 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 		upDone := make(chan struct{})
 		go func() {
 			defer close(upDone)
-			s.up(ctx)
+			s.guard("up", func() { s.up(ctx) })
 		}()
-		s.down(ctx)
+		s.guard("down", func() { s.down(ctx) })
 		<-upDone
 		stop()
 	}

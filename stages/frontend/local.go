@@ -87,8 +87,20 @@ func (connIO) ID() uint16 { return 0 }
 
 // Accept runs the proxy exchange on the app's connection. It returns the
 // connection to open a stream for (a stages.SynTarget). On error the
-// app has been answered if it could be, and the caller closes conn.
-func (p *LocalProxy) Accept(conn net.Conn) (stages.SynTarget, error) {
+// app has been answered if it could be, and the caller closes conn. A
+// panic in the exchange fails this connection only: it is logged with its
+// stack and returned as a *stages.PanicError.
+func (p *LocalProxy) Accept(conn net.Conn) (tc stages.SynTarget, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe := stages.Recovered(v)
+			if p.Log != nil {
+				p.Log.WithFields(logrus.Fields{"panic": fmt.Sprint(v), "stack": string(pe.Stack)}).
+					Error("panic in a client-side proxy request: closing that connection")
+			}
+			tc, err = nil, pe
+		}
+	}()
 	t := p.HandshakeTimeout
 	if t <= 0 {
 		t = defaultHandshakeTimeout

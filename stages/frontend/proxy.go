@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"usocks/stages"
 )
 
 // What follows is shared by the proxy frontends.
@@ -38,8 +40,16 @@ func readRequest[T any](ctx context.Context, timeout time.Duration, f func() (T,
 	}
 	ch := make(chan result, 1)
 	go func() {
-		v, err := f()
-		ch <- result{v, err}
+		var r result
+		defer func() {
+			if v := recover(); v != nil {
+				// A panic in one request's parser fails that stream
+				// only (the stage logs it with this stack).
+				r.err = stages.Recovered(v)
+			}
+			ch <- r
+		}()
+		r.v, r.err = f()
 	}()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
