@@ -49,6 +49,8 @@ type Client struct {
 	// authFails counts handshakes in a row without a valid reply (the
 	// reconnect loop's own).
 	authFails int
+	// Resumes counts sessions resumed on a new backend (SPEC-v2.md §7b).
+	Resumes atomic.Int64
 
 	ln net.Listener
 	// accepted hands app connections to the session's demux (unbuffered:
@@ -68,6 +70,9 @@ type Client struct {
 	// without log_level goes back to.
 	reloading sync.Mutex
 	baseLevel logrus.Level
+	// carry is a connection whose server refused to resume a session: it
+	// carries the next session (the server started one on it).
+	carry atomic.Pointer[established]
 }
 
 // clientLive is what a reload replaces: the config in force and the keys
@@ -422,70 +427,6 @@ func permanent(err error) error {
 // jittered returns d ± 25 %, so that rotations do not happen in step.
 func jittered(d time.Duration) time.Duration {
 	return d*3/4 + time.Duration(mrand.Int64N(int64(d/2)+1))
-}
-
-// session dials, handshakes and runs one session; closing drain moves it
-// to draining (see stages.Demux.Drain).
-func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
-	conn, srv, err := c.dialAny(ctx)
-	if err != nil {
-		return err
-	}
-	// A session that ends while the client runs (dead backend, server
-	// gone) sends the next one to another server first.
-	defer func() {
-		if ctx.Err() == nil {
-			c.servers.failed(srv)
-		}
-	}()
-	live := c.live.Load() // a reload changes the sessions that start after it
-	cfg := live.cfg
-	log := c.log.WithField("peer", conn.RemoteAddr().String())
-	params := sessionParams{
-		role: stages.Client, conn: conn, accept: c.accepted,
-		maxStreams: cfg.MaxStreams, log: log.WithField("layer", "session"), stats: &c.Stats,
-		idle: cfg.IdleTimeout, half: cfg.HalfClosedTimeout, keepalive: max(cfg.KeepAlive, 0),
-		drain: drain, rekeyAfter: cfg.RekeyAfter, tuning: cfg.DefenseTuning,
-		capture: c.capture.Session(conn.RemoteAddr().String()),
-		ended:   accessLog(log, stages.Client, c.metrics.stream),
-	}
-	if c.udp != nil {
-		params.relay = c.udp
-	}
-	if cfg.Protocol == "v1" {
-		// v1 has no handshake: the record channel starts at once.
-		if params.v1, err = newV1Keys(cfg.Key); err != nil {
-			_ = conn.Close()
-			return err
-		}
-		log.Info("session started (protocol v1)")
-		c.servers.ok(srv)
-		select {
-		case c.Sessions <- struct{}{}:
-		default:
-		}
-		return runSession(ctx, params)
-	}
-	hs := &stages.ClientHandshake{PSK: live.psk, Cipher: live.cipher, Rand: c.Rand, Now: c.Now, Skew: cfg.ReplayWindow, Timeout: 10 * time.Second, Prefix: []byte(cfg.Backend.Prefix), Identity: live.identity,
-		PostQuantum: cfg.PostQuantum == nil || *cfg.PostQuantum,
-		Defence:     cfg.defencePolicy()}
-	if params.capture != nil {
-		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { params.capture.KeyLog(k, ci) }
-	}
-	keys, err := hs.Run(ctx, params.capture.HandshakeConn(conn))
-	if err != nil {
-		_ = conn.Close()
-		params.capture.End(fmt.Errorf("handshake: %w", err))
-		return fmt.Errorf("handshake: %w", err)
-	}
-	log.WithFields(logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()}).Info("session established")
-	c.servers.ok(srv)
-	select {
-	case c.Sessions <- struct{}{}:
-	default:
-	}
-	params.keys = keys
-	return runSession(ctx, params)
 }
 
 // v1Warning is logged once by every v1 client and server.

@@ -150,6 +150,8 @@ type Common struct {
 	// PostQuantum adds ML-KEM-768 to the v2 key exchange (client; default
 	// true). A server always answers it.
 	PostQuantum *bool `yaml:"post_quantum"`
+	// Resumable sessions (config_resume.go).
+	ResumeConfig `yaml:",inline"`
 }
 
 // ClientConfig is the `client:` section.
@@ -327,6 +329,7 @@ func (c *Common) validate(p *problems, server bool) {
 	if c.ReplayWindow < 10*time.Second || c.ReplayWindow > 120*time.Second {
 		p.bad("replay_window", "must be 10s..120s")
 	}
+	c.ResumeConfig.validate(p)
 }
 
 // PSK parses the v2 key (this may take a moment for a passphrase).

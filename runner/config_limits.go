@@ -36,6 +36,10 @@ type Limits struct {
 	// of one session (default 64; socks5 frontend). More are refused with
 	// a SOCKS5 failure reply.
 	SessionMaxUDP int `yaml:"session_max_udp"`
+	// MaxDetached bounds the sessions kept without a backend, waiting for
+	// their clients to resume them (default 1024). A session that loses
+	// its backend beyond it ends at once (its streams are reset).
+	MaxDetached int `yaml:"max_detached"`
 }
 
 // Limit defaults.
@@ -79,6 +83,7 @@ func (l *Limits) validate(p *problems) {
 		{&l.SessionMaxDials, "session_max_dials", DefaultSessionMaxDials, 65535},
 		{&l.SessionDialRate, "session_dial_rate", DefaultSessionDialRate, 1 << 20},
 		{&l.SessionMaxUDP, "session_max_udp", DefaultSessionMaxUDP, 65535},
+		{&l.MaxDetached, "max_detached", DefaultMaxDetached, 1 << 20},
 	} {
 		if *k.v == 0 {
 			*k.v = k.def

@@ -190,6 +190,12 @@ type tunnelOpts struct {
 	metrics bool
 	// limits are the server's limits (zero: the defaults).
 	limits Limits
+	// resume is both sides' resume_timeout. The default here is off
+	// (-1s), so that the tests of a session's end test exactly that;
+	// resume_e2e_test.go turns it on.
+	resume       time.Duration
+	srvResume    time.Duration // the server's, if it differs
+	resumeBuffer int           // KiB (0: default)
 }
 
 func testLogger(t testing.TB) (*logrus.Logger, *test.Hook) {
@@ -251,6 +257,10 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		MaxPending:   o.maxPending,
 		Limits:       o.limits,
 	}
+	if o.resume == 0 {
+		o.resume = -time.Second
+	}
+	scfg.ResumeTimeout, scfg.ResumeBuffer = cmp.Or(o.srvResume, o.resume), o.resumeBuffer
 	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
 	if o.metrics {
 		scfg.Metrics = "127.0.0.1:0"
@@ -306,6 +316,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port, RotateAfter: o.rotate, SessionWait: o.sessionWait,
 			Listen: ListenConfig{Type: o.listen},
 		}
+		ccfg.ResumeTimeout, ccfg.ResumeBuffer = o.resume, o.resumeBuffer
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
 		if o.metrics {
 			ccfg.Metrics = "127.0.0.1:0"

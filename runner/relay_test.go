@@ -17,9 +17,14 @@ type relay struct {
 
 	mu       sync.Mutex
 	flipAt   int64 // c2s offset to flip (per connection), -1 = off
-	recorded [][]byte
-	conns    []net.Conn
-	wg       sync.WaitGroup
+	flipOnce bool  // flip on one connection only, then off
+	// dropReplies is how many of the next connections never pass on a
+	// byte from the server: the relay cuts both sides when the server's
+	// first bytes arrive (a cut in the middle of a handshake).
+	dropReplies int
+	recorded    [][]byte
+	conns       []net.Conn
+	wg          sync.WaitGroup
 	// blackhole, while set, makes the relay swallow traffic both ways
 	// (the connections stay up): a network that silently stopped.
 	blackhole atomic.Bool
@@ -59,6 +64,10 @@ func startDelayRelay(t testing.TB, target string, delay time.Duration) *relay {
 			idx := len(r.recorded)
 			r.recorded = append(r.recorded, nil)
 			r.conns = append(r.conns, c, s)
+			drop := r.dropReplies > 0
+			if drop {
+				r.dropReplies--
+			}
 			r.mu.Unlock()
 			r.wg.Add(2)
 			cw, sw := r.delayed(c), r.delayed(s)
@@ -68,6 +77,13 @@ func startDelayRelay(t testing.TB, target string, delay time.Duration) *relay {
 			}()
 			go func() {
 				defer r.wg.Done()
+				if drop {
+					var b [1]byte
+					_, _ = s.Read(b[:])
+					_ = c.Close()
+					_ = s.Close()
+					return
+				}
 				r.pipeS2C(s, cw)
 			}()
 		}
@@ -139,6 +155,9 @@ func (r *relay) pipeC2S(idx int, c net.Conn, s halfCloser) {
 			}
 			if r.flipAt >= off && r.flipAt < off+int64(n) {
 				buf[r.flipAt-off] ^= 0x01
+				if r.flipOnce {
+					r.flipAt = -1
+				}
 			}
 			r.mu.Unlock()
 			off += int64(n)
@@ -187,6 +206,20 @@ func (r *relay) setFlip(off int64) {
 	r.mu.Lock()
 	r.flipAt = off
 	r.mu.Unlock()
+}
+
+// dropReply makes the next n connections cut when the server answers.
+func (r *relay) dropReply(n int) {
+	r.mu.Lock()
+	r.dropReplies = n
+	r.mu.Unlock()
+}
+
+// conns is how many connections the relay has accepted.
+func (r *relay) accepted() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.recorded)
 }
 
 // cut closes every relayed connection abruptly (no CLOSE record).

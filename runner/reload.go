@@ -55,7 +55,8 @@ type ConfigLoader func() (*Config, error)
 // serverRestartKeys are the server keys a reload cannot change.
 var serverRestartKeys = restartKeys(
 	[]string{"protocol", "backend", "metrics", "metrics_allow_remote", "capture", "capture_plaintext", "capture_max_mib",
-		"replay_window", "salt_cache", "replay_store", "replay_state", "salt_quota", "clients_from_store", "clients_refresh"},
+		"replay_window", "salt_cache", "replay_store", "replay_state", "salt_quota", "clients_from_store", "clients_refresh",
+		"resume_timeout", "max_detached"},
 	[]string{"backend.tls_cert", "backend.tls_key"})
 
 // clientRestartKeys are the client keys a reload cannot change.

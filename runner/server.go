@@ -57,6 +57,7 @@ type Server struct {
 	replay    *replay                              // v2: salt store and users
 	limits    *limiter                             // per-session, per-user and total bounds
 	metrics   *metrics                             // nil unless cfg.Metrics is set
+	resumes   *resumables                          // v2 with resume_timeout: detached sessions
 	names     atomic.Pointer[map[wire.UserID]string]
 }
 
@@ -127,11 +128,14 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	if s.replay, err = newReplay(cfg, s.log); err != nil {
 		return nil, err
 	}
+	if cfg.resumes() {
+		s.resumes = newResumables(cfg.MaxDetached, cfg.ResumeTimeout, s.log)
+	}
 	s.hs.Store(&stages.ServerHandshake{
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
 		Salts: s.replay.store(), Users: s.replay.users,
 		DrainTimeout: probe, Log: s.log, Prefix: []byte(cfg.Backend.Prefix),
-		DefenceCap: cfg.defencePolicy(),
+		DefenceCap: cfg.defencePolicy(), Resume: s.resumeHook(),
 	})
 	return s, nil
 }
@@ -337,11 +341,49 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	if name := s.userName(keys.User); name != "" {
 		log = log.WithField("user", name)
 	}
+	f := logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()}
+	if keys.Resume != nil {
+		f["resume"] = keys.Resume.Reply.Status.String()
+	}
+	if keys.Resume != nil && keys.Resume.Reply.Status == wire.ResumeOK {
+		log.WithFields(f).Info("session resumed on a new backend")
+		sc.End(nil)
+		lk := &link{conn: conn, keys: keys, peerRecv: keys.Resume.Offer.Received}
+		if !s.resumes.hand(keys.Resume.Claim.(*resumeSlot), lk) {
+			_ = conn.Close()
+		}
+		return
+	}
+	p := sessionParams{conn: conn, keys: keys, capture: sc}
+	if keys.Resume != nil {
+		var slot *resumeSlot
+		defer func() {
+			if slot != nil {
+				s.resumes.remove(slot)
+			}
+		}()
+		key := resumeKey{keys.User, keys.Resume.Offer.ID}
+		p.resume = &resumeParams{id: key.id, buffer: s.cfg().ResumeBuffer << 10,
+			started: func(sess *session) { slot = s.resumes.register(key, sess) },
+			next: func(sess *session, lost error) *link {
+				if slot == nil {
+					return nil
+				}
+				return s.resumes.awaitLink(slot, lost)
+			}}
+	}
 	// A reload that removes this user ends the session (gracefully).
 	ctx, untrack := s.sessions.track(ctx, keys.User, s.replay.users)
 	defer untrack()
-	s.runSession(ctx, log, sessionParams{conn: conn, keys: keys, capture: sc}, keys.User,
-		logrus.Fields{"cipher": keys.Cipher.String(), "defense": keys.Defence.String()})
+	s.runSession(ctx, log, p, keys.User, f)
+}
+
+// resumeHook is the handshake's hook for resumable sessions (nil: off).
+func (s *Server) resumeHook() stages.ResumeHook {
+	if s.resumes == nil {
+		return nil
+	}
+	return s.resumes
 }
 
 // refusing is the frontend of a refused session.

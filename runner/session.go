@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -20,14 +19,26 @@ import (
 	v1 "usocks/wire/v1"
 )
 
-// A session is the unit of restart: every stage that shares one backend
-// connection and one key state runs in one errgroup. When a stage fails the
-// session ends — after telling the peer with a RESET record where that
-// helps — and the client then builds a new session (new connection, new
-// keys, new channels). Streams are reset, never carried over.
+// A session is a tunnel between client and server: the stream actors, the
+// demux and mux, and (resumable v2 sessions, SPEC-v2.md §7b) the resend
+// stage. It runs over one backend connection at a time, a *link*: the
+// backend reader and writer and the record stages bound to that
+// connection's keys (session_link.go). The two are separate units:
 //
-//	backend reader ─► decrypt ─► demux ─► stream actors ─► local sockets
-//	backend writer ◄─ encrypt ◄─ mux ◄──── stream actors ◄─ local sockets
+//	link:    backend reader ─► decrypt ──┐        ┌── encrypt ◄─ [defence] ◄─ backend writer side
+//	session:                   frames ─► demux ─► stream actors ─► mux ─► [resend] ─► link input
+//
+// build makes the session's channels and stages, run starts them and runs
+// links one after another, end reports how it finished. A link runs in an
+// errgroup of its own; the group's first error says why the link ended,
+// and is classified: *link lost* (the backend died: socket error, EOF
+// without CLOSE, keepalive timeout, and in resumable sessions a record
+// that fails authentication) or *fatal* (protocol error, peer RESET,
+// seal failure, resumption refused). A resumable session outlives a lost
+// link: the client dials a new one and resumes, the server waits
+// resume_timeout for the client to come back (session_resume.go). Every
+// other session — v1, a v2 peer without resumption, resumption off —
+// ends with its first link, and its streams are reset.
 //
 // Ending: a clean end (ctx done here, or CLOSE from the peer) makes the mux
 // send CLOSE as its last frame; the session then waits up to GraceTimeout
@@ -64,7 +75,21 @@ type sessionParams struct {
 	stats      *stages.Stats
 	mem        *stages.MemBudget      // receive memory of this session (nil: unbounded)
 	ended      func(stages.StreamEnd) // called as each stream ends (access log)
-	capture    *capture.Session       // nil: capture off (nil taps)
+	capture    *capture.Session       // nil: capture off (nil taps); the first link only
+	resume     *resumeParams          // v2 with resumption agreed; nil: one link
+}
+
+// resumeParams make a session resumable.
+type resumeParams struct {
+	id     wire.SessionID
+	buffer int // resend buffer, bytes (0: default)
+	// next finds the link after a lost one: the client dials and resumes,
+	// the server waits for the client. nil means the session must end
+	// (next has called fail, or the session is closing).
+	next func(s *session, lost error) *link
+	// started, if set, is called once the session runs (the server
+	// registers it for resumption).
+	started func(s *session)
 }
 
 // newV1Keys sets up both directions of a v1 record channel.
@@ -85,198 +110,249 @@ func needsReset(legacy bool, err error) bool {
 	return errors.Is(err, wire.ErrAuth) || errors.Is(err, stages.ErrProtocol) || errors.Is(err, stages.ErrTruncated)
 }
 
-// runSession runs the pipeline on an established backend until it ends.
+// session is one tunnel; see the top of this file.
+type session struct {
+	p          sessionParams
+	legacy     bool
+	hard       context.Context // cancelled to cut everything at once
+	cancelHard context.CancelFunc
+
+	mu                   sync.Mutex
+	result               error
+	failed, graceExpired bool
+	final                wire.FrameType
+	finalOK              bool
+	cutLink              context.CancelCauseFunc // the running link's; nil between links
+
+	closing   chan struct{} // closed when the end starts
+	closeOnce sync.Once
+
+	frames        chan stages.Frame // decrypt → demux (the session's, in resumable sessions)
+	data, control chan stages.Frame // stream actors → mux
+	batches       chan stages.Batch // mux → resend, or mux → the link
+	dmx           *stages.Demux
+	mux           *stages.Mux
+	resend        *stages.Resend      // resumable sessions only
+	rs            *stages.ResumeState // resumable sessions only
+	demuxDone     chan struct{}
+}
+
+// runSession runs a session on an established backend until it ends.
 // It returns nil for a clean close (either side), an error otherwise.
 func runSession(ctx context.Context, p sessionParams) error {
-	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHard()
-	g, gctx := errgroup.WithContext(hard)
-	legacy := p.v1 != nil
+	s := buildSession(p)
+	first := &link{conn: p.conn, keys: p.keys, capture: p.capture}
+	return s.end(s.run(ctx, first))
+}
 
-	chunks := make(chan stages.Chunk, stages.ChunkQueueLen)
-	frames := make(chan stages.Frame, stages.FrameQueueLen)
-	data := make(chan stages.Frame, stages.DataQueueLen)
-	control := make(chan stages.Frame, stages.ControlQueueLen)
-	batches := make(chan stages.Batch, stages.BatchQueueLen)
-	shaped := batches // encrypt's input: the mux's batches, or the defence stage's
-	sealed := make(chan stages.Sealed, stages.BatchQueueLen)
-
-	var mu sync.Mutex
-	var result error
-	failed, graceExpired := false, false
-	final, finalOK := wire.FrameClose, true
-	// linger says whether the socket ends with FIN and a bounded drain
-	// (stages.LingerClose), so that the last record arrives: a clean end
-	// or a failure with the peer still there. A dead backend, or a peer
-	// that let the grace time pass, is cut at once.
-	linger := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return !graceExpired && !backendGone(result)
-	}
-
-	// closing starts the end of the session: ours (ctx), the peer's CLOSE,
-	// or a failure.
-	closing := make(chan struct{})
-	var closeOnce sync.Once
-	startClose := func() {
-		closeOnce.Do(func() {
-			close(closing)
-			time.AfterFunc(GraceTimeout, func() {
-				mu.Lock()
-				graceExpired = true
-				mu.Unlock()
-				cancelHard()
-			})
-		})
-	}
-	fail := func(err error) {
-		mu.Lock()
-		if !failed {
-			failed, result = true, err
-			final, finalOK = wire.FrameReset, needsReset(legacy, err)
-		}
-		mu.Unlock()
-		startClose()
-	}
-	stopCtx := context.AfterFunc(ctx, startClose)
-	defer stopCtx()
-	// A deadline (or, for a dead backend, closing the socket) is what
-	// unblocks the reader and writer at the end. Closing with unread input
-	// would make the kernel send RST and destroy a last record in flight.
-	stopConn := context.AfterFunc(gctx, func() {
-		if linger() {
-			_ = p.conn.SetDeadline(time.Now().Add(stages.LingerTimeout))
-		} else {
-			_ = p.conn.Close()
-		}
-	})
-	defer stopConn()
-
-	log := p.log
-	stage := func(name string) *logrus.Entry {
-		return log.WithFields(logrus.Fields{"layer": stageLayers[name], "stage": name})
-	}
-	var enc, dec, defence func(context.Context) error
-	var recycle func(stages.Sealed)
-	if legacy {
-		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: batches, Out: sealed, Log: stage("encrypt")}
-		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: frames, Log: stage("decrypt")}
-		if p.capture != nil {
-			e.Tap, d.Tap = p.capture.FrameOut, p.capture.FrameIn
-		}
-		enc, dec = e.Run, d.Run
-	} else {
-		p.stats.DefencePolicy.Store(int32(p.keys.Defence))
-		var decEvents *stages.DefenceEvents
-		cell := 0
-		if params := p.tuning.apply(p.keys.Defence, p.role); params != nil {
-			shaped = make(chan stages.Batch, stages.BatchQueueLen)
-			var seed [32]byte
-			_, _ = rand.Read(seed[:])
-			decEvents = stages.NewDefenceEvents()
-			def := &stages.Defence{Params: params, In: batches, Out: shaped, Events: decEvents,
-				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: stage("defence")}
-			defence, cell = def.Run, params.Cell
-		}
-		// The keys stay inside the Sealer and Opener (package wire), which
-		// rekey themselves; the stages own those.
-		e := &stages.Encrypt{Sealer: p.keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: stage("encrypt"),
-			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
-		d := &stages.Decrypt{Opener: p.keys.Open, In: chunks, Out: frames, Log: stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents}
-		if p.capture != nil {
-			p.capture.TapEncrypt(e)
-			d.Tap = p.capture.FrameIn
-		}
-		enc, dec, recycle = e.Run, d.Run, e.Recycle
-	}
-	rd := &stages.BackendReader{Conn: p.conn, Out: chunks, Log: stage("backend-reader")}
-	wr := &stages.BackendWriter{Conn: p.conn, In: sealed, Log: stage("backend-writer"), Release: recycle}
-	readRun, writeRun := rd.Run, wr.Run
-	if p.capture != nil {
-		readRun, writeRun = p.capture.TapBackend(rd, wr)
-	}
+// buildSession makes the session's channels and its lasting stages.
+func buildSession(p sessionParams) *session {
+	s := &session{p: p, legacy: p.v1 != nil, final: wire.FrameClose, finalOK: true,
+		closing: make(chan struct{}), demuxDone: make(chan struct{})}
+	s.hard, s.cancelHard = context.WithCancel(context.Background())
+	s.frames = make(chan stages.Frame, stages.FrameQueueLen)
+	s.data = make(chan stages.Frame, stages.DataQueueLen)
+	s.control = make(chan stages.Frame, stages.ControlQueueLen)
+	s.batches = make(chan stages.Batch, stages.BatchQueueLen)
 	// The peer's CLOSE ends the session. A v2 peer waits for ours; the
 	// original v1 closes its socket right after its close record, so a
 	// close of ours would only meet a reset socket and turn a clean end
 	// into a failure.
-	peerClosing := startClose
-	if legacy {
+	peerClosing := s.startClose
+	if s.legacy {
 		peerClosing = func() {
-			mu.Lock()
-			if !failed {
-				finalOK = false
+			s.mu.Lock()
+			if !s.failed {
+				s.finalOK = false
 			}
-			mu.Unlock()
-			startClose()
+			s.mu.Unlock()
+			s.startClose()
 		}
 	}
-	mux := &stages.Mux{Control: control, Data: data, Out: batches, Shutdown: closing, Log: stage("mux"),
-		Final: func() (wire.FrameType, bool) { mu.Lock(); defer mu.Unlock(); return final, finalOK }}
-	dmx := &stages.Demux{
-		Role: p.role, In: frames, Data: data, Control: control,
-		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: legacy,
+	s.mux = &stages.Mux{Control: s.control, Data: s.data, Out: s.batches, Shutdown: s.closing, Log: s.stage("mux"),
+		Final: func() (wire.FrameType, bool) { s.mu.Lock(); defer s.mu.Unlock(); return s.final, s.finalOK }}
+	s.dmx = &stages.Demux{
+		Role: p.role, In: s.frames, Data: s.data, Control: s.control,
+		Accept: p.accept, Frontend: p.frontend, MaxStreams: p.maxStreams, Legacy: s.legacy,
 		IdleTimeout: max(p.idle, 0), HalfClosedTimeout: max(p.half, 0), KeepAlive: p.keepalive, Relay: p.relay, Memory: p.mem,
-		Closing: closing, PeerClosing: peerClosing, Drain: p.drain, Drained: startClose, Log: stage("demux"), Stats: p.stats,
+		Closing: s.closing, PeerClosing: peerClosing, Drain: p.drain, Drained: s.startClose, Log: s.stage("demux"), Stats: p.stats,
 		Ended: p.ended,
 	}
+	if p.resume != nil {
+		s.rs = stages.NewResumeState()
+		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Memory: p.mem, Log: s.stage("resend")}
+		if p.keys != nil {
+			s.resend.Split = p.tuning.apply(p.keys.Defence, p.role).SplitSize()
+		}
+		s.resend.Init()
+		s.dmx.LinkDead = func(err error) { s.cut(err) }
+	}
+	return s
+}
 
-	run := func(name string, f func(context.Context) error, io bool) {
-		g.Go(func() (err error) {
-			slog := stage(name)
-			defer func() {
-				if r := recover(); r != nil {
-					slog.WithField("panic", r).Error("stage panicked\n" + string(debug.Stack()))
-					err = fmt.Errorf("stage %s panicked: %v", name, r)
-				}
-				if err != nil {
-					fail(err)
-				}
-				mu.Lock()
-				cut := failed
-				mu.Unlock()
-				if cut && io {
-					// Nothing more can usefully cross the backend.
-					cancelHard()
-				}
-				err = nil
-			}()
-			slog.Debug("stage started")
-			defer slog.Debug("stage stopped")
-			err = f(gctx)
-			if errors.Is(err, stages.ErrPeerClosed) || (err != nil && gctx.Err() != nil) {
-				return nil // a clean end, or the cut after one
-			}
-			return err
+// stage is the logger of one stage.
+func (s *session) stage(name string) *logrus.Entry {
+	return s.p.log.WithFields(logrus.Fields{"layer": stageLayers[name], "stage": name})
+}
+
+// startClose starts the end of the session: ours (ctx), the peer's CLOSE,
+// or a failure.
+func (s *session) startClose() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		time.AfterFunc(GraceTimeout, func() {
+			s.mu.Lock()
+			s.graceExpired = true
+			s.mu.Unlock()
+			s.cancelHard()
 		})
+	})
+}
+
+// ending says whether the end has started.
+func (s *session) ending() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
 	}
-	if defence != nil {
-		run("defence", defence, false)
+}
+
+// fail records the session's first error and starts the end: the mux
+// sends RESET where that helps.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if !s.failed {
+		s.failed, s.result = true, err
+		s.final, s.finalOK = wire.FrameReset, needsReset(s.legacy, err)
 	}
-	run("backend-reader", readRun, true)
-	run("decrypt", dec, false)
-	run("demux", dmx.Run, false)
-	run("mux", mux.Run, false)
-	run("encrypt", enc, false)
-	run("backend-writer", writeRun, true)
-	_ = g.Wait()
-	if linger() {
-		stages.LingerClose(p.conn, stages.LingerTimeout)
-	} else {
-		_ = p.conn.Close()
+	s.mu.Unlock()
+	s.startClose()
+}
+
+func (s *session) isFailed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// cut ends the running link with cause (keepalive timeout, a takeover by
+// a resuming connection); nothing happens between links.
+func (s *session) cut(cause error) {
+	s.mu.Lock()
+	c := s.cutLink
+	s.mu.Unlock()
+	if c != nil {
+		c(cause)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	p.capture.End(result)
+}
+
+// run starts the lasting stages and runs links until the session ends;
+// it returns the session's result.
+func (s *session) run(ctx context.Context, first *link) error {
+	defer s.cancelHard()
+	stopCtx := context.AfterFunc(ctx, s.startClose)
+	defer stopCtx()
+	// The lasting stages share no context that an error cancels: a
+	// failure must still let the mux send RESET through the link. Their
+	// errors end the session through fail.
+	var tunnel errgroup.Group
+	s.goTunnel(&tunnel, "demux", s.dmx.Run, s.demuxDone)
+	s.goTunnel(&tunnel, "mux", s.mux.Run, nil)
+	if s.resend != nil {
+		s.goTunnel(&tunnel, "resend", s.resend.Run, nil)
+	}
+	if s.p.resume != nil && s.p.resume.started != nil {
+		s.p.resume.started(s)
+	}
+	for lk := first; lk != nil; {
+		err := s.runLink(lk)
+		lk = nil
+		switch {
+		case err == nil || s.ending():
+		case s.resend != nil && linkLost(err):
+			s.p.log.WithError(err).Info("backend lost, session kept for resumption")
+			lk = s.p.resume.next(s, err)
+		default:
+			s.fail(err)
+		}
+	}
+	if s.resend != nil {
+		// No link will hand the demux more frames: it sees the end (a
+		// clean one if the peer's CLOSE came through).
+		close(s.frames)
+	}
+	select {
+	case <-s.demuxDone:
+	case <-s.hard.Done():
+	}
+	s.cancelHard()
+	if err := tunnel.Wait(); err != nil {
+		s.fail(err) // recorded already unless it came last
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.result
+}
+
+// end reports the session's result to the capture and returns it.
+func (s *session) end(result error) error {
+	s.p.capture.End(result)
 	return result
+}
+
+// goTunnel runs a lasting stage. Its error ends the session.
+func (s *session) goTunnel(g *errgroup.Group, name string, f func(context.Context) error, done chan struct{}) {
+	g.Go(func() error {
+		err := s.runStage(s.hard, name, f)
+		if done != nil {
+			defer close(done)
+		}
+		if errors.Is(err, stages.ErrPeerClosed) || (err != nil && s.hard.Err() != nil) {
+			return nil // a clean end, or the cut after one
+		}
+		if err != nil {
+			s.fail(err)
+		}
+		return err
+	})
+}
+
+// runStage runs one stage, logging its start and stop; a panic becomes
+// its error (errgroup does not recover panics: the session is the
+// boundary).
+func (s *session) runStage(ctx context.Context, name string, f func(context.Context) error) (err error) {
+	log := s.stage(name)
+	defer func() {
+		if r := recover(); r != nil {
+			log.WithField("panic", r).Error("stage panicked\n" + string(debug.Stack()))
+			err = fmt.Errorf("stage %s panicked: %v", name, r)
+		}
+	}()
+	log.Debug("stage started")
+	defer log.Debug("stage stopped")
+	return f(ctx)
 }
 
 // backendGone says whether a session error means that nothing more can
 // reach the peer (socket error, keepalive timeout).
 func backendGone(err error) bool {
 	var be *stages.BackendError
-	return errors.As(err, &be) || errors.Is(err, stages.ErrPeerDead)
+	return errors.As(err, &be) || errors.Is(err, stages.ErrPeerDead) || errors.Is(err, errTakenOver)
+}
+
+// linkLost says whether a link's error is the loss of its backend, which
+// a resumable session survives: the backend died (socket error, EOF
+// without CLOSE, inside a record, keepalive timeout), a resuming
+// connection took the session over, or a record failed authentication.
+// A record that fails to open is treated like a cut connection: to the
+// receiver a middlebox corrupting bytes and an attacker are the same, and
+// either could cut the connection instead; nothing from the bad record is
+// used, and the next link has fresh keys.
+func linkLost(err error) bool {
+	return backendGone(err) || errors.Is(err, stages.ErrInsecureClose) || errors.Is(err, stages.ErrTruncated) ||
+		errors.Is(err, wire.ErrAuth)
 }
 
 // stageLayers is the layer of each stage of a session, for the "layer"
@@ -284,5 +360,5 @@ func backendGone(err error) bool {
 var stageLayers = map[string]string{
 	"backend-reader": "backend", "backend-writer": "backend",
 	"decrypt": "record", "encrypt": "record", "defence": "record",
-	"demux": "tunnel", "mux": "tunnel",
+	"demux": "tunnel", "mux": "tunnel", "resend": "tunnel",
 }

@@ -30,6 +30,10 @@ type Defence struct {
 	Stats *Stats
 	// Log, if set, gets the session's totals when the stage ends.
 	Log *logrus.Entry
+	// KeepFrames makes the stage send every frame whole, never split into
+	// cells (a resumable session numbers frames before this stage; its
+	// resend stage splits data to the cell size instead).
+	KeepFrames bool
 }
 
 // DefenceEvents carries what the receive side saw to the defence stage:
@@ -67,6 +71,7 @@ func (e *DefenceEvents) Notify() {
 func (d *Defence) Run(ctx context.Context) error {
 	defer close(d.Out)
 	s := newShaper(d.Params, d.Rand)
+	s.keepFrames = d.KeepFrames
 	defer func() {
 		if d.Log != nil {
 			over := 0.0
@@ -335,4 +340,14 @@ func (s *shaper) deadline(now time.Time) time.Time {
 		earliest(s.tailNext)
 	}
 	return dl
+}
+
+// SplitSize is the data payload that fits one cell when p paces (0 when
+// it does not, or p is nil): what a resumable session's resend stage
+// splits data frames to, so that the defence stage never has to.
+func (p *DefenceParams) SplitSize() int {
+	if p == nil || p.Rate <= 0 || p.Cell <= 0 {
+		return 0
+	}
+	return max(p.Cell-wire.RecordOverhead-wire.FrameHeaderLen, 1)
 }

@@ -27,9 +27,10 @@ import (
 // is spent; an episode that grows past MaxEpisode becomes bulk and gets no
 // dummies and no pacing until it ends.
 type shaper struct {
-	p        *DefenceParams
-	rng      *rand.Rand
-	cellBody int // the most payload a one-cell STREAM record carries
+	keepFrames bool // never split a frame (Defence.KeepFrames)
+	p          *DefenceParams
+	rng        *rand.Rand
+	cellBody   int // the most payload a one-cell STREAM record carries
 
 	phase    phase
 	lastData time.Time // last data frame sent or received
@@ -203,28 +204,40 @@ func (s *shaper) admit(now time.Time, b Batch) Batch {
 func (s *shaper) enqueue(f Frame) {
 	// Only data is split: a SYN's payload without DAT (a target) is one
 	// field and goes whole.
-	if f.Type == wire.FrameStream && f.Flags.Has(wire.FlagDAT) && len(f.Payload) > s.cellBody {
-		p, buf := f.Payload, f.buf
-		first := true
-		for len(p) > 0 {
-			piece := f
-			n := min(len(p), s.cellBody)
-			piece.Payload, p = p[:n], p[n:]
-			piece.buf = nil
-			if !first {
-				piece.Flags &^= wire.FlagSYN
-			}
-			if len(p) > 0 {
-				piece.Flags &^= wire.FlagFIN | wire.FlagRST
-			} else {
-				piece.buf = buf
-			}
-			first = false
-			s.push(piece)
-		}
+	if !s.keepFrames {
+		splitData(f, s.cellBody, s.push)
 		return
 	}
 	s.push(f)
+}
+
+// splitData hands f to emit, a STREAM data frame with a payload longer
+// than size in pieces of at most size bytes: the first keeps SYN, the
+// last keeps the buffer and the FIN/RST flags (the others alias its
+// payload). Any other frame goes whole.
+func splitData(f Frame, size int, emit func(Frame)) {
+	if size <= 0 || f.Type != wire.FrameStream || !f.Flags.Has(wire.FlagDAT) || len(f.Payload) <= size {
+		emit(f)
+		return
+	}
+	p, buf := f.Payload, f.buf
+	first := true
+	for len(p) > 0 {
+		piece := f
+		n := min(len(p), size)
+		piece.Payload, p = p[:n], p[n:]
+		piece.buf = nil
+		if !first {
+			piece.Flags &^= wire.FlagSYN
+		}
+		if len(p) > 0 {
+			piece.Flags &^= wire.FlagFIN | wire.FlagRST
+		} else {
+			piece.buf = buf
+		}
+		first = false
+		emit(piece)
+	}
 }
 
 // push queues a frame padded to whole cells.

@@ -32,6 +32,9 @@ type Keys struct {
 	// User is the client's identity on a multi-user server (the zero id
 	// otherwise); the server's per-user limits are keyed by it.
 	User wire.UserID
+	// Resume is the resumption both hellos carried (SPEC-v2.md §7b);
+	// nil when the peer does not resume sessions.
+	Resume *Resumption
 }
 
 // Handshake padding ranges: the client's first flight is
@@ -79,6 +82,9 @@ type ClientHandshake struct {
 	// KeyLog, if set, is told the session's data keys (a plaintext
 	// capture records them, like SSLKEYLOGFILE). nil in normal use.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
+	// Resume, if set, is the resume extension to send (SPEC-v2.md §7b):
+	// the session id and the numbered frames received so far.
+	Resume *wire.ClientResume
 }
 
 // ErrServerAuth means the reply did not come from a server holding the key
@@ -104,6 +110,9 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	}
 	if dk != nil {
 		hello.Ext = append(hello.Ext, wire.KEMExt(dk.EncapsulationKey()))
+	}
+	if h.Resume != nil {
+		hello.Ext = append(hello.Ext, h.Resume.Ext())
 	}
 	if hello.PadLen, err = randInt(h.Rand, clientPadMax); err != nil {
 		return nil, err
@@ -168,9 +177,13 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
+	res, err := clientResumption(h.Resume, sh)
+	if err != nil {
+		return nil, err
+	}
 	k, err := sessionKeys(h.PSK, &hello, sh, shared, pq, Client, c, h.KeyLog)
 	if k != nil {
-		k.Defence = agreed
+		k.Defence, k.Resume = agreed, res
 	}
 	return k, err
 }
@@ -243,6 +256,9 @@ type ServerHandshake struct {
 	// KeyLog, if set, is told each session's data keys (plaintext
 	// capture). It gets the connection Accept was given. nil normally.
 	KeyLog func(c net.Conn, k *wire.SessionKeys, cipher wire.CipherID)
+	// Resume, if set, makes the server resume sessions (SPEC-v2.md §7b):
+	// see ResumeHook.
+	Resume ResumeHook
 }
 
 // errReject carries why a handshake was refused (for the log, and cause
@@ -295,7 +311,7 @@ func (h *ServerHandshake) Handshake(ctx context.Context, c net.Conn, accepted ti
 	return keys, nil
 }
 
-func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.Time) (*Keys, error) {
+func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.Time) (_ *Keys, err error) {
 	_ = c.SetReadDeadline(accepted.Add(h.DrainTimeout))
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -377,6 +393,18 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	if ct != nil {
 		sh.Ext = append(sh.Ext, wire.Extension{Type: wire.ExtKEM, Value: ct})
 	}
+	res, err := h.serverResumption(ctx, ch, uid)
+	if err != nil {
+		return nil, err
+	}
+	if res != nil {
+		sh.Ext = append(sh.Ext, res.Reply.Ext())
+		defer func() {
+			if err != nil {
+				h.Resume.Abort(res)
+			}
+		}()
+	}
 	if _, err := io.ReadFull(h.Rand, sh.Salt[:]); err != nil {
 		return nil, err
 	}
@@ -393,7 +421,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 	}
 	k, err := sessionKeys(psk, ch, &sh, shared, pq, Server, c, h.KeyLog)
 	if k != nil {
-		k.Defence, k.User = agreed, uid
+		k.Defence, k.User, k.Resume = agreed, uid, res
 	}
 	return k, err
 }

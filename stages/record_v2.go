@@ -146,6 +146,12 @@ type Decrypt struct {
 	Chaff func()
 	// Events, if set, is told what arrives, for the defence stage.
 	Events *DefenceEvents
+	// Resume, if set, makes this the decrypt stage of one link of a
+	// resumable session (SPEC-v2.md §7b): it takes the peer's ACK frames,
+	// counts the numbered frames it hands on, and leaves Out open (it
+	// belongs to the session, not the link). The backend's EOF is then
+	// nil after a CLOSE or RESET and ErrInsecureClose without one.
+	Resume *ResumeState
 }
 
 // Run opens records until In is closed (then closes Out) or an error. A
@@ -156,8 +162,11 @@ type Decrypt struct {
 // payload is much smaller than its record body (padding) is compacted so
 // that it keeps only what its payload needs.
 func (d *Decrypt) Run(ctx context.Context) error {
-	defer close(d.Out)
+	if d.Resume == nil {
+		defer close(d.Out)
+	}
 	defer d.Opener.Forget()
+	ended := false // a CLOSE or RESET went to the demux
 	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
 	for {
 		c, ok, err := recv(ctx, d.In)
@@ -167,6 +176,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 		if !ok {
 			if rr.Buffered() > 0 {
 				return ErrTruncated
+			}
+			if d.Resume != nil && !ended {
+				return ErrInsecureClose
 			}
 			return nil
 		}
@@ -214,12 +226,29 @@ func (d *Decrypt) Run(ctx context.Context) error {
 					d.Chaff()
 				}
 				continue
+			case wire.FrameAck:
+				if d.Resume == nil {
+					putBuf(owner)
+					return fmt.Errorf("%w: ACK in a session without resumption", ErrProtocol)
+				}
+				n := wire.AckCount(&wf)
+				putBuf(owner)
+				if err := d.Resume.acked(n); err != nil {
+					return err
+				}
+				continue
+			case wire.FrameClose, wire.FrameReset:
+				ended = true
 			}
+			n := len(wf.Payload)
 			select {
 			case d.Out <- compact(Frame{Frame: wf, buf: owner}):
 			case <-ctx.Done():
 				putBuf(owner)
 				return ctx.Err()
+			}
+			if d.Resume != nil {
+				d.Resume.delivered(n)
 			}
 		}
 	}

@@ -88,6 +88,11 @@ type Demux struct {
 	// Ended, if set, is called on the demux goroutine for every stream
 	// that ends (an access log; per-user counts). It must not block.
 	Ended func(StreamEnd)
+	// LinkDead, if set, is called instead of ending the session when the
+	// keepalive finds the peer silent (a resumable session cuts its
+	// backend connection and resumes on a new one); the silence is then
+	// counted afresh.
+	LinkDead func(error)
 	// KeepAlive, if set, sends a PING this often (v2) and ends the session
 	// with ErrPeerDead when nothing has arrived for 2 intervals (a timer of
 	// its own, not the ping tick), so a blackholed backend is noticed and
@@ -166,7 +171,14 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 			// intervals (pings unanswered) declares the backend dead.
 			silent := time.Since(lastRecv)
 			if silent >= deadAfter*d.KeepAlive {
-				return fmt.Errorf("%w: nothing received for %v", ErrPeerDead, silent.Round(time.Millisecond))
+				err := fmt.Errorf("%w: nothing received for %v", ErrPeerDead, silent.Round(time.Millisecond))
+				if d.LinkDead == nil {
+					return err
+				}
+				// A resumable session loses the link, not the tunnel.
+				d.LinkDead(err)
+				lastRecv = time.Now()
+				silent = 0
 			}
 			deadTimer.Reset(deadAfter*d.KeepAlive - silent)
 		case <-closing:

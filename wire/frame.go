@@ -52,7 +52,9 @@ const (
 	// request header (RSV RSV FRAG ATYP DST.ADDR DST.PORT) and the data. An
 	// empty DATAGRAM from the server says the association is open.
 	FrameDatagram FrameType = 8
-	// FrameAck is reserved for acknowledged stream offsets.
+	// FrameAck acknowledges numbered frames of a resumable session
+	// (SPEC-v2.md §7b): payload is a u64 BE count, the numbered frames
+	// the sender has received on the session so far.
 	FrameAck FrameType = 9
 )
 
@@ -111,6 +113,9 @@ type Frame struct {
 func (f Frame) String() string {
 	if f.Type == FrameStream {
 		return fmt.Sprintf("%s stream=%d flags=%s len=%d", f.Type, f.Stream, f.Flags, len(f.Payload))
+	}
+	if f.Type == FrameAck && len(f.Payload) == AckLen {
+		return fmt.Sprintf("%s count=%d", f.Type, AckCount(&f))
 	}
 	if f.Type == FrameWindow && len(f.Payload) == 4 {
 		return fmt.Sprintf("%s stream=%d credit=%d", f.Type, f.Stream, binary.BigEndian.Uint32(f.Payload))
@@ -190,6 +195,10 @@ func (f *Frame) check() error {
 	case FrameDatagram:
 		if f.Stream == 0 || f.Stream == 0xffff {
 			return fmt.Errorf("%w: datagram on stream %d", ErrBadFrame, f.Stream)
+		}
+	case FrameAck:
+		if len(f.Payload) != AckLen || f.Stream != 0 {
+			return fmt.Errorf("%w: ack", ErrBadFrame)
 		}
 	case FramePing, FramePong:
 		if len(f.Payload) > 8 || f.Stream != 0 {

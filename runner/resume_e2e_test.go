@@ -1,0 +1,275 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Resumable sessions end to end (SPEC-v2.md §7b): a relay between client
+// and server cuts the backend; streams must go on byte for byte.
+
+// sourceSum is the SHA-256 of the first n bytes that modeSource sends.
+func sourceSum(n int64) [32]byte {
+	buf := make([]byte, 64*1024)
+	Pattern(buf, 7)
+	h := sha256.New()
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		h.Write(buf[:k])
+		n -= k
+	}
+	var s [32]byte
+	h.Sum(s[:0])
+	return s
+}
+
+// download reads n bytes from modeSource through the tunnel and checks
+// their SHA-256; onProgress is called with the bytes read so far after
+// every read.
+func download(ctx context.Context, tn *tunnel, n int64, onProgress func(int64)) error {
+	c, err := net.DialTimeout("tcp", tn.cli.Addr().String(), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+	req := []byte{modeSource, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint64(req[1:], uint64(n))
+	if _, err := c.Write(req); err != nil {
+		return err
+	}
+	h := sha256.New()
+	buf := make([]byte, 256*1024)
+	var got int64
+	for {
+		k, err := c.Read(buf)
+		h.Write(buf[:k])
+		got += int64(k)
+		if k > 0 && onProgress != nil {
+			onProgress(got)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read after %d bytes: %w", got, err)
+		}
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	if got != n || sum != sourceSum(n) {
+		return fmt.Errorf("download: got %d bytes (want %d), sha256 match %v", got, n, sum == sourceSum(n))
+	}
+	return nil
+}
+
+// cutter cuts the relay's connections at given progress marks, once each.
+type cutter struct {
+	tn    *tunnel
+	marks []int64
+	next  atomic.Int64
+	cuts  atomic.Int64
+}
+
+func (c *cutter) progress(n int64) {
+	i := c.next.Load()
+	if int(i) < len(c.marks) && n >= c.marks[i] && c.next.CompareAndSwap(i, i+1) {
+		c.tn.relay.cut()
+		c.cuts.Add(1)
+	}
+}
+
+func resumeTunnel(t *testing.T, backend string, srvResume ...time.Duration) *tunnel {
+	tg := startTarget(t)
+	o := tunnelOpts{targetPort: tg.port(), relay: true, backend: backend, resume: 30 * time.Second}
+	if len(srvResume) > 0 {
+		o.srvResume = srvResume[0]
+	}
+	tn := startTunnel(t, o)
+	tn.waitSession()
+	return tn
+}
+
+func TestResumeDownloadCut(t *testing.T) {
+	for _, backend := range []string{"plain_tcp", "tls"} {
+		t.Run(backend, func(t *testing.T) {
+			tn := resumeTunnel(t, backend)
+			const n = 8 << 20
+			cut := &cutter{tn: tn, marks: []int64{1 << 10, 100 << 10, 3 << 20, 6 << 20}}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := download(ctx, tn, n, cut.progress); err != nil {
+				t.Fatal(err)
+			}
+			if cut.cuts.Load() != 4 {
+				t.Fatalf("cuts = %d, want 4", cut.cuts.Load())
+			}
+			if got := tn.cli.Resumes.Load(); got < 4 {
+				t.Errorf("client resumed %d times, want at least 4", got)
+			}
+			if got := tn.srv.Sessions.Load(); got != 5 {
+				t.Errorf("server handshakes = %d, want 5 (one session, four resumptions)", got)
+			}
+			if got := tn.srv.Failed.Load(); got != 0 {
+				t.Errorf("server sessions failed: %d", got)
+			}
+			// New streams run on the resumed session too.
+			if err := echoThrough(ctx, tn, 100_000, 3); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// The bar: a 64 MiB download and 50 concurrent 2 MiB echoes
+// through 5 backend cuts, every byte checked.
+func TestResumeBar(t *testing.T) {
+	tn := resumeTunnel(t, "plain_tcp")
+	size, echoes, echoSize := int64(64<<20), 50, 2<<20
+	if testing.Short() {
+		size, echoes, echoSize = 8<<20, 10, 256<<10
+	}
+	marks := make([]int64, 5)
+	for i := range marks {
+		marks[i] = size * int64(i+1) / 7
+	}
+	cut := &cutter{tn: tn, marks: marks}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return download(gctx, tn, size, cut.progress) })
+	for i := range echoes {
+		g.Go(func() error { return echoThrough(gctx, tn, echoSize, uint64(100+i)) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if cut.cuts.Load() != 5 {
+		t.Fatalf("cuts = %d, want 5", cut.cuts.Load())
+	}
+	if got := tn.srv.Failed.Load(); got != 0 {
+		t.Errorf("server sessions failed: %d", got)
+	}
+	t.Logf("resumptions: %d, server handshakes: %d", tn.cli.Resumes.Load(), tn.srv.Sessions.Load())
+}
+
+// A cut while the resumption handshake itself is under way: the server
+// answers (and claims the session), the client never sees it; the next
+// attempt resumes.
+func TestResumeCutDuringHandshake(t *testing.T) {
+	tn := resumeTunnel(t, "plain_tcp")
+	const n = 4 << 20
+	cut := &cutter{tn: tn, marks: []int64{1 << 20}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tn.relay.dropReply(2)
+	if err := download(ctx, tn, n, cut.progress); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.relay.accepted(); got < 4 {
+		t.Errorf("relay saw %d connections, want at least 4 (first, two cut replies, the resumption)", got)
+	}
+	if got := tn.srv.Failed.Load(); got != 0 {
+		t.Errorf("server sessions failed: %d", got)
+	}
+	if got := tn.cli.Resumes.Load(); got != 1 {
+		t.Errorf("resumptions = %d, want 1", got)
+	}
+}
+
+// A resumption's first flight replayed by an attacker opens nothing: the
+// salt store refuses it before the session is even looked up.
+func TestResumeReplayOpensNothing(t *testing.T) {
+	tn := resumeTunnel(t, "plain_tcp")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cut := &cutter{tn: tn, marks: []int64{256 << 10}}
+	if err := download(ctx, tn, 1<<20, cut.progress); err != nil {
+		t.Fatal(err)
+	}
+	if tn.cli.Resumes.Load() != 1 {
+		t.Fatalf("resumptions = %d, want 1", tn.cli.Resumes.Load())
+	}
+	flight := tn.relay.first(1) // the resuming connection's bytes
+	if len(flight) < 108 {
+		t.Fatalf("recorded flight of %d bytes", len(flight))
+	}
+	resumed, sessions := tn.srv.resumes.Resumed.Load(), tn.srv.Sessions.Load()
+	r, _ := probe(tn.serverAddr(), flight, 3*time.Second)
+	if r.bytesBack != 0 || r.how != "FIN" {
+		t.Fatalf("replayed resumption: %+v; want silence, then FIN", r)
+	}
+	if tn.srv.resumes.Resumed.Load() != resumed || tn.srv.Sessions.Load() != sessions {
+		t.Fatal("a replayed resumption flight reached the session")
+	}
+	// The real session is untouched.
+	if err := echoThrough(ctx, tn, 100_000, 5); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A session whose client does not come back within the server's
+// resume_timeout expires: its streams are reset, and the client's next
+// resumption gets "new session" and starts over.
+func TestResumeDetachedSessionExpires(t *testing.T) {
+	tn := resumeTunnel(t, "plain_tcp", 200*time.Millisecond)
+	c := tn.dial(modeEcho)
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, []byte("ping")) {
+		t.Fatalf("echo before the cut: %q %v", buf, err)
+	}
+	tn.relay.down.Store(true)
+	tn.relay.cut()
+	waitFor(t, "the detached session to expire", 10*time.Second, func() bool { return tn.srv.resumes.Expired.Load() == 1 })
+	tn.relay.down.Store(false)
+	// The client's stream is reset when the server answers "new".
+	if n, err := io.Copy(io.Discard, c); err == nil || n != 0 {
+		t.Fatalf("stream of an expired session: read %d bytes, err %v; want a reset", n, err)
+	}
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 100_000, 6); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.srv.Stats.StreamsReset.Load(); got < 1 {
+		t.Errorf("server reset %d streams, want the expired session's", got)
+	}
+}
+
+// A record that fails authentication (a bit flipped on the way) loses
+// the link, not the session: the client resumes with fresh keys.
+func TestResumeAfterTamperedRecord(t *testing.T) {
+	tn := resumeTunnel(t, "plain_tcp")
+	tn.relay.mu.Lock()
+	tn.relay.flipAt, tn.relay.flipOnce = 200_000, true
+	tn.relay.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 1<<20, 8); err != nil {
+		t.Fatal(err)
+	}
+	if tn.cli.Resumes.Load() != 1 {
+		t.Errorf("resumptions = %d, want 1", tn.cli.Resumes.Load())
+	}
+	if tn.srv.Failed.Load() != 0 {
+		t.Errorf("server sessions failed: %d", tn.srv.Failed.Load())
+	}
+}

@@ -1,0 +1,234 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/stages"
+	"usocks/wire"
+)
+
+// Resumption on the server (SPEC-v2.md §7b). Every resumable session is
+// registered under (user, session id): a client key can only ever reach
+// its own sessions. When a session loses its backend it waits, detached,
+// for resume_timeout (awaitLink); a handshake whose resume extension
+// names it claims it (Claim, called by the handshake before it answers),
+// and the new connection becomes its next link. Expiry, a refused claim
+// or the server's end resets its streams and frees everything.
+//
+// Locking: resumables.mu guards the table and every slot's fields; a
+// session's own state has its own lock.
+
+// Errors that end a detached session on the server.
+var (
+	// ErrResumeExpired: the client did not come back in time.
+	ErrResumeExpired = errors.New("detached session expired (resume_timeout)")
+	// errResumeConflict: a resumption that cannot be served ended the
+	// session (counts out of range, or a second resumption at once).
+	errResumeConflict = errors.New("session could not be resumed")
+	// errTooManyDetached: max_detached sessions wait already.
+	errTooManyDetached = errors.New("too many detached sessions (max_detached)")
+)
+
+// takeoverWait bounds how long a resumption waits for the session's old
+// link to stop; claimGrace how long a claimed session waits for the
+// claiming handshake to finish.
+const (
+	takeoverWait = 5 * time.Second
+	claimGrace   = 10 * time.Second
+)
+
+type resumeKey struct {
+	user wire.UserID
+	id   wire.SessionID
+}
+
+// resumeSlot is a registered session.
+type resumeSlot struct {
+	key     resumeKey
+	sess    *session
+	attach  chan *link    // the claimed connection, to awaitLink
+	idle    chan struct{} // closed when the session waits without a link
+	waiting bool          // in awaitLink
+	claimed bool          // a handshake holds it
+	gone    bool          // ended or expired
+}
+
+// resumables is the server's table of resumable sessions.
+type resumables struct {
+	mu       sync.Mutex
+	slots    map[resumeKey]*resumeSlot
+	detached int
+	max      int
+	timeout  time.Duration
+	log      *logrus.Entry
+	// Detached counts sessions that lost a backend; Resumed those that
+	// got a new one; Expired those that timed out waiting.
+	Detached, Resumed, Expired Counter
+}
+
+func newResumables(max int, timeout time.Duration, log *logrus.Entry) *resumables {
+	return &resumables{slots: make(map[resumeKey]*resumeSlot), max: max, timeout: timeout, log: log}
+}
+
+// register adds a new session under key; false if the key is taken
+// (the session then ends with its first link).
+func (r *resumables) register(key resumeKey, s *session) *resumeSlot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, taken := r.slots[key]; taken {
+		return nil
+	}
+	sl := &resumeSlot{key: key, sess: s, attach: make(chan *link), idle: make(chan struct{})}
+	r.slots[key] = sl
+	return sl
+}
+
+// remove takes a slot out of the table (the session ended).
+func (r *resumables) remove(sl *resumeSlot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(sl)
+}
+
+func (r *resumables) removeLocked(sl *resumeSlot) {
+	if sl.gone {
+		return
+	}
+	sl.gone = true
+	if r.slots[sl.key] == sl {
+		delete(r.slots, sl.key)
+	}
+	if sl.waiting {
+		sl.waiting = false
+		r.detached--
+	}
+}
+
+// Claim implements stages.ResumeHook: it finds the session, stops its
+// link if it still has one, and holds it for this handshake.
+func (r *resumables) Claim(ctx context.Context, user wire.UserID, offer wire.ClientResume) (wire.ServerResume, any) {
+	key := resumeKey{user, offer.ID}
+	deadline := time.NewTimer(takeoverWait)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		sl, ok := r.slots[key]
+		switch {
+		case !ok:
+			r.mu.Unlock()
+			return wire.ServerResume{Status: wire.ResumeNew}, nil
+		case sl.claimed:
+			// Two resumptions at once: neither can be trusted to be the
+			// last; the session ends.
+			r.removeLocked(sl)
+			r.mu.Unlock()
+			sl.sess.fail(errResumeConflict)
+			return wire.ServerResume{Status: wire.ResumeLost}, nil
+		case sl.waiting:
+			s := sl.sess
+			if offer.Received < s.resend.Acked() || offer.Received > s.resend.Sent() {
+				r.removeLocked(sl)
+				r.mu.Unlock()
+				r.log.WithFields(logrus.Fields{"offered": offer.Received, "acked": s.resend.Acked(), "sent": s.resend.Sent()}).Warn("resumption out of range: session ended")
+				s.fail(errResumeConflict)
+				return wire.ServerResume{Status: wire.ResumeLost}, nil
+			}
+			sl.claimed = true
+			r.mu.Unlock()
+			// The old link has stopped: this count is final.
+			return wire.ServerResume{Status: wire.ResumeOK, Received: s.rs.Received()}, sl
+		}
+		// The session still has its old link (the client saw it die
+		// first): cut it, and wait until the session waits for a new one.
+		idle := sl.idle
+		r.mu.Unlock()
+		sl.sess.cut(errTakenOver)
+		select {
+		case <-idle:
+		case <-sl.sess.closing:
+		case <-deadline.C:
+			return wire.ServerResume{Status: wire.ResumeLost}, nil
+		case <-ctx.Done():
+			return wire.ServerResume{Status: wire.ResumeLost}, nil
+		}
+	}
+}
+
+// Abort implements stages.ResumeHook: the claiming handshake failed.
+func (r *resumables) Abort(res *stages.Resumption) {
+	if sl, ok := res.Claim.(*resumeSlot); ok {
+		r.mu.Lock()
+		sl.claimed = false
+		r.mu.Unlock()
+	}
+}
+
+// hand gives a claimed session its new link; false if the session ended
+// meanwhile (the caller closes the connection).
+func (r *resumables) hand(sl *resumeSlot, lk *link) bool {
+	select {
+	case sl.attach <- lk:
+		r.Resumed.Add()
+		return true
+	case <-sl.sess.closing:
+		return false
+	}
+}
+
+// awaitLink is a server session's next link: the session waits, detached,
+// for its client to resume it within resume_timeout.
+func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
+	s := sl.sess
+	r.mu.Lock()
+	if sl.gone || r.detached >= r.max {
+		r.mu.Unlock()
+		if !sl.gone {
+			s.fail(errTooManyDetached)
+		}
+		return nil
+	}
+	r.detached++
+	sl.waiting = true
+	close(sl.idle)
+	r.mu.Unlock()
+	r.Detached.Add()
+	s.p.log.WithError(lost).WithField("resume_timeout", r.timeout.String()).Info("backend lost: session detached, waiting for the client")
+	defer func() {
+		r.mu.Lock()
+		if sl.waiting {
+			sl.waiting = false
+			r.detached--
+		}
+		sl.claimed = false
+		sl.idle = make(chan struct{})
+		r.mu.Unlock()
+	}()
+	t := time.NewTimer(r.timeout)
+	defer t.Stop()
+	for {
+		select {
+		case lk := <-sl.attach:
+			return lk
+		case <-s.closing:
+			return nil
+		case <-t.C:
+			r.mu.Lock()
+			if sl.claimed {
+				// A handshake is finishing: give it its time.
+				r.mu.Unlock()
+				t.Reset(claimGrace)
+				continue
+			}
+			r.removeLocked(sl)
+			r.mu.Unlock()
+			r.Expired.Add()
+			s.fail(ErrResumeExpired)
+			return nil
+		}
+	}
+}

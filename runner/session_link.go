@@ -1,0 +1,192 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	mrand "math/rand/v2"
+	"net"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"usocks/runner/capture"
+	"usocks/stages"
+	"usocks/wire"
+)
+
+// A link is one backend connection of a session and the stages bound to
+// it: backend reader and writer, decrypt and encrypt (its keys), and the
+// defence stage (its agreed policy). The session runs one link at a time
+// (runLink); a resumable session starts the next on a new connection
+// while its tunnel keeps running.
+//
+// Ordering between links: runLink returns only after every stage of the
+// link has stopped, so the old decrypt has handed its last frame to the
+// session's frames channel (the count it reported is final) before the
+// next link's handshake reports it, and the old encrypt's input channel —
+// its own, closed by the resend stage on Detach — is never read again:
+// what was queued there is resent from the resend buffer.
+
+// link is one backend connection.
+type link struct {
+	conn net.Conn
+	keys *stages.Keys // v2; the session's v1 keys otherwise
+	// capture records this link (nil: off).
+	capture *capture.Session
+	// peerRecv is the count of numbered frames the peer said it has
+	// received (resumable sessions: where to resend from).
+	peerRecv uint64
+}
+
+// errTakenOver ends a link when a resuming connection claims its session
+// (the client saw the old connection die before the server did).
+var errTakenOver = errors.New("a new connection resumed the session")
+
+// runLink runs the link's stages until they have all stopped and returns
+// the error the link's group ended with (nil: the session's clean end).
+// Errors that are fatal to the session go to fail at once, so that the
+// writer can still send RESET; only a lost link ends the group.
+func (s *session) runLink(lk *link) error {
+	lctx, cut := context.WithCancelCause(s.hard)
+	defer cut(nil)
+	s.mu.Lock()
+	s.cutLink = cut
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cutLink = nil
+		s.mu.Unlock()
+	}()
+	p := s.p
+	in := (<-chan stages.Batch)(s.batches)
+	if s.resend != nil {
+		ch := make(chan stages.Batch, stages.BatchQueueLen)
+		if err := s.resend.Attach(s.hard, ch, lk.peerRecv); err != nil {
+			_ = lk.conn.Close()
+			s.fail(err)
+			return err
+		}
+		defer s.resend.Detach(s.hard)
+		in = ch
+	}
+	g, gctx := errgroup.WithContext(lctx)
+	// A deadline (or, for a dead backend, closing the socket) is what
+	// unblocks the reader and writer at the end. Closing with unread input
+	// would make the kernel send RST and destroy a last record in flight.
+	stopConn := context.AfterFunc(gctx, func() {
+		if s.linger(context.Cause(gctx)) {
+			_ = lk.conn.SetDeadline(time.Now().Add(stages.LingerTimeout))
+		} else {
+			_ = lk.conn.Close()
+		}
+	})
+	defer stopConn()
+
+	chunks := make(chan stages.Chunk, stages.ChunkQueueLen)
+	sealed := make(chan stages.Sealed, stages.BatchQueueLen)
+	var enc, dec, defence func(context.Context) error
+	var recycle func(stages.Sealed)
+	if s.legacy {
+		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: in, Out: sealed, Log: s.stage("encrypt")}
+		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: s.frames, Log: s.stage("decrypt")}
+		if lk.capture != nil {
+			e.Tap, d.Tap = lk.capture.FrameOut, lk.capture.FrameIn
+		}
+		enc, dec = e.Run, d.Run
+	} else {
+		keys := lk.keys
+		p.stats.DefencePolicy.Store(int32(keys.Defence))
+		var decEvents *stages.DefenceEvents
+		cell := 0
+		shaped := in
+		if params := p.tuning.apply(keys.Defence, p.role); params != nil {
+			out := make(chan stages.Batch, stages.BatchQueueLen)
+			var seed [32]byte
+			_, _ = rand.Read(seed[:])
+			decEvents = stages.NewDefenceEvents()
+			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, KeepFrames: s.resend != nil,
+				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: s.stage("defence")}
+			defence, cell, shaped = def.Run, params.Cell, out
+		}
+		// The keys stay inside the Sealer and Opener (package wire), which
+		// rekey themselves; the stages own those.
+		e := &stages.Encrypt{Sealer: keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: s.stage("encrypt"),
+			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
+		d := &stages.Decrypt{Opener: keys.Open, In: chunks, Out: s.frames, Log: s.stage("decrypt"),
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs}
+		if lk.capture != nil {
+			lk.capture.TapEncrypt(e)
+			d.Tap = lk.capture.FrameIn
+		}
+		enc, dec, recycle = e.Run, d.Run, e.Recycle
+	}
+	rd := &stages.BackendReader{Conn: lk.conn, Out: chunks, Log: s.stage("backend-reader")}
+	wr := &stages.BackendWriter{Conn: lk.conn, In: sealed, Log: s.stage("backend-writer"), Release: recycle}
+	readRun, writeRun := rd.Run, wr.Run
+	if lk.capture != nil {
+		readRun, writeRun = lk.capture.TapBackend(rd, wr)
+	}
+	run := func(name string, f func(context.Context) error, io bool) {
+		g.Go(func() error {
+			err := s.linkErr(s.runStage(gctx, name, f), gctx)
+			if io && s.isFailed() {
+				// Nothing more can usefully cross the backend.
+				s.cancelHard()
+			}
+			return err
+		})
+	}
+	if defence != nil {
+		run("defence", defence, false)
+	}
+	run("backend-reader", readRun, true)
+	run("decrypt", dec, false)
+	run("encrypt", enc, false)
+	run("backend-writer", writeRun, true)
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		// Cut from outside: the cause says why (keepalive, takeover), or
+		// the session's hard end (nil then).
+		err = nil
+		if c := context.Cause(lctx); c != nil && !errors.Is(c, context.Canceled) {
+			err = c
+		}
+	}
+	if s.linger(err) {
+		stages.LingerClose(lk.conn, stages.LingerTimeout)
+	} else {
+		_ = lk.conn.Close()
+	}
+	return err
+}
+
+// linkErr classifies a link stage's error: what the group returns. A lost
+// backend in a resumable session ends the link (the group's error); any
+// other error is the session's (fail, which lets the writer still send
+// RESET) and the stage returns nil.
+func (s *session) linkErr(err error, gctx context.Context) error {
+	switch {
+	case err == nil || errors.Is(err, stages.ErrPeerClosed):
+		return nil
+	case gctx.Err() != nil:
+		return err // the cut after the group's first error
+	case s.resend != nil && linkLost(err) && !s.ending():
+		if errors.Is(err, wire.ErrAuth) {
+			s.p.log.WithError(err).Warn("record failed authentication: backend dropped, session kept for resumption")
+		}
+		return err
+	}
+	s.fail(err)
+	return nil
+}
+
+// linger says whether a link's socket ends with FIN and a bounded drain
+// (stages.LingerClose), so that the last record arrives: a clean end or
+// a failure with the peer still there. A dead backend, or a peer that let
+// the grace time pass, is cut at once.
+func (s *session) linger(linkErr error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.graceExpired && !backendGone(s.result) && !(linkErr != nil && linkLost(linkErr))
+}

@@ -1,0 +1,381 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// Resend is the mux → link stage of a resumable session (SPEC-v2.md §7b).
+// It outlives the session's backend connections ("links"): every frame the
+// mux emits is a numbered frame, and Resend keeps each one in a bounded
+// buffer until the peer's ACK says it arrived. When a link is lost, the
+// session attaches the next one with the count the peer reported in the
+// resumption handshake, and Resend sends again from there.
+//
+// Goroutines: Run owns the buffer, the numbering and the current link's
+// output. Attach and Detach are called by the session's goroutine and wait
+// for Run to take them. ResumeState is shared with the decrypt stage of
+// whichever link is running (one at a time).
+//
+// Ordering: frames leave in the order the mux emitted them, on one link at
+// a time; TCP keeps that order, so a frame's number is implicit. ACK
+// frames are not numbered: Run adds them to the output when
+// ResumeState says enough has arrived (AckFrames numbered frames, or
+// AckBytes of payload), or AckDelay after the first unacknowledged frame.
+//
+// Memory: Run stops taking batches from the mux while it keeps Limit bytes
+// (back-pressure to the streams, whose credit already bounds each one);
+// nothing is ever dropped. It always takes a batch when its buffer is
+// empty, so a batch larger than Limit cannot stall the session.
+type Resend struct {
+	In    <-chan Batch
+	State *ResumeState
+	// Limit bounds the bytes kept (payload buffers plus a fixed cost per
+	// frame); 0 means DefaultResumeBuffer.
+	Limit int
+	// Split, if > 0, splits STREAM data frames with a longer payload into
+	// pieces of at most Split bytes before they are numbered, so that no
+	// later stage of a link needs to split them (the defence stage's
+	// cells, SPEC-v2.md §7a).
+	Split int
+	// Memory, if set, is charged for what the buffer keeps; when it is
+	// exhausted the stage stops taking frames, as at Limit.
+	Memory *MemBudget
+	// AckFrames, AckBytes and AckDelay tune acknowledgements; zero takes
+	// the defaults of SPEC-v2.md §7b.
+	AckFrames       uint64
+	AckBytes        int64
+	AckDelay        time.Duration
+	Log             *logrus.Entry
+	attach          chan attachReq
+	sent, confirmed atomic.Uint64
+	kept            atomic.Int64
+}
+
+// Resume defaults (SPEC-v2.md §7b).
+const (
+	// DefaultResumeBuffer is a session's resend buffer.
+	DefaultResumeBuffer = 4 << 20
+	// DefaultAckFrames and DefaultAckBytes: an ACK after this many
+	// numbered frames or payload bytes received.
+	DefaultAckFrames = 32
+	DefaultAckBytes  = 64 << 10
+	// DefaultAckDelay: an ACK at most this long after a numbered frame.
+	DefaultAckDelay = 25 * time.Millisecond
+	// resendFrameCost is what a kept frame costs beside its payload.
+	resendFrameCost = 64
+)
+
+// ErrBadAck means the peer acknowledged frames that were never sent, or
+// fewer than it acknowledged before: a protocol error.
+var ErrBadAck = fmt.Errorf("%w: acknowledgement out of range", ErrProtocol)
+
+// ResumeState is what the receive side of a resumable session tells its
+// send side: the numbered frames handed to the demux, and the peer's
+// acknowledgements. The running link's decrypt stage writes it.
+type ResumeState struct {
+	received atomic.Uint64
+	bytes    atomic.Int64
+	peerAck  atomic.Uint64
+	wake     chan struct{}
+}
+
+// NewResumeState returns the state of a new session.
+func NewResumeState() *ResumeState { return &ResumeState{wake: make(chan struct{}, 1)} }
+
+// Received is the count of numbered frames handed to the demux.
+func (r *ResumeState) Received() uint64 { return r.received.Load() }
+
+// delivered counts one numbered frame of n payload bytes handed to the
+// demux (decrypt's goroutine).
+func (r *ResumeState) delivered(n int) {
+	r.received.Add(1)
+	r.bytes.Add(int64(n))
+	r.notify()
+}
+
+// acked records the peer's ACK (decrypt's goroutine). A count below an
+// earlier one is a protocol error.
+func (r *ResumeState) acked(n uint64) error {
+	if n < r.peerAck.Load() {
+		return ErrBadAck
+	}
+	r.peerAck.Store(n)
+	r.notify()
+	return nil
+}
+
+func (r *ResumeState) notify() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+type attachReq struct {
+	out      chan<- Batch // nil: detach
+	peerRecv uint64
+	err      chan error
+}
+
+func (r *Resend) req() chan attachReq {
+	if r.attach == nil {
+		r.attach = make(chan attachReq)
+	}
+	return r.attach
+}
+
+// Init prepares the stage; call it before Run and Attach.
+func (r *Resend) Init() { r.req() }
+
+// Attach makes out the current link's input, resending from the peer's
+// count peerRecv (the resumption handshake's). A count outside what the
+// buffer can serve is ErrBadAck; the session must then end.
+func (r *Resend) Attach(ctx context.Context, out chan<- Batch, peerRecv uint64) error {
+	q := attachReq{out: out, peerRecv: peerRecv, err: make(chan error, 1)}
+	select {
+	case r.attach <- q:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-q.err
+}
+
+// Detach closes the current link's input; frames wait in the buffer.
+func (r *Resend) Detach(ctx context.Context) {
+	q := attachReq{err: make(chan error, 1)}
+	select {
+	case r.attach <- q:
+		<-q.err
+	case <-ctx.Done():
+	}
+}
+
+// Sent is the count of numbered frames taken from the mux so far; Acked
+// the count the peer has confirmed. Both are safe to read anywhere.
+func (r *Resend) Sent() uint64  { return r.sent.Load() }
+func (r *Resend) Acked() uint64 { return r.confirmed.Load() }
+
+// Kept is the bytes the buffer holds now.
+func (r *Resend) Kept() int64 { return r.kept.Load() }
+
+// resendBuf is the numbered frames not yet acknowledged, oldest first.
+type resendBuf struct {
+	q     []Frame
+	cost  []int64
+	head  int    // q[head] is frame number base
+	base  uint64 // number of q[head]
+	bytes int64
+}
+
+func (b *resendBuf) end() uint64 { return b.base + uint64(len(b.q)-b.head) }
+
+func (b *resendBuf) push(f Frame, c int64) {
+	b.q, b.cost = append(b.q, f), append(b.cost, c)
+	b.bytes += c
+}
+
+// dropTo releases every frame numbered below n; it returns the bytes freed.
+func (b *resendBuf) dropTo(n uint64) int64 {
+	freed := int64(0)
+	for b.base < n && b.head < len(b.q) {
+		b.q[b.head].Release()
+		b.q[b.head] = Frame{}
+		freed += b.cost[b.head]
+		b.head++
+		b.base++
+	}
+	b.bytes -= freed
+	if b.head > 1024 && b.head*2 > len(b.q) {
+		n := copy(b.q, b.q[b.head:])
+		copy(b.cost, b.cost[b.head:])
+		clear(b.q[n:])
+		b.q, b.cost, b.head = b.q[:n], b.cost[:n], 0
+	}
+	return freed
+}
+
+// at is frame number n (base ≤ n < end).
+func (b *resendBuf) at(n uint64) *Frame { return &b.q[b.head+int(n-b.base)] }
+
+func (b *resendBuf) releaseAll() {
+	for i := b.head; i < len(b.q); i++ {
+		b.q[i].Release()
+	}
+	b.q, b.cost = nil, nil
+}
+
+// Run keeps, sends and resends until ctx is done, or the mux has closed
+// In and every frame has been handed to a link (it then closes that
+// link's input).
+func (r *Resend) Run(ctx context.Context) error {
+	limit := int64(r.Limit)
+	if limit <= 0 {
+		limit = DefaultResumeBuffer
+	}
+	ackFrames, ackBytes, ackDelay := r.AckFrames, r.AckBytes, r.AckDelay
+	if ackFrames == 0 {
+		ackFrames = DefaultAckFrames
+	}
+	if ackBytes == 0 {
+		ackBytes = DefaultAckBytes
+	}
+	if ackDelay == 0 {
+		ackDelay = DefaultAckDelay
+	}
+	attach := r.req()
+	var buf resendBuf
+	defer func() {
+		r.Memory.give(buf.bytes)
+		buf.releaseAll()
+		r.kept.Store(0)
+	}()
+	var out chan<- Batch
+	var next uint64      // next frame number to hand to out
+	var ackedAt uint64   // received count our last ACK (or handshake) told
+	var ackedBytes int64 // received bytes at that ACK
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
+	defer ackTimer.Stop()
+	timerOn := false
+	ackDue := false
+	// pending is the batch offered to out, rebuilt only when what it
+	// would hold changes.
+	type pendKey struct {
+		next, end uint64
+		ack       bool
+	}
+	var pending Batch
+	var pkey pendKey
+	var pendFrames, pendAckAt uint64 // numbered frames in pending; the count its ACK says
+	in := r.In
+	inDone := false
+	st := r.State
+	for {
+		// Acknowledgements both ways.
+		if pa := st.peerAck.Load(); pa > buf.base {
+			if pa > buf.end() {
+				return fmt.Errorf("%w: peer acknowledged %d frames, %d sent", ErrBadAck, pa, buf.end())
+			}
+			r.Memory.give(buf.dropTo(pa))
+			r.confirmed.Store(pa)
+			next = max(next, buf.base)
+		}
+		if out != nil {
+			rc := st.received.Load()
+			if rc > ackedAt {
+				if rc-ackedAt >= ackFrames || st.bytes.Load()-ackedBytes >= ackBytes {
+					ackDue = true
+				} else if !timerOn {
+					ackTimer.Reset(ackDelay)
+					timerOn = true
+				}
+			}
+		}
+		r.kept.Store(buf.bytes)
+		if inDone && out != nil && next == buf.end() && !ackDue {
+			close(out)
+			return nil
+		}
+		take := in
+		if (buf.bytes >= limit || r.Memory.full()) && buf.head < len(buf.q) {
+			take = nil // back-pressure: wait for ACKs
+		}
+		var send chan<- Batch
+		if out == nil || (next == buf.end() && !ackDue) {
+			pending = nil
+		} else if pk := (pendKey{next, min(buf.end(), next+maxBatchFrames), ackDue}); pending == nil || pk != pkey {
+			pkey = pk
+			pending = make(Batch, 0, min(buf.end()-next, maxBatchFrames)+1)
+			for n := next; n < buf.end() && len(pending) < maxBatchFrames; n++ {
+				f := *buf.at(n)
+				f.buf = nil // the buffer keeps it until the ACK
+				pending = append(pending, f)
+			}
+			pendFrames = uint64(len(pending))
+			if ackDue {
+				rc := st.received.Load()
+				pendAckAt = rc
+				pending = append(pending, Frame{Frame: wire.Frame{Type: wire.FrameAck, Payload: wire.AckPayload(make([]byte, 0, wire.AckLen), rc)}})
+			}
+		}
+		if pending != nil {
+			send = out
+		}
+		select {
+		case b, ok := <-take:
+			if !ok {
+				in, inDone = nil, true
+				continue
+			}
+			for _, f := range b {
+				r.keep(&buf, f)
+			}
+			r.sent.Store(buf.end())
+		case send <- pending:
+			if ackDue {
+				ackDue = false
+				ackedAt, ackedBytes = pendAckAt, st.bytes.Load()
+				if timerOn && !ackTimer.Stop() {
+					<-ackTimer.C
+				}
+				timerOn = false
+			}
+			// The batch is encrypt's now: only what was noted before.
+			next += pendFrames
+			pending = nil
+		case <-ackTimer.C:
+			timerOn = false
+			if out != nil && st.received.Load() > ackedAt {
+				ackDue = true
+			}
+		case <-st.wake:
+		case q := <-attach:
+			pending = nil
+			if out != nil {
+				close(out)
+			}
+			out, ackDue = q.out, false
+			if q.out == nil {
+				q.err <- nil
+				continue
+			}
+			if q.peerRecv < buf.base || q.peerRecv > buf.end() {
+				out = nil
+				q.err <- fmt.Errorf("%w: peer resumes at frame %d, buffer holds %d..%d", ErrBadAck, q.peerRecv, buf.base, buf.end())
+				continue
+			}
+			// The handshake told the peer our count, and told us its.
+			r.Memory.give(buf.dropTo(q.peerRecv))
+			r.confirmed.Store(buf.base)
+			next = q.peerRecv
+			ackedAt, ackedBytes = st.received.Load(), st.bytes.Load()
+			r.Log.WithFields(logrus.Fields{"resend_from": next, "resend_frames": buf.end() - next}).Debug("link attached")
+			q.err <- nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// keep numbers f (split into pieces if it is long data) and buffers it.
+func (r *Resend) keep(b *resendBuf, f Frame) {
+	splitData(f, r.Split, func(piece Frame) { r.keepOne(b, piece) })
+}
+
+func (r *Resend) keepOne(b *resendBuf, f Frame) {
+	c := int64(resendFrameCost + len(f.Payload))
+	if f.buf != nil {
+		c = resendFrameCost + int64(len(f.buf.B))
+	}
+	// The frame is taken already: the charge always counts, and a full
+	// budget stops the stage from taking more until ACKs free it.
+	r.Memory.charge(c)
+	b.push(f, c)
+}

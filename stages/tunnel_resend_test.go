@@ -1,0 +1,288 @@
+package stages
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"usocks/wire"
+)
+
+// dataFrame is a DAT frame on stream 1 whose payload says its number.
+func dataFrame(n uint64, size int) Frame {
+	p := make([]byte, max(size, 8))
+	binary.BigEndian.PutUint64(p, n)
+	return Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: p}}
+}
+
+func frameNumber(t *testing.T, f Frame) uint64 {
+	t.Helper()
+	if f.Type != wire.FrameStream || len(f.Payload) < 8 {
+		t.Fatalf("unexpected frame %v", f.Frame)
+	}
+	return binary.BigEndian.Uint64(f.Payload)
+}
+
+type resendRig struct {
+	t      *testing.T
+	in     chan Batch
+	st     *ResumeState
+	r      *Resend
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startResend(t *testing.T, limit, split int) *resendRig {
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &resendRig{t: t, in: make(chan Batch), st: NewResumeState(), cancel: cancel, done: make(chan error, 1)}
+	g.r = &Resend{In: g.in, State: g.st, Limit: limit, Split: split, Log: logrus.NewEntry(logrus.New()),
+		AckDelay: time.Hour} // ACKs only by count, unless a test sets a delay
+	g.r.Init()
+	go func() { g.done <- g.r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-g.done })
+	return g
+}
+
+func (g *resendRig) attach(peer uint64) chan Batch {
+	g.t.Helper()
+	out := make(chan Batch, 64)
+	if err := g.r.Attach(context.Background(), out, peer); err != nil {
+		g.t.Fatal(err)
+	}
+	return out
+}
+
+// take reads n frames (not ACKs) from out, in order.
+func (g *resendRig) take(out chan Batch, n int) []uint64 {
+	g.t.Helper()
+	var got []uint64
+	for len(got) < n {
+		b, ok := <-out
+		if !ok {
+			g.t.Fatalf("output closed after %d frames", len(got))
+		}
+		for _, f := range b {
+			if f.Type == wire.FrameAck {
+				continue
+			}
+			got = append(got, frameNumber(g.t, f))
+			f.Release()
+		}
+	}
+	return got
+}
+
+func seq(from, to uint64) []uint64 {
+	var s []uint64
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func equalU64(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestResendAckDropsAndResendsFromOffset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := startResend(t, 0, 0)
+		out := g.attach(0)
+		for i := range uint64(10) {
+			g.in <- Batch{dataFrame(i, 100)}
+		}
+		if got := g.take(out, 10); !equalU64(got, seq(0, 10)) {
+			t.Fatalf("first link got %v", got)
+		}
+		synctest.Wait()
+		if g.r.Sent() != 10 || g.r.Acked() != 0 || g.r.Kept() != 10*(resendFrameCost+100) {
+			t.Fatalf("sent %d acked %d kept %d", g.r.Sent(), g.r.Acked(), g.r.Kept())
+		}
+		// The peer acknowledges 4: those are dropped.
+		if err := g.st.acked(4); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if g.r.Acked() != 4 || g.r.Kept() != 6*(resendFrameCost+100) {
+			t.Fatalf("after ACK 4: acked %d kept %d", g.r.Acked(), g.r.Kept())
+		}
+		// The link is lost; the next resumes at 7 (the peer got 4..6
+		// without acknowledging them yet): 7..9 again, then new frames.
+		g.r.Detach(context.Background())
+		if _, ok := <-out; ok {
+			t.Fatal("old link's input not closed on detach")
+		}
+		g.in <- Batch{dataFrame(10, 100)}
+		out2 := g.attach(7)
+		if got := g.take(out2, 4); !equalU64(got, seq(7, 11)) {
+			t.Fatalf("second link got %v, want 7..10", got)
+		}
+		synctest.Wait()
+		if g.r.Acked() != 7 {
+			t.Fatalf("attach at 7 left acked at %d", g.r.Acked())
+		}
+		// A resumption outside what the buffer holds is refused.
+		g.r.Detach(context.Background())
+		for _, peer := range []uint64{3, 12} {
+			if err := g.r.Attach(context.Background(), make(chan Batch, 1), peer); !errors.Is(err, ErrBadAck) {
+				t.Errorf("attach at %d: %v, want ErrBadAck", peer, err)
+			}
+		}
+	})
+}
+
+func TestResendBackPressureAtLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 1000
+		limit := 5 * (resendFrameCost + size)
+		g := startResend(t, limit, 0)
+		// Detached: frames are kept until the limit, then the stage stops
+		// taking (the mux blocks), and nothing is dropped.
+		for i := range uint64(5) {
+			g.in <- Batch{dataFrame(i, size)}
+		}
+		synctest.Wait()
+		select {
+		case g.in <- Batch{dataFrame(5, size)}:
+			t.Fatal("took a frame beyond the limit")
+		default:
+		}
+		if g.r.Kept() != int64(limit) {
+			t.Fatalf("kept %d, want %d", g.r.Kept(), limit)
+		}
+		out := g.attach(0)
+		if got := g.take(out, 5); !equalU64(got, seq(0, 5)) {
+			t.Fatalf("got %v", got)
+		}
+		// Still full until the peer acknowledges.
+		synctest.Wait()
+		select {
+		case g.in <- Batch{dataFrame(5, size)}:
+			t.Fatal("took a frame beyond the limit before any ACK")
+		default:
+		}
+		if err := g.st.acked(2); err != nil {
+			t.Fatal(err)
+		}
+		g.in <- Batch{dataFrame(5, size)}
+		g.in <- Batch{dataFrame(6, size)}
+		if got := g.take(out, 2); !equalU64(got, seq(5, 7)) {
+			t.Fatalf("after ACK got %v", got)
+		}
+		// An ACK beyond what was sent is a protocol error.
+		if err := g.st.acked(100); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := <-g.done; !errors.Is(err, ErrBadAck) || !errors.Is(err, ErrProtocol) {
+			t.Fatalf("Run = %v, want ErrBadAck", err)
+		}
+		g.done <- nil // for the cleanup
+		// An ACK below an earlier one is refused where it arrives.
+		if err := g.st.acked(50); !errors.Is(err, ErrBadAck) {
+			t.Fatalf("decreasing ACK: %v", err)
+		}
+	})
+}
+
+func TestResendSendsAcks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := startResend(t, 0, 0)
+		out := g.attach(0)
+		// 32 numbered frames received: an ACK at once.
+		for range DefaultAckFrames {
+			g.st.delivered(10)
+		}
+		b := <-out
+		if len(b) != 1 || b[0].Type != wire.FrameAck || wire.AckCount(&b[0].Frame) != DefaultAckFrames {
+			t.Fatalf("want one ACK of %d, got %v", DefaultAckFrames, b)
+		}
+		// 64 KiB in fewer frames: an ACK too.
+		g.st.delivered(DefaultAckBytes)
+		b = <-out
+		if len(b) != 1 || wire.AckCount(&b[0].Frame) != DefaultAckFrames+1 {
+			t.Fatalf("want an ACK of %d after 64 KiB, got %v", DefaultAckFrames+1, b)
+		}
+		// ACKs ride along with data.
+		g.in <- Batch{dataFrame(0, 10)}
+		g.st.delivered(10)
+		for range DefaultAckFrames {
+			g.st.delivered(1)
+		}
+		var sawData, sawAck bool
+		for !sawData || !sawAck {
+			for _, f := range <-out {
+				sawData = sawData || f.Type == wire.FrameStream
+				sawAck = sawAck || f.Type == wire.FrameAck
+			}
+		}
+	})
+}
+
+func TestResendAckTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st := NewResumeState()
+		r := &Resend{In: make(chan Batch), State: st, Log: logrus.NewEntry(logrus.New())}
+		r.Init()
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		out := make(chan Batch, 4)
+		if err := r.Attach(ctx, out, 0); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		st.delivered(5)
+		b := <-out
+		if wait := time.Since(start); wait != DefaultAckDelay {
+			t.Errorf("ACK after %v, want %v", wait, DefaultAckDelay)
+		}
+		if len(b) != 1 || wire.AckCount(&b[0].Frame) != 1 {
+			t.Fatalf("got %v", b)
+		}
+		cancel()
+		<-done
+	})
+}
+
+func TestResendSplitsData(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := startResend(t, 0, 4)
+		out := g.attach(0)
+		f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | wire.FlagFIN, Stream: 2, Payload: []byte("abcdefghij")}}
+		g.in <- Batch{f}
+		var got []wire.Frame
+		for len(got) < 3 {
+			for _, f := range <-out {
+				got = append(got, wire.Frame{Type: f.Type, Flags: f.Flags, Stream: f.Stream, Payload: append([]byte(nil), f.Payload...)})
+			}
+		}
+		want := []struct {
+			flags wire.Flags
+			p     string
+		}{{wire.FlagSYN | wire.FlagDAT, "abcd"}, {wire.FlagDAT, "efgh"}, {wire.FlagDAT | wire.FlagFIN, "ij"}}
+		for i, w := range want {
+			if got[i].Flags != w.flags || string(got[i].Payload) != w.p {
+				t.Errorf("piece %d: %v %q, want %v %q", i, got[i].Flags, got[i].Payload, w.flags, w.p)
+			}
+		}
+		synctest.Wait()
+		if g.r.Sent() != 3 {
+			t.Errorf("sent %d numbered frames, want 3 (the pieces are numbered)", g.r.Sent())
+		}
+	})
+}
