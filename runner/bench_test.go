@@ -52,8 +52,13 @@ func bulkUp(b *testing.B, dial func() net.Conn) {
 }
 
 func benchDialers(b *testing.B, protocol string) (direct, tunnel func() net.Conn) {
+	return benchDialersWith(b, tunnelOpts{protocol: protocol})
+}
+
+func benchDialersWith(b *testing.B, o tunnelOpts) (direct, tunnel func() net.Conn) {
 	tg := startTarget(b)
-	tn := startTunnel(b, tunnelOpts{targetPort: tg.port(), protocol: protocol})
+	o.targetPort = tg.port()
+	tn := startTunnel(b, o)
 	tn.waitSession()
 	dial := func(addr string) func() net.Conn {
 		return func() net.Conn {
@@ -84,6 +89,27 @@ func BenchmarkBulk(b *testing.B) {
 		direct, _ := benchDialers(b, "")
 		bulkDown(b, direct)
 	})
+}
+
+// BenchmarkBulkResume is the cost of resumable sessions (ACK frames and
+// the resend buffer, SPEC-v2.md §7b): v2 bulk with resume_timeout off and
+// on, in one run.
+func BenchmarkBulkResume(b *testing.B) {
+	for _, mode := range []struct {
+		name   string
+		resume time.Duration
+	}{{"off", -time.Second}, {"on", time.Minute}} {
+		for _, dir := range []string{"down", "up"} {
+			run := bulkDown
+			if dir == "up" {
+				run = bulkUp
+			}
+			b.Run(mode.name+"/"+dir, func(b *testing.B) {
+				_, tunnel := benchDialersWith(b, tunnelOpts{resume: mode.resume})
+				run(b, tunnel)
+			})
+		}
+	}
 }
 
 // BenchmarkRoundTrip is one 64-byte request and its echo, one at a time.

@@ -49,6 +49,11 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 		if est, err = c.connect(ctx, -1, id, 0, true); err != nil {
 			return err
 		}
+		if r := est.keys; r != nil && r.Resume != nil && r.Resume.Reply.Status != wire.ResumeNew {
+			// A fresh id must start a new session (SPEC-v2.md §7b).
+			_ = est.conn.Close()
+			return fmt.Errorf("handshake: %w: server resumed a session the client never had", stages.ErrServerAuth)
+		}
 	}
 	conn, srv := est.conn, est.srv
 	// A session that ends while the client runs (dead backend, server

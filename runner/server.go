@@ -333,6 +333,9 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	}
 	stop()
 	if ctx.Err() != nil {
+		if keys.Resume != nil {
+			s.resumes.Abort(keys.Resume)
+		}
 		_ = conn.Close()
 		sc.End(ctx.Err())
 		return

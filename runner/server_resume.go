@@ -210,6 +210,7 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 	}()
 	t := time.NewTimer(r.timeout)
 	defer t.Stop()
+	graced := false
 	for {
 		select {
 		case lk := <-sl.attach:
@@ -218,8 +219,9 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 			return nil
 		case <-t.C:
 			r.mu.Lock()
-			if sl.claimed {
-				// A handshake is finishing: give it its time.
+			if sl.claimed && !graced {
+				// A handshake is finishing: give it its time, once.
+				graced = true
 				r.mu.Unlock()
 				t.Reset(claimGrace)
 				continue

@@ -54,6 +54,7 @@ type Resend struct {
 	AckDelay        time.Duration
 	Log             *logrus.Entry
 	attach          chan attachReq
+	stopped         chan struct{} // closed when Run returns
 	sent, confirmed atomic.Uint64
 	kept            atomic.Int64
 }
@@ -127,9 +128,13 @@ type attachReq struct {
 func (r *Resend) req() chan attachReq {
 	if r.attach == nil {
 		r.attach = make(chan attachReq)
+		r.stopped = make(chan struct{})
 	}
 	return r.attach
 }
+
+// errResendStopped: Attach after the stage ended (the session is ending).
+var errResendStopped = fmt.Errorf("resend stage stopped")
 
 // Init prepares the stage; call it before Run and Attach.
 func (r *Resend) Init() { r.req() }
@@ -141,6 +146,8 @@ func (r *Resend) Attach(ctx context.Context, out chan<- Batch, peerRecv uint64) 
 	q := attachReq{out: out, peerRecv: peerRecv, err: make(chan error, 1)}
 	select {
 	case r.attach <- q:
+	case <-r.stopped:
+		return errResendStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -153,6 +160,7 @@ func (r *Resend) Detach(ctx context.Context) {
 	select {
 	case r.attach <- q:
 		<-q.err
+	case <-r.stopped:
 	case <-ctx.Done():
 	}
 }
@@ -230,6 +238,7 @@ func (r *Resend) Run(ctx context.Context) error {
 		ackDelay = DefaultAckDelay
 	}
 	attach := r.req()
+	defer close(r.stopped)
 	var buf resendBuf
 	defer func() {
 		r.Memory.give(buf.bytes)

@@ -286,3 +286,69 @@ func TestResendSplitsData(t *testing.T) {
 		}
 	})
 }
+
+// The decrypt stage of a resumable session's link: it counts the numbered
+// frames it hands on (not PAD, KEYUPDATE or ACK), takes ACKs, leaves the
+// session's channel open, and calls EOF without CLOSE an insecure end.
+func TestDecryptResumable(t *testing.T) {
+	var key [wire.KeySize]byte
+	c := wire.CipherChaCha20Poly1305
+	seal := func(fs ...wire.Frame) []byte {
+		a, _ := wire.NewAEAD(c, &key)
+		s := wire.NewSealer(a)
+		var out []byte
+		for _, f := range fs {
+			var err error
+			if out, err = s.SealFrame(out, &f, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	dat := wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: []byte("hello")}
+	ack := wire.Frame{Type: wire.FrameAck, Payload: wire.AckPayload(nil, 0)}
+	cases := []struct {
+		name     string
+		frames   []wire.Frame
+		err      error
+		received uint64
+		peerAck  uint64
+	}{
+		{"data then EOF", []wire.Frame{dat, {Type: wire.FramePad}, dat}, ErrInsecureClose, 2, 0},
+		{"close then EOF", []wire.Frame{dat, {Type: wire.FrameClose}}, nil, 2, 0},
+		{"reset then EOF", []wire.Frame{{Type: wire.FrameReset}}, nil, 1, 0},
+		{"acks", []wire.Frame{ack, dat, {Type: wire.FrameAck, Payload: wire.AckPayload(nil, 9)}, {Type: wire.FramePing}}, ErrInsecureClose, 2, 9},
+		{"decreasing ack", []wire.Frame{{Type: wire.FrameAck, Payload: wire.AckPayload(nil, 9)}, ack}, ErrBadAck, 0, 9},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			oa, _ := wire.NewAEAD(c, &key)
+			in := make(chan Chunk, 1)
+			out := make(chan Frame, 16)
+			st := NewResumeState()
+			d := &Decrypt{Opener: wire.NewOpener(oa), In: in, Out: out, Resume: st}
+			in <- Chunk{B: seal(tc.frames...)}
+			close(in)
+			if err := d.Run(context.Background()); !errors.Is(err, tc.err) {
+				t.Fatalf("Run = %v, want %v", err, tc.err)
+			}
+			if st.Received() != tc.received || uint64(len(out)) != tc.received || st.peerAck.Load() != tc.peerAck {
+				t.Fatalf("received %d, queued %d, peer ack %d; want %d, %d", st.Received(), len(out), st.peerAck.Load(), tc.received, tc.peerAck)
+			}
+			select {
+			case out <- Frame{}: // still open: the session's, not the link's
+			default:
+				t.Fatal("out is full")
+			}
+		})
+	}
+	// Without resumption an ACK is a protocol error.
+	oa, _ := wire.NewAEAD(c, &key)
+	in := make(chan Chunk, 1)
+	in <- Chunk{B: seal(ack)}
+	close(in)
+	d := &Decrypt{Opener: wire.NewOpener(oa), In: in, Out: make(chan Frame, 1)}
+	if err := d.Run(context.Background()); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("ACK without resumption: %v", err)
+	}
+}
