@@ -53,14 +53,19 @@ func CheckConfig(path string) (*CheckReport, error) {
 	}
 	if c.Server != nil {
 		err := c.Server.Validate()
+		var srv *Server
 		if err == nil {
-			_, err = NewServer(c.Server, quiet)
+			srv, err = NewServer(c.Server, quiet)
 		} else {
 			r.checkKey(&c.Server.Common, "server")
 		}
 		if err == nil {
-			r.Sections = append(r.Sections, fmt.Sprintf("server: %s %s on %s, frontend %s",
-				c.Server.Protocol, c.Server.Backend.Type, c.Server.ListenAddr(), c.Server.Frontend.Type))
+			line := fmt.Sprintf("server: %s %s on %s, frontend %s",
+				c.Server.Protocol, c.Server.Backend.Type, c.Server.ListenAddr(), c.Server.Frontend.Type)
+			if srv.cert != nil {
+				line += ", tls_pin " + srv.cert.pin() // for clients' backend.tls_pin
+			}
+			r.Sections = append(r.Sections, line)
 		}
 		r.add("server", err)
 	}

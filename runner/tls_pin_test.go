@@ -2,7 +2,10 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +33,13 @@ func TestTLSPinnedLink(t *testing.T) {
 	}
 	if !strings.Contains(link, "tls_pin=") {
 		t.Fatalf("a self-signed server's link carries no pin: %s", link)
+	}
+	file := filepath.Join(t.TempDir(), "server.yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, "server:\n  key: %s\n  backend: {type: tls, tls_cert: %s, tls_key: %s}\n", newKey(t), cert, key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := CheckConfig(file); err != nil || len(r.Sections) != 1 || !strings.HasSuffix(r.Sections[0], ", tls_pin "+pinOfLink(t, link)) {
+		t.Fatalf("usocks check does not show the pin: %+v %v", r, err)
 	}
 	srv, _ := runServerOn(t, scfg, logger, sln)
 	ccfg, _, err := ParseLink(link)
@@ -79,6 +89,16 @@ func TestTLSPinnedLink(t *testing.T) {
 	if got := srv.Sessions.Load(); got != 1 {
 		t.Fatalf("sessions = %d, want only the pinned client's", got)
 	}
+}
+
+// pinOfLink is the tls_pin parameter of a link.
+func pinOfLink(t *testing.T, link string) string {
+	t.Helper()
+	c, _, err := ParseLink(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Backend.TLSPin
 }
 
 // TestTLSPinConfig: tls_pin is checked like every key.
