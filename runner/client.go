@@ -131,6 +131,7 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 	c.live.Store(l)
 	c.baseLevel = logger.GetLevel()
 	setLogLevel(logger, cfg.LogLevel, c.baseLevel)
+	clientFDs(c.log, cfg.MaxStreams)
 	c.metrics = newClientMetrics(c)
 	if cfg.Protocol == "v1" {
 		c.log.Warn(v1Warning)

@@ -63,25 +63,35 @@ func (g *fdGuard) err() error {
 	return &limitError{"file descriptors (RLIMIT_NOFILE less a reserve)", int(g.budget)}
 }
 
-// checkFDs raises the process's descriptor limit and says what it allows:
-// a warning when it cannot hold max_pending connections and max_sessions
-// sessions with a stream each (a server whose sessions all hold
-// max_streams streams needs far more; the guard refuses what does not
-// fit).
-func checkFDs(log *logrus.Entry, pending, sessions int) int64 {
+// checkFDs raises the process's descriptor limit and returns its soft
+// value, with a warning when it is below need, what the limits named in
+// why may take at once (0: unlimited or unknown).
+func checkFDs(log *logrus.Entry, need int64, why logrus.Fields) int64 {
 	soft, hard, err := raiseFileLimit()
 	if err != nil {
 		log.WithError(err).Warn("cannot read or raise the open file limit (RLIMIT_NOFILE)")
 		return 0
 	}
 	f := logrus.Fields{"soft": soft, "hard": hard}
-	need := int64(fdSpare + pending + 2*sessions)
 	if soft > 0 && need > soft {
-		f["max_pending"], f["max_sessions"] = pending, sessions
-		log.WithFields(f).Warn(fmt.Sprintf("the open file limit is below what the limits allow (%d descriptors): "+
+		log.WithFields(f).WithFields(why).Warn(fmt.Sprintf("the open file limit is below what the limits allow (%d descriptors): "+
 			"new sessions and streams are refused near it; raise it (ulimit -n, LimitNOFILE=) or lower the limits", need))
 	} else {
 		log.WithFields(f).Debug("open file limit")
 	}
 	return soft
+}
+
+// serverFDs is checkFDs for a server: max_pending connections and
+// max_sessions sessions with a stream each must fit (a server whose
+// sessions all hold max_streams streams needs far more; the guard refuses
+// what does not fit).
+func serverFDs(log *logrus.Entry, pending, sessions int) int64 {
+	return checkFDs(log, int64(fdSpare+pending+2*sessions), logrus.Fields{"max_pending": pending, "max_sessions": sessions})
+}
+
+// clientFDs is checkFDs for a client: a session's max_streams app
+// connections must fit.
+func clientFDs(log *logrus.Entry, streams int) {
+	checkFDs(log, int64(fdSpare+streams), logrus.Fields{"max_streams": streams})
 }

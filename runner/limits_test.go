@@ -325,3 +325,31 @@ func TestFDGuardBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestFileLimitWarning: the open file limit is raised to the hard limit,
+// and a configuration that could need more descriptors than it allows is
+// told at start, with the limits that need them.
+func TestFileLimitWarning(t *testing.T) {
+	soft, hard, err := raiseFileLimit()
+	if err != nil || soft == 0 {
+		t.Skipf("no finite RLIMIT_NOFILE here (%v)", err)
+	}
+	if soft != hard {
+		t.Fatalf("soft limit %d not raised to the hard limit %d", soft, hard)
+	}
+	logger, hook := test.NewNullLogger()
+	log := logrus.NewEntry(logger)
+	if got := serverFDs(log, 1, 1); got != soft {
+		t.Fatalf("limit %d, want the soft limit %d", got, soft)
+	}
+	for _, e := range hook.AllEntries() {
+		if e.Level <= logrus.WarnLevel {
+			t.Fatalf("a small configuration warned: %s", e.Message)
+		}
+	}
+	serverFDs(log, 1, int(soft)) // max_sessions as large as the limit
+	e := hook.LastEntry()
+	if e == nil || e.Level != logrus.WarnLevel || e.Data["max_sessions"] != int(soft) || !strings.Contains(e.Message, "open file limit") {
+		t.Fatalf("no warning for a limit below max_sessions: %v", e)
+	}
+}

@@ -82,7 +82,7 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	s.live.Store(cfg)
 	s.baseLevel = logger.GetLevel()
 	setLogLevel(logger, cfg.LogLevel, s.baseLevel)
-	fds := newFDGuard(checkFDs(s.log, cfg.MaxPending, cfg.MaxSessions), cfg.MaxPending)
+	fds := newFDGuard(serverFDs(s.log, cfg.MaxPending, cfg.MaxSessions), cfg.MaxPending)
 	s.limits = newLimiter(cfg.Limits, len(cfg.Clients) > 0, fds)
 	s.metrics = newServerMetrics(s)
 	fe, err := newFrontend(cfg, s.log)
