@@ -30,9 +30,13 @@ type BackendReader struct {
 // stages above decide whether the end was clean.
 func (r *BackendReader) Run(ctx context.Context) error {
 	defer close(r.Out)
+	rd := r.Conn
+	if rs := newRawSock(r.Conn); rs != nil {
+		rd = rs // see rawSock
+	}
 	for {
 		buf := chunkPool.Get().(*chunkBuf)
-		n, err := r.Conn.Read(buf[:])
+		n, err := rd.Read(buf[:])
 		if n > 0 {
 			if r.Tap != nil {
 				r.Tap(buf[:n])
@@ -86,6 +90,10 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 	var bufs net.Buffers
 	var wb net.Buffers // WriteTo consumes its receiver: a copy of bufs, hoisted so it is allocated once
 	var held []Sealed
+	write := func(b *net.Buffers) (int64, error) { return b.WriteTo(w.Conn) }
+	if rs := newRawSock(w.Conn); rs != nil {
+		write = rs.writev // see rawSock
+	}
 	for {
 		s, ok, err := recv(ctx, w.In)
 		if err != nil {
@@ -115,7 +123,7 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 			}
 		}
 		wb = bufs
-		if _, err := wb.WriteTo(w.Conn); err != nil {
+		if _, err := write(&wb); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

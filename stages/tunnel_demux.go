@@ -461,7 +461,7 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 		}
 		s = d.newStream(id, d.Legacy)
 		known = true
-		d.spawn(ctx, s, open(s))
+		d.spawn(ctx, s, onOwnStack(open(s)))
 	}
 	if !known {
 		// Data for a stream we do not have (it was reset, or never was).

@@ -62,7 +62,7 @@ func guardOpen(open func() (net.Conn, error)) (c net.Conn, err error) {
 
 // panicked logs a recovered panic of this stream.
 func (s *stream) panicked(what string, p *PanicError) {
-	s.log.WithFields(logrus.Fields{"in": what, "panic": fmt.Sprint(p.Value), "stack": string(p.Stack)}).
+	s.logger().WithFields(logrus.Fields{"in": what, "panic": fmt.Sprint(p.Value), "stack": string(p.Stack)}).
 		Error("panic in a stream: resetting it, the session goes on")
 }
 

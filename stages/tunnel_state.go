@@ -119,6 +119,6 @@ func (s *stream) sendRST() {
 	default:
 		// The control queue is full only when the peer floods us with
 		// frames that need answers; the stream is gone on our side anyway.
-		s.log.Debug("control queue full, RST dropped")
+		s.logger().Debug("control queue full, RST dropped")
 	}
 }

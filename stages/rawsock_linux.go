@@ -1,0 +1,179 @@
+package stages
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawSock reads and writes a TCP socket with raw system calls (no
+// entersyscall/exitsyscall), waiting in the runtime's poller as net.Conn
+// does when the socket is not ready.
+//
+// Why: the socket is non-blocking, so a read or write returns at once;
+// but every system call that goes through the scheduler's syscall path
+// wakes the runtime's monitor thread when the process was idle, and a
+// write that takes the kernel long (loopback delivers to the reader
+// inline) lets the monitor hand the P to another thread. On a process
+// limited to one CPU each round trip then paid several extra context
+// switches: the profile of a 64-byte echo through the tunnel showed a
+// fifth of the client's time in the monitor's wake-ups, sleeps and
+// hand-offs. A raw call on a non-blocking socket blocks nothing else.
+//
+// Deadlines, Close and errors behave as with net.Conn (the poller's wait
+// returns them), wrapped in *net.OpError.
+type rawSock struct {
+	rc   syscall.RawConn
+	iovs []unix.Iovec
+}
+
+// newRawSock returns a rawSock for c when c is a plain TCP socket and the
+// race detector is off (raw calls are invisible to it, so a -race build
+// keeps the ordinary path); nil otherwise.
+func newRawSock(c any) *rawSock {
+	if raceEnabled {
+		return nil
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &rawSock{rc: rc}
+}
+
+// Read reads into p once data is available.
+func (r *rawSock) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var serr error
+	err := r.rc.Read(func(fd uintptr) (done bool) {
+		n, done, serr = rawRead(fd, p)
+		return done
+	})
+	if err == nil {
+		err = serr
+	}
+	return n, err
+}
+
+// readBuf reads up to n bytes into a pooled buffer taken only once the
+// socket has data (getBuf(n), returned if the read finds nothing), so a
+// stream waiting for its app holds no buffer. buf is nil when m is 0.
+func (r *rawSock) readBuf(n int) (buf *payloadBuf, m int, err error) {
+	var serr error
+	err = r.rc.Read(func(fd uintptr) (done bool) {
+		if buf == nil {
+			buf = getBuf(n)
+		}
+		m, done, serr = rawRead(fd, buf.B[:n])
+		if !done {
+			putBuf(buf)
+			buf = nil
+		}
+		return done
+	})
+	if err == nil {
+		err = serr
+	}
+	if m == 0 {
+		putBuf(buf)
+		buf = nil
+	}
+	return buf, m, err
+}
+
+// rawRead is one read(2) of fd into p (not empty); done is false when the
+// socket has nothing to read yet.
+func rawRead(fd uintptr, p []byte) (n int, done bool, err error) {
+	for {
+		m, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			if m == 0 {
+				return 0, true, io.EOF
+			}
+			return int(m), true, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, false, nil
+		default:
+			return 0, true, os.NewSyscallError("read", e)
+		}
+	}
+}
+
+// Write writes all of p.
+func (r *rawSock) Write(p []byte) (int, error) {
+	bufs := net.Buffers{p}
+	n, err := r.writev(&bufs)
+	return int(n), err
+}
+
+// writev writes every buffer of *bufs (consuming it, as
+// net.Buffers.WriteTo does) with writev calls.
+func (r *rawSock) writev(bufs *net.Buffers) (int64, error) {
+	var total int64
+	var serr error
+	err := r.rc.Write(func(fd uintptr) bool {
+		for len(*bufs) > 0 {
+			r.iovs = r.iovs[:0]
+			for _, b := range *bufs {
+				if len(b) == 0 {
+					continue
+				}
+				r.iovs = append(r.iovs, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+				if len(r.iovs) == 1024 { // IOV_MAX
+					break
+				}
+			}
+			if len(r.iovs) == 0 {
+				*bufs = (*bufs)[:0]
+				break
+			}
+			m, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&r.iovs[0])), uintptr(len(r.iovs)))
+			switch e {
+			case 0:
+				total += int64(m)
+				consume(bufs, int64(m))
+				continue
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			default:
+				serr = os.NewSyscallError("writev", e)
+				return true
+			}
+		}
+		return true
+	})
+	clear(r.iovs[:cap(r.iovs)]) // no stale pointers into released buffers
+	if err == nil {
+		err = serr
+	}
+	return total, err
+}
+
+// consume drops n written bytes from the front of *bufs.
+func consume(bufs *net.Buffers, n int64) {
+	for len(*bufs) > 0 {
+		l := int64(len((*bufs)[0]))
+		if l > n {
+			(*bufs)[0] = (*bufs)[0][n:]
+			return
+		}
+		n -= l
+		*bufs = (*bufs)[1:]
+	}
+}
