@@ -201,6 +201,7 @@ func (c *Client) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopMetrics()
+	defer startMemTrim()() // memory back to the OS after bursts (memtrim.go)
 	if c.cfg().Protocol == "v2" && (c.cfg().UDP == nil || *c.cfg().UDP) && c.local == nil {
 		// The UDP relay for SOCKS5 associations shares the TCP listener's
 		// address and port; without it UDP is simply not offered.

@@ -189,6 +189,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopMetrics()
+	defer startMemTrim()() // memory back to the OS after bursts (memtrim.go)
 	if s.cfg().Capture != "" {
 		cp, err := capture.Open(s.cfg().Capture, s.cfg().Protocol, "server", s.cfg().CapturePlaintext, s.cfg().CaptureMaxMiB<<20)
 		if err != nil {
