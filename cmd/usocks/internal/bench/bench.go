@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,20 +46,23 @@ type Scale struct {
 	// Settle is how long after the idle streams held after the load
 	// close the bench reads RSS again (memory handed back after a burst).
 	Settle time.Duration `json:"settle_ns"`
+	// TTFBSamples is how many connections each time-to-first-byte path
+	// times (0: none).
+	TTFBSamples int `json:"ttfb_samples"`
 }
 
 // DefaultScale is the full bench (about 35 s per tunnel).
 func DefaultScale() Scale {
 	return Scale{Runs: 3, Bulk: 3 * time.Second, RoundTrips: 20000, MsgSize: 64,
 		Connect: 2 * time.Second, ConnConcurrency: 16, ManyStreams: 200, ManyBytes: 1 << 20, IdleStreams: 1000,
-		Settle: time.Minute}
+		Settle: time.Minute, TTFBSamples: 20}
 }
 
 // QuickScale is a few seconds per tunnel.
 func QuickScale() Scale {
 	return Scale{Runs: 3, Bulk: 500 * time.Millisecond, RoundTrips: 2000, MsgSize: 64,
 		Connect: 500 * time.Millisecond, ConnConcurrency: 16, ManyStreams: 50, ManyBytes: 256 << 10, IdleStreams: 200,
-		Settle: 5 * time.Second}
+		Settle: 5 * time.Second, TTFBSamples: 5}
 }
 
 func (s Scale) validate() error {
@@ -83,6 +87,8 @@ func (s Scale) validate() error {
 		return errors.New("idle streams must be 1..10000")
 	case s.Settle < 0 || s.Settle > 5*time.Minute:
 		return errors.New("settle time must be in [0, 5m]")
+	case s.TTFBSamples < 0 || s.TTFBSamples > 200:
+		return errors.New("time-to-first-byte samples must be 0..200")
 	}
 	return nil
 }
@@ -192,6 +198,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	cpu0 := sampleCPU()
 	rep.Tunnels = b.runAll(ctx)
+	if opts.Scale.TTFBSamples > 0 && (slices.Contains(opts.Tunnels, V2) || slices.Contains(opts.Tunnels, V2Off)) && ctx.Err() == nil {
+		rep.TTFB = b.ttfb(ctx)
+	}
 	if d, ok := othersSince(cpu0); ok {
 		rep.OtherCPU = d.Seconds()
 	}

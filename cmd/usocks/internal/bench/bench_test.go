@@ -5,11 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"usocks/runner"
 )
 
 func TestMedianPercentile(t *testing.T) {
@@ -379,5 +385,70 @@ func TestWorkloadsInProcess(t *testing.T) {
 	// Nothing listens any more: the workloads fail instead of hanging.
 	if _, err := BulkUp(ctx, addr, 10*time.Millisecond); err == nil {
 		t.Error("up to a closed target should fail")
+	}
+}
+
+// TestDelayRelay: every byte arrives, no sooner than the delay each way.
+func TestDelayRelay(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		c, err := echo.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const delay = 30 * time.Millisecond
+	r := &delayRelay{ln: rl, to: echo.Addr().String(), delay: delay}
+	r.wg.Go(r.serve)
+	defer r.close()
+	c, err := net.Dial("tcp", rl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("0123456789"), 10000)
+	t0 := time.Now()
+	go func() { _, _ = c.Write(msg) }()
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(t0); el < 2*delay {
+		t.Errorf("echo through the relay took %v, less than %v", el, 2*delay)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Error("the echo differs")
+	}
+}
+
+// TestTTFBConfig: every path's config loads, with the policy, the relay
+// as the client's backend and the frontend the path needs.
+func TestTTFBConfig(t *testing.T) {
+	target := netip.MustParseAddrPort("127.0.0.1:4000")
+	for _, p := range ttfbPaths {
+		for _, defense := range []string{"off", "standard"} {
+			file := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(file, []byte(ttfbConfig("k3Y1mN5Tq2c9rW7uV0xZbA4dF6hJ8lP1sE3gI5oK7yM=", defense, p.frontend, p.listen, 1001, 1002, 1003, target)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := runner.LoadConfig(file)
+			if err != nil {
+				t.Fatalf("%s/%s: %v", p.name, defense, err)
+			}
+			if cfg.Client.Backend.Port != 1002 || cfg.Client.Port != 1003 || cfg.Server.Frontend.Type != p.frontend ||
+				cfg.Client.Defense != defense || cfg.Client.Listen.Type != p.listen {
+				t.Errorf("%s/%s: %+v / %+v", p.name, defense, cfg.Client, cfg.Server.Frontend)
+			}
+		}
 	}
 }

@@ -215,6 +215,14 @@ func Connects(ctx context.Context, addr string, conc int, d time.Duration) Conne
 // once is one stream of Connects: it returns the time from the start of
 // the connect to the echo of the first byte.
 func once(ctx context.Context, addr string) (time.Duration, error) {
+	return openOnce(ctx, addr, nil, true)
+}
+
+// openOnce connects to addr, runs hello on the connection if set (a proxy
+// handshake), sends ModeOnce and returns the time from the start of the
+// connect to its echo; with waitClose it then waits for the target's
+// close.
+func openOnce(ctx context.Context, addr string, hello func(net.Conn) error, waitClose bool) (time.Duration, error) {
 	t0 := time.Now()
 	c, err := dial(ctx, addr)
 	if err != nil {
@@ -222,6 +230,11 @@ func once(ctx context.Context, addr string) (time.Duration, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(opTimeout))
+	if hello != nil {
+		if err := hello(c); err != nil {
+			return 0, err
+		}
+	}
 	b := [1]byte{ModeOnce}
 	if _, err := c.Write(b[:]); err != nil {
 		return 0, err
@@ -232,6 +245,9 @@ func once(ctx context.Context, addr string) (time.Duration, error) {
 	d := time.Since(t0)
 	if b[0] != ModeOnce {
 		return 0, fmt.Errorf("echo: got %#x", b[0])
+	}
+	if !waitClose {
+		return d, nil
 	}
 	if n, err := c.Read(b[:]); err != io.EOF {
 		return 0, fmt.Errorf("waiting for the close: read %d bytes, %v", n, err)

@@ -27,7 +27,10 @@ type Report struct {
 	Scale    Scale           `json:"scale"`
 	Columns  []Column        `json:"columns"`
 	Tunnels  []*TunnelResult `json:"tunnels"`
-	Notes    []string        `json:"notes,omitempty"`
+	// TTFB is time to first byte of a new proxied connection through a
+	// delaying relay (ttfb.go), usocks v2 only.
+	TTFB  []TTFBResult `json:"ttfb,omitempty"`
+	Notes []string     `json:"notes,omitempty"`
 }
 
 // TunnelResult is one row: a tunnel's figures, keyed by Column.Key.
@@ -240,6 +243,20 @@ func (r *Report) WriteTable(w io.Writer, markdown bool) error {
 	writeRows(&b, head, med, markdown)
 	fmt.Fprintf(&b, "\nranges (min–max of %d runs):\n\n", r.Scale.Runs)
 	writeRows(&b, head, rng, markdown)
+	if len(r.TTFB) > 0 {
+		fmt.Fprintf(&b, "\ntime to first byte of a new proxied connection, usocks v2, through a relay holding every chunk %v each way (one tunnel round trip: %v); median of %d, in round trips (the slowest):\n\n",
+			TTFBDelay, 2*TTFBDelay, r.Scale.TTFBSamples)
+		var rows []row
+		for _, t := range r.TTFB {
+			if t.Error != "" {
+				rows = append(rows, row{cells: []string{t.Path, "defense " + t.Defense + ": error: " + t.Error}, span: true})
+				continue
+			}
+			rows = append(rows, row{cells: []string{t.Path, t.Defense, fmt.Sprintf("%.1f", t.P50ms),
+				fmt.Sprintf("%.2f (%.2f)", t.P50RTT, t.MaxRTT)}})
+		}
+		writeRows(&b, []string{"path", "defense", "ms", "round trips (max)"}, rows, markdown)
+	}
 	b.WriteString("\n")
 	for _, n := range r.legend() {
 		if markdown {

@@ -79,11 +79,12 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Setenv(childEnv, "1")
 	sc := Scale{Runs: 2, Bulk: 100 * time.Millisecond, RoundTrips: 200, MsgSize: 64,
-		Connect: 100 * time.Millisecond, ConnConcurrency: 4, ManyStreams: 8, ManyBytes: 64 << 10, IdleStreams: 20}
+		Connect: 100 * time.Millisecond, ConnConcurrency: 4, ManyStreams: 8, ManyBytes: 64 << 10, IdleStreams: 20,
+		Settle: 100 * time.Millisecond, TTFBSamples: 1}
 	var log bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	rep, err := Run(ctx, Options{Tunnels: []string{V2, Direct}, Scale: sc, Exe: os.Args[0], Budget: 50 * time.Second, Log: &log})
+	rep, err := Run(ctx, Options{Tunnels: []string{V2, Direct}, Scale: sc, Exe: os.Args[0], Budget: 80 * time.Second, Log: &log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,8 @@ func TestSmoke(t *testing.T) {
 		want := []string{"up_gbps", "down_gbps", "rr_p50_us", "rr_p99_us", "conn_per_s", "conn_p99_ms", "many_s", "many_lost_bytes"}
 		if tr.Key == V2 {
 			want = append(want, "rss_idle_client_mib", "rss_idle_server_mib", "rss_streams_client_mib",
-				"rss_streams_server_mib", "cpu_client_s", "cpu_server_s")
+				"rss_streams_server_mib", "cpu_client_s", "cpu_server_s", "rss_load_client_mib", "rss_load_server_mib",
+				"rss_settled_client_mib", "rss_settled_server_mib")
 		}
 		for _, k := range want {
 			if tr.Metrics[k] == nil {
@@ -114,11 +116,20 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: %d bulk runs", tr.Name, len(m.Runs))
 		}
 	}
+	if len(rep.TTFB) != 2*len(ttfbPaths) {
+		t.Errorf("time to first byte: %d results, want %d", len(rep.TTFB), 2*len(ttfbPaths))
+	}
+	for _, r := range rep.TTFB {
+		// Each path costs at least the one round trip of its data.
+		if r.Error != "" || r.Samples != 1 || r.P50RTT < 1 {
+			t.Errorf("time to first byte %+v", r)
+		}
+	}
 	var out bytes.Buffer
 	if err := rep.WriteTable(&out, false); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "usocks v2") {
+	if !strings.Contains(out.String(), "usocks v2") || !strings.Contains(out.String(), "client-side socks5") {
 		t.Errorf("table:\n%s", out.String())
 	}
 	t.Logf("\n%s", out.String())
