@@ -165,6 +165,23 @@ func (r *rawSock) writev(bufs *net.Buffers) (int64, error) {
 	return total, err
 }
 
+// closeWrite half-closes the socket (shutdown(SHUT_WR): FIN after what
+// was written), as TCPConn.CloseWrite does, with a raw call: on loopback
+// the FIN is delivered within the call, long enough for the runtime's
+// monitor to hand the P to another thread.
+func (r *rawSock) closeWrite() error {
+	var serr error
+	err := r.rc.Control(func(fd uintptr) {
+		if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0); e != 0 {
+			serr = os.NewSyscallError("shutdown", e)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	return err
+}
+
 // consume drops n written bytes from the front of *bufs.
 func consume(bufs *net.Buffers, n int64) {
 	for len(*bufs) > 0 {

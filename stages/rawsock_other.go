@@ -15,3 +15,5 @@ func (*rawSock) Read([]byte) (int, error) { return 0, net.ErrClosed }
 func (*rawSock) writev(*net.Buffers) (int64, error) { return 0, net.ErrClosed }
 
 func (*rawSock) readBuf(int) (*payloadBuf, int, error) { return nil, 0, net.ErrClosed }
+
+func (*rawSock) closeWrite() error { return net.ErrClosed }

@@ -370,7 +370,11 @@ func (s *stream) down(ctx context.Context) {
 		}
 		if len(batch) == 0 && eof {
 			s.transition(evFINRecv, false)
-			_ = CloseWrite(s.conn)
+			if s.raw != nil {
+				_ = s.raw.closeWrite()
+			} else {
+				_ = CloseWrite(s.conn)
+			}
 			if s.legacy {
 				// v1 has no half-close, and a v1 peer holds the id until
 				// our FIN answers its FIN. We still let the local side

@@ -91,7 +91,7 @@ func TestRawSockBulk(t *testing.T) {
 	if total != int64(len(data)) {
 		t.Fatalf("wrote %d of %d bytes", total, len(data))
 	}
-	if err := c.CloseWrite(); err != nil {
+	if err := w.closeWrite(); err != nil { // the reader sees EOF
 		t.Fatal(err)
 	}
 	if sum := <-got; sum != want {
@@ -129,6 +129,9 @@ func TestRawSockDeadlineAndClose(t *testing.T) {
 	}
 	if _, err := r.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("write on a closed socket: %v", err)
+	}
+	if err := r.closeWrite(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("half-close of a closed socket: %v", err)
 	}
 }
 
