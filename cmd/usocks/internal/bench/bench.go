@@ -295,6 +295,8 @@ func (b *bencher) runAll(ctx context.Context) []*TunnelResult {
 			}
 		case V2Off:
 			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto), defense: off"
+		case V2OffNoResume:
+			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto), defense: off, resume_timeout: -1s (no resend stage)"
 		case V2:
 			res.Detail = "cipher " + wire.DefaultCipher().String() + " (auto), defense: standard (the default)"
 		case V1:

@@ -106,6 +106,9 @@ func TestParseTunnels(t *testing.T) {
 	if got, _ := ParseTunnels("v2,sing-box,v2off"); strings.Join(got, ",") != "sb,sbmux,v2off,v2" {
 		t.Errorf("sing-box alias and order = %v", got)
 	}
+	if got, _ := ParseTunnels("v2,v2off-noresume,all"); len(got) != len(AllTunnels)+1 || got[5] != V2OffNoResume {
+		t.Errorf("a tunnel outside all, by name = %v", got)
+	}
 	for _, bad := range []string{"", "wireguard", " , "} {
 		if _, err := ParseTunnels(bad); err == nil {
 			t.Errorf("%q: want an error", bad)

@@ -27,12 +27,18 @@ const (
 	SB     = "sb"    // sing-box, Shadowsocks 2022
 	SBMux  = "sbmux" // sing-box, Shadowsocks 2022 with smux
 	V2Off  = "v2off" // usocks v2 with `defense: off`
-	V2     = "v2"    // usocks v2 with the default defence policy
-	V1     = "v1"
+	// V2OffNoResume is V2Off without resumable sessions (no resend
+	// stage, no ACK frames): only when asked for by name.
+	V2OffNoResume = "v2off-noresume"
+	V2            = "v2" // usocks v2 with the default defence policy
+	V1            = "v1"
 )
 
-// AllTunnels is every tunnel the bench knows, in table order.
+// AllTunnels is every tunnel of a full run, in table order.
 var AllTunnels = []string{Direct, SS, SB, SBMux, V2Off, V2, V1}
+
+// tableOrder is every tunnel the bench knows, in table order.
+var tableOrder = []string{Direct, SS, SB, SBMux, V2Off, V2OffNoResume, V2, V1}
 
 // tunnelName is a tunnel's row label.
 func tunnelName(key string) string {
@@ -47,6 +53,8 @@ func tunnelName(key string) string {
 		return "sing-box SS-2022 + smux"
 	case V2Off:
 		return "usocks v2 defense off"
+	case V2OffNoResume:
+		return "usocks v2 defense off, no resume"
 	case V2:
 		return "usocks v2 default"
 	case V1:
@@ -74,14 +82,14 @@ func ParseTunnels(s string) ([]string, error) {
 			want[SS] = true
 		case "sing-box":
 			want[SB], want[SBMux] = true, true
-		case Direct, SS, SB, SBMux, V2Off, V2, V1:
+		case Direct, SS, SB, SBMux, V2Off, V2OffNoResume, V2, V1:
 			want[f] = true
 		default:
 			return nil, fmt.Errorf("unknown tunnel %q (want direct, ss, sb, sbmux, v2off, v2, v1 or all)", f)
 		}
 	}
 	var out []string
-	for _, k := range AllTunnels {
+	for _, k := range tableOrder {
 		if want[k] {
 			out = append(out, k)
 		}
@@ -147,7 +155,7 @@ func (b *bencher) startTunnel(ctx context.Context, key string) (_ *setup, err er
 		err = b.startSS(ctx, s, targetAddr)
 	case SB, SBMux:
 		err = b.startSingBox(ctx, s, key == SBMux, targetAddr)
-	case V2Off, V2, V1:
+	case V2Off, V2OffNoResume, V2, V1:
 		err = b.startUsocks(ctx, s, key, targetAddr)
 	default:
 		err = fmt.Errorf("unknown tunnel %q", key)
@@ -234,10 +242,15 @@ func (b *bencher) startUsocks(ctx context.Context, s *setup, key, targetAddr str
 	switch key {
 	case V2Off:
 		protocol, defense = V2, "off"
+	case V2OffNoResume:
+		protocol, defense = V2, "off"
 	case V2:
 		defense = "standard"
 	}
 	cfg := usocksConfig(protocol, defense, psk, sport, cport, thost, tport)
+	if key == V2OffNoResume {
+		cfg = strings.ReplaceAll(cfg, "\n  key: ", "\n  resume_timeout: -1s\n  key: ")
+	}
 	file := filepath.Join(b.dir, "usocks-"+key+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return err
