@@ -23,6 +23,7 @@ type DefenseTuning struct {
 	Rate        *float64       `yaml:"rate"`
 	Decay       *time.Duration `yaml:"decay"`
 	Surge       *time.Duration `yaml:"surge"`
+	Fade        *time.Duration `yaml:"fade"`
 	MaxEpisode  *int64         `yaml:"max_episode"`
 	Budget      *float64       `yaml:"budget"`
 }
@@ -66,6 +67,7 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.Rate, t.Rate)
 	set(&d.Decay, t.Decay)
 	set(&d.Surge, t.Surge)
+	set(&d.Fade, t.Fade)
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.Budget, t.Budget)
 	return d

@@ -79,7 +79,8 @@ func (d *Defence) Run(ctx context.Context) error {
 				over = 100 * float64(s.dummy) / float64(s.realBytes)
 			}
 			d.Log.WithFields(logrus.Fields{"data_bytes": s.realBytes, "dummy_bytes": s.dummy,
-				"dummy_pct": fmt.Sprintf("%.1f", over)}).Info("defence totals for what this side sent")
+				"dummy_pct": fmt.Sprintf("%.1f", over), "dummy_cells_gap": s.why.Gap + s.quiet,
+				"dummy_cells_idle": s.why.Idle, "dummy_cells_tail": s.why.Tail, "dummy_cells_other": s.why.Other}).Info("defence totals for what this side sent")
 		}
 	}()
 	var wake <-chan struct{}
@@ -156,6 +157,9 @@ func (d *Defence) Run(ctx context.Context) error {
 // due appends to b what must go out at now: paced cells, FRONT, fill,
 // tail and tie dummies.
 func (s *shaper) due(now time.Time, b Batch) Batch {
+	if s.p.Fade > 0 && s.pacing() {
+		return s.fading(now, b)
+	}
 	if s.phase == phaseOpen && len(s.queue) == 0 && now.Sub(s.lastData) >= s.p.Idle {
 		s.endOpen(now)
 	}
@@ -196,6 +200,8 @@ func (s *shaper) due(now time.Time, b Batch) Batch {
 // endOpen closes the open phase: to the tail when the bucket needs
 // filling, else the episode ends.
 func (s *shaper) endOpen(now time.Time) {
+	s.why.Idle += s.quiet
+	s.quiet = 0
 	s.front = s.front[:0]
 	s.phase = phaseIdle
 	if s.p.Bucket > 1 && !s.bulk {
@@ -317,7 +323,8 @@ func (s *shaper) deadline(now time.Time) time.Time {
 			dl = t
 		}
 	}
-	if s.phase == phaseOpen && len(s.queue) == 0 {
+	fade := s.p.Fade > 0 && s.pacing()
+	if s.phase == phaseOpen && len(s.queue) == 0 && !fade { // a fade ends in its slots
 		earliest(s.lastData.Add(s.p.Idle))
 	}
 	if s.pacing() {

@@ -52,6 +52,13 @@ type DefenceParams struct {
 	// at Rate (RegulaTor, Holland & Hopper 2022).
 	Decay time.Duration
 	Surge time.Duration
+	// Fade, if set (with Rate), replaces the tail: once no data waits,
+	// Idle has passed since data last went out and the episode's cells
+	// have reached their bucket (the next one up from the cells sent
+	// when data last went out), the paced rate fades, halving every Fade; data brings it back to Rate, and
+	// once it falls below Rate/16 the episode is over. Without a Rate it
+	// does nothing.
+	Fade time.Duration
 	// MaxEpisode makes an episode bulk once this many real bytes went
 	// out in it: from then on no dummies and no pacing, cells only, so a
 	// long download pays the cell padding and nothing else.
@@ -74,12 +81,13 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 	switch p {
 	case wire.DefenceLight:
 		// No delay, no pacing: cells, FRONT dummies at each episode and
-		// volume buckets, under a tight budget.
+		// volume buckets, under a budget that keeps the link's bytes
+		// within 20 % of the data's (cells and headers take the rest).
 		return &DefenceParams{
 			Cell: DefaultCell, Idle: 250 * time.Millisecond,
 			Bucket: 1.25, MinCells: 8, TailRate: 4000,
 			Front: 12, FrontWindow: time.Second,
-			MaxEpisode: 8 << 20, Budget: 0.2, BudgetFree: 128 << 10,
+			MaxEpisode: 8 << 20, Budget: 0.06, BudgetFree: 128 << 10,
 		}
 	case wire.DefenceStandard:
 		// Tamaraw-style constant rate per episode, close to a 50 Mbit/s
@@ -126,12 +134,14 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("idle must be positive when episodes are shaped")
 	case (d.Bucket != 0 || d.Rate != 0 || d.FillRate != 0 || d.Front != 0 || d.Tie != 0) && d.Cell == 0:
 		return fmt.Errorf("dummies and shaping need cells (cell > 0)")
-	case d.Bucket != 0 && d.TailRate == 0:
+	case d.Bucket != 0 && d.TailRate == 0 && d.Fade == 0:
 		return fmt.Errorf("bucket needs a tail_rate")
 	case d.Decay < 0 || d.Surge < 0 || (d.Decay > 0 && (d.Rate == 0 || d.Surge == 0)):
 		return fmt.Errorf("decay needs a rate and a surge threshold")
 	case d.Decay > 0 && d.Bucket != 0:
 		return fmt.Errorf("a decaying rate and buckets do not mix: set bucket 0")
+	case d.Fade < 0 || (d.Fade > 0 && d.Decay > 0):
+		return fmt.Errorf("fade and decay do not mix")
 	}
 	return nil
 }

@@ -51,9 +51,21 @@ type shaper struct {
 	queued    int     // cells in queue
 	slotNext  time.Time
 	surgeAt   time.Time // Decay: when the current surge started
+	mark      int64     // Fade: the bucket the episode fills at full rate
+	fadeAt    time.Time // Fade: when the rate began to fade; zero: full rate
+	lastOut   time.Time // Fade: the slot that last carried data
 	realBytes int64     // session totals on the wire, for the budget and stats
 	dummy     int64
+	// Dummy cells by cause: in gaps between data of an open episode, in
+	// the idle window after its last data, in the tail (bucket), and any
+	// other (tie, FRONT outside an episode). quiet counts the open
+	// phase's dummies since the last data, not yet attributed.
+	why   dummyCauses
+	quiet int64
 }
+
+// dummyCauses splits dummy cells by why they were sent.
+type dummyCauses struct{ Gap, Idle, Tail, Other int64 }
 
 type phase uint8
 
@@ -106,6 +118,8 @@ func (s *shaper) pacing() bool { return s.p.Rate > 0 && !s.bulk }
 // touch records data activity at now: it opens an episode if none is.
 func (s *shaper) touch(now time.Time) {
 	s.lastData = now
+	s.why.Gap += s.quiet
+	s.quiet = 0
 	switch s.phase {
 	case phaseIdle:
 		s.phase = phaseOpen
@@ -116,6 +130,7 @@ func (s *shaper) touch(now time.Time) {
 			s.slotNext = now
 		}
 		s.surgeAt = now
+		s.mark, s.fadeAt, s.lastOut = s.bucketUp(0), time.Time{}, now
 	case phaseTail:
 		s.phase = phaseOpen
 	}
@@ -184,6 +199,9 @@ func (s *shaper) admit(now time.Time, b Batch) Batch {
 	if s.pacing() && s.phase != phaseIdle {
 		for _, f := range b {
 			s.enqueue(f)
+		}
+		if !s.fadeAt.IsZero() && s.slotNext.After(now) {
+			s.slotNext = now // data brings a faded rate back at once
 		}
 		return nil
 	}
@@ -286,6 +304,14 @@ func (s *shaper) sent(now time.Time, cells int64, dummy bool) {
 	s.tieOwed = max(s.tieOwed-float64(cells), -4)
 	if dummy {
 		s.dummy += cells * int64(s.p.Cell)
+		switch s.phase {
+		case phaseOpen:
+			s.quiet += cells
+		case phaseTail:
+			s.why.Tail += cells
+		default:
+			s.why.Other += cells
+		}
 	} else {
 		s.realBytes += cells * int64(s.p.Cell)
 	}
@@ -303,6 +329,9 @@ func (s *shaper) budget() int64 {
 // bucketUp is the padded size of an episode of n cells.
 func (s *shaper) bucketUp(n int64) int64 {
 	t := max(int64(s.p.MinCells), 1)
+	if s.p.Bucket <= 1 {
+		return max(t, n)
+	}
 	for t < n {
 		next := int64(math.Ceil(float64(t) * s.p.Bucket))
 		t = max(next, t+1)
