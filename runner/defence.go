@@ -11,21 +11,22 @@ import (
 // this side sends (experts only; SPEC-v2.md §7a explains each). Unset
 // fields keep the policy's value; nothing here applies under `off`.
 type DefenseTuning struct {
-	Cell        *int           `yaml:"cell"`
-	Idle        *time.Duration `yaml:"idle"`
-	Bucket      *float64       `yaml:"bucket"`
-	MinCells    *int           `yaml:"min_cells"`
-	TailRate    *float64       `yaml:"tail_rate"`
-	FillRate    *float64       `yaml:"fill_rate"`
-	Front       *int           `yaml:"front"`
-	FrontWindow *time.Duration `yaml:"front_window"`
-	Tie         *int           `yaml:"tie"`
-	Rate        *float64       `yaml:"rate"`
-	Decay       *time.Duration `yaml:"decay"`
-	Surge       *time.Duration `yaml:"surge"`
-	Fade        *time.Duration `yaml:"fade"`
-	MaxEpisode  *int64         `yaml:"max_episode"`
-	Budget      *float64       `yaml:"budget"`
+	Cell         *int           `yaml:"cell"`
+	Idle         *time.Duration `yaml:"idle"`
+	Bucket       *float64       `yaml:"bucket"`
+	MinCells     *int           `yaml:"min_cells"`
+	TailRate     *float64       `yaml:"tail_rate"`
+	FillRate     *float64       `yaml:"fill_rate"`
+	Front        *int           `yaml:"front"`
+	FrontWindow  *time.Duration `yaml:"front_window"`
+	Tie          *int           `yaml:"tie"`
+	Rate         *float64       `yaml:"rate"`
+	Decay        *time.Duration `yaml:"decay"`
+	Surge        *time.Duration `yaml:"surge"`
+	Fade         *time.Duration `yaml:"fade"`
+	MaxEpisode   *int64         `yaml:"max_episode"`
+	MaxEpisodeIn *int64         `yaml:"max_episode_in"`
+	Budget       *float64       `yaml:"budget"`
 }
 
 // apply returns the parameters of policy p for role r with the tuning on
@@ -69,6 +70,7 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.Surge, t.Surge)
 	set(&d.Fade, t.Fade)
 	set(&d.MaxEpisode, t.MaxEpisode)
+	set(&d.MaxEpisodeIn, t.MaxEpisodeIn)
 	set(&d.Budget, t.Budget)
 	return d
 }

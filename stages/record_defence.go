@@ -40,9 +40,10 @@ type Defence struct {
 // decrypt adds, the defence stage reads. Safe for one writer and one
 // reader.
 type DefenceEvents struct {
-	bytes atomic.Int64 // wire bytes read
-	data  atomic.Int64 // data frames opened
-	wake  chan struct{}
+	bytes   atomic.Int64 // wire bytes read
+	data    atomic.Int64 // data frames opened
+	dataLen atomic.Int64 // their payload bytes
+	wake    chan struct{}
 }
 
 // NewDefenceEvents returns an empty event channel.
@@ -51,10 +52,11 @@ func NewDefenceEvents() *DefenceEvents { return &DefenceEvents{wake: make(chan s
 // Read is told the size of every chunk read from the backend.
 func (e *DefenceEvents) Read(n int) { e.bytes.Add(int64(n)) }
 
-// Frame is told the type of every frame opened.
-func (e *DefenceEvents) Frame(t wire.FrameType) {
+// Frame is told the type and payload length of every frame opened.
+func (e *DefenceEvents) Frame(t wire.FrameType, n int) {
 	if isData(t) {
 		e.data.Add(1)
+		e.dataLen.Add(int64(n))
 	}
 }
 
@@ -146,7 +148,7 @@ func (d *Defence) Run(ctx context.Context) error {
 				}
 			}
 		case <-wake:
-			s.received(time.Now(), d.Events.bytes.Load(), d.Events.data.Load())
+			s.received(time.Now(), d.Events.bytes.Load(), d.Events.data.Load(), d.Events.dataLen.Load())
 		case <-tick:
 		case <-ctx.Done():
 			return ctx.Err()
@@ -170,6 +172,7 @@ func (s *shaper) due(now time.Time, b Batch) Batch {
 		return s.paced(now, b)
 	}
 	if s.bulk {
+		b = append(b, s.flush(now)...) // what pacing held back when the episode became bulk
 		s.front = s.front[:0]
 		if s.phase == phaseTail {
 			s.phase = phaseIdle

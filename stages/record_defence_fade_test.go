@@ -141,3 +141,46 @@ func TestFadeDataRestoresRate(t *testing.T) {
 		t.Fatal("episode did not end")
 	}
 }
+
+// TestPeerBulkEndsShaping: once an episode has received MaxEpisodeIn
+// bytes of data, this side's pacing stops: what waits goes out at once and
+// no more dummies follow, however long the peer's transfer lasts.
+func TestPeerBulkEndsShaping(t *testing.T) {
+	cases := []struct {
+		name string
+		fade time.Duration
+	}{{"constant rate", 0}, {"fading rate", 20 * time.Millisecond}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := DefenceParams{Cell: DefaultCell, Idle: 100 * time.Millisecond, Rate: 300, Bucket: 1.25, MinCells: 16, TailRate: 300, Fade: c.fade, MaxEpisodeIn: 1 << 20}
+			if err := p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			s := testShaper(p)
+			t0 := time.Unix(1000, 0)
+			s.received(t0, 1<<19, 1, 1<<19) // the download starts: an episode
+			s.admit(t0, Batch{dataBatch(3 * s.cellBody)[0]})
+			if n := cellsIn(s, s.due(t0, nil)); n != 1 || !s.pacing() {
+				t.Fatalf("paced episode sent %d cells in its first slot", n)
+			}
+			now := t0.Add(time.Millisecond)
+			s.received(now, 2<<20, 2, (1<<20)+1) // past MaxEpisodeIn
+			if s.pacing() {
+				t.Fatal("still pacing during the peer's bulk transfer")
+			}
+			if b := s.due(now, nil); cellsIn(s, b) != 2 || b[0].Type != wire.FrameStream {
+				t.Fatalf("the queued data did not go out at once: %d cells", cellsIn(s, b))
+			}
+			for i := 1; i <= 1000; i++ {
+				now = t0.Add(time.Duration(i) * time.Millisecond)
+				s.received(now, int64(2<<20+i<<20), int64(2+i), int64(1<<20+i<<20))
+				if b := s.due(now, nil); len(b) != 0 {
+					t.Fatalf("%d frames at %v into the peer's bulk transfer", len(b), now.Sub(t0))
+				}
+			}
+			if s.dummy != 0 {
+				t.Fatalf("%d dummy bytes", s.dummy)
+			}
+		})
+	}
+}

@@ -63,6 +63,11 @@ type DefenceParams struct {
 	// out in it: from then on no dummies and no pacing, cells only, so a
 	// long download pays the cell padding and nothing else.
 	MaxEpisode int64
+	// MaxEpisodeIn makes an episode bulk once this many bytes of data
+	// came in during it: a side stops shaping its WINDOW updates and
+	// requests during the peer's bulk transfer. Policies set it to the
+	// peer's MaxEpisode.
+	MaxEpisodeIn int64
 	// Budget bounds dummy bytes to Budget × real bytes + BudgetFree over
 	// the session; past it dummies stop until real traffic catches up.
 	// 0: no bound.
@@ -87,7 +92,7 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 			Cell: DefaultCell, Idle: 250 * time.Millisecond,
 			Bucket: 1.25, MinCells: 8, TailRate: 4000,
 			Front: 12, FrontWindow: time.Second,
-			MaxEpisode: 8 << 20, Budget: 0.06, BudgetFree: 128 << 10,
+			MaxEpisode: 8 << 20, MaxEpisodeIn: 8 << 20, Budget: 0.06, BudgetFree: 128 << 10,
 		}
 	case wire.DefenceStandard:
 		// Tamaraw-style constant rate per episode, close to a 50 Mbit/s
@@ -95,12 +100,12 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 		d := &DefenceParams{
 			Cell: DefaultCell, Idle: 100 * time.Millisecond,
 			Bucket: 1.25, MinCells: 16, Rate: 3000, TailRate: 3000,
-			MaxEpisode: 16 << 20,
+			MaxEpisode: 16 << 20, MaxEpisodeIn: 1 << 20,
 		}
 		if !server {
 			// Uploads in page loads are small: past 1 MiB an upload
 			// episode is bulk and leaves the 3.5 Mbit/s pace.
-			d.Rate, d.TailRate, d.MaxEpisode = 300, 300, 1<<20
+			d.Rate, d.TailRate, d.MaxEpisode, d.MaxEpisodeIn = 300, 300, 1<<20, 16<<20
 		}
 		return d
 	case wire.DefenceMax:
@@ -109,10 +114,10 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 		d := &DefenceParams{
 			Cell: DefaultCell, Idle: 250 * time.Millisecond,
 			Bucket: 2, MinCells: 2800, Rate: 3500, TailRate: 3500,
-			MaxEpisode: 32 << 20,
+			MaxEpisode: 32 << 20, MaxEpisodeIn: 2 << 20,
 		}
 		if !server {
-			d.Rate, d.TailRate, d.MinCells, d.MaxEpisode = 400, 400, 256, 2<<20
+			d.Rate, d.TailRate, d.MinCells, d.MaxEpisode, d.MaxEpisodeIn = 400, 400, 256, 2<<20, 32<<20
 		}
 		return d
 	}
@@ -128,7 +133,7 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("bucket must be 0 (off) or above 1, got %g", d.Bucket)
 	case d.Rate < 0 || d.FillRate < 0 || d.TailRate < 0 || d.Rate > 1e6 || d.FillRate > 1e6 || d.TailRate > 1e6:
 		return fmt.Errorf("rates must be 0..1000000 cells/s")
-	case d.Front < 0 || d.Front > 10000 || d.Tie < 0 || d.MinCells < 0 || d.Budget < 0 || d.BudgetFree < 0 || d.MaxEpisode < 0:
+	case d.Front < 0 || d.Front > 10000 || d.Tie < 0 || d.MinCells < 0 || d.Budget < 0 || d.BudgetFree < 0 || d.MaxEpisode < 0 || d.MaxEpisodeIn < 0:
 		return fmt.Errorf("counts and budgets must not be negative (front ≤ 10000)")
 	case d.Idle <= 0 && (d.Bucket != 0 || d.FillRate != 0 || d.Rate != 0):
 		return fmt.Errorf("idle must be positive when episodes are shaped")

@@ -25,7 +25,8 @@ import (
 // Rate it also paces every cell, data or dummy, in open and tail. Tie
 // dummies follow received cells in any phase. Dummies stop when the budget
 // is spent; an episode that grows past MaxEpisode becomes bulk and gets no
-// dummies and no pacing until it ends.
+// dummies and no pacing until it ends, and so does one that has received
+// MaxEpisodeIn bytes of data (the peer's bulk transfer).
 type shaper struct {
 	keepFrames bool // never split a frame (Defence.KeepFrames)
 	p          *DefenceParams
@@ -43,8 +44,9 @@ type shaper struct {
 	nextFill time.Time   // open: when a fill dummy is due if nothing else went
 	front    []time.Time // FRONT dummies still to send, in order
 
-	tieOwed          float64 // cells owed to the peer's download
-	seenBytes, seenD int64   // receive counters already accounted
+	tieOwed                   float64 // cells owed to the peer's download
+	seenBytes, seenD, seenLen int64   // receive counters already accounted
+	epIn                      int64   // data payload bytes received in this episode
 
 	// Pacing (Rate > 0).
 	queue     []Frame // frames waiting for their slot, one cell each
@@ -123,7 +125,7 @@ func (s *shaper) touch(now time.Time) {
 	switch s.phase {
 	case phaseIdle:
 		s.phase = phaseOpen
-		s.epCells, s.epReal, s.bulk = 0, 0, false
+		s.epCells, s.epReal, s.epIn, s.bulk = 0, 0, 0, false
 		s.scheduleFront(now)
 		s.nextFill = now.Add(s.fillGap())
 		if s.p.Rate > 0 && s.slotNext.Before(now) {
@@ -279,12 +281,20 @@ func (s *shaper) flush(now time.Time) Batch {
 	return b
 }
 
-// received accounts for what the receive side saw: wire bytes read and
-// data frames opened, as running totals.
-func (s *shaper) received(now time.Time, bytes, data int64) {
+// received accounts for what the receive side saw: wire bytes read, data
+// frames opened and their payload bytes, as running totals.
+func (s *shaper) received(now time.Time, bytes, data, dataLen int64) {
 	if data > s.seenD {
 		s.touch(now)
 	}
+	if s.phase != phaseIdle {
+		s.epIn += dataLen - s.seenLen
+		if s.p.MaxEpisodeIn > 0 && s.epIn > s.p.MaxEpisodeIn && !s.bulk {
+			s.bulk = true // the peer's bulk transfer: this side stops shaping too
+			s.front = s.front[:0]
+		}
+	}
+	s.seenLen = dataLen
 	if s.p.Tie > 0 && s.p.Cell > 0 && !s.bulk {
 		s.tieOwed += float64(bytes-s.seenBytes) / float64(s.p.Cell) / float64(s.p.Tie)
 	}

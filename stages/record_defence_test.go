@@ -114,14 +114,14 @@ func TestDummiesAreNotActivity(t *testing.T) {
 	}
 	// 20 cells arrive, none of them data: 5 cells are owed, less the
 	// PING's cell already sent.
-	s.received(t0, 20*DefaultCell, 0)
+	s.received(t0, 20*DefaultCell, 0, 0)
 	if s.phase != phaseIdle {
 		t.Fatal("received dummies opened an episode")
 	}
 	if got := cellsIn(s, s.due(t0, nil)); got != 4 {
 		t.Fatalf("tie sent %d cells for 20 received, want 4", got)
 	}
-	s.received(t0, 24*DefaultCell, 1)
+	s.received(t0, 24*DefaultCell, 1, 100)
 	if s.phase != phaseOpen {
 		t.Fatal("received data did not open an episode")
 	}

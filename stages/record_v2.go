@@ -214,7 +214,7 @@ func (d *Decrypt) Run(ctx context.Context) error {
 				return err
 			}
 			if d.Events != nil {
-				d.Events.Frame(wf.Type)
+				d.Events.Frame(wf.Type, len(wf.Payload))
 			}
 			switch wf.Type {
 			case wire.FrameKeyUpdate:
