@@ -67,8 +67,9 @@ type resumables struct {
 	timeout  time.Duration
 	log      *logrus.Entry
 	// Detached counts sessions that lost a backend; Resumed those that
-	// got a new one; Expired those that timed out waiting.
-	Detached, Resumed, Expired Counter
+	// got a new one; Expired those that timed out waiting; TakenOver the
+	// backends a resumption cut (the client saw them die first).
+	Detached, Resumed, Expired, TakenOver Counter
 }
 
 func newResumables(max int, timeout time.Duration, log *logrus.Entry) *resumables {
@@ -147,6 +148,7 @@ func (r *resumables) Claim(ctx context.Context, user wire.UserID, offer wire.Cli
 		// first): cut it, and wait until the session waits for a new one.
 		idle := sl.idle
 		r.mu.Unlock()
+		r.TakenOver.Add()
 		sl.sess.cut(errTakenOver)
 		select {
 		case <-idle:
