@@ -8,6 +8,24 @@ import (
 	"usocks/internal/faultproxy"
 )
 
+// faultTunnel is a resumable tunnel whose client reaches the server
+// through a fault proxy running script.
+func faultTunnel(t *testing.T, script faultproxy.Script, keepalive time.Duration) (*tunnel, *faultproxy.Proxy) {
+	tg := startTarget(t)
+	var proxy *faultproxy.Proxy
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), resume: 30 * time.Second, keepalive: keepalive,
+		via: func(server string) string {
+			var err error
+			if proxy, err = faultproxy.New(faultproxy.Options{Target: server, Script: script}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = proxy.Close() })
+			return proxy.Addr()
+		}})
+	tn.waitSession()
+	return tn, proxy
+}
+
 // TestResumeFaults runs transfers through the fault proxy
 // (internal/faultproxy) with one scripted fault on the session's first
 // backend connection (and, for the handshake case, on the resuming one):
@@ -53,18 +71,7 @@ func TestResumeFaults(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tg := startTarget(t)
-			var proxy *faultproxy.Proxy
-			tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), resume: 30 * time.Second, keepalive: tc.keepalive,
-				via: func(server string) string {
-					var err error
-					if proxy, err = faultproxy.New(faultproxy.Options{Target: server, Script: tc.script}); err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { _ = proxy.Close() })
-					return proxy.Addr()
-				}})
-			tn.waitSession()
+			tn, proxy := faultTunnel(t, tc.script, tc.keepalive)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			var err error
@@ -92,18 +99,7 @@ func TestResumeFaults(t *testing.T) {
 // resumes on a new connection while the server still holds the old one,
 // which the resumption then cuts (SPEC-v2.md §7b, case 2).
 func TestResumeTakeover(t *testing.T) {
-	tg := startTarget(t)
-	var proxy *faultproxy.Proxy
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), resume: 30 * time.Second, keepalive: 200 * time.Millisecond,
-		via: func(server string) string {
-			var err error
-			if proxy, err = faultproxy.New(faultproxy.Options{Target: server}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = proxy.Close() })
-			return proxy.Addr()
-		}})
-	tn.waitSession()
+	tn, proxy := faultTunnel(t, nil, 200*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	first, err := proxy.Conn(ctx, 0)
