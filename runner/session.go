@@ -181,9 +181,6 @@ func buildSession(p sessionParams) *session {
 	if p.resume != nil {
 		s.rs = stages.NewResumeState()
 		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Memory: p.mem, Log: s.stage("resend")}
-		if p.keys != nil {
-			s.resend.Split = p.tuning.apply(p.keys.Defence, p.role).SplitSize()
-		}
 		s.resend.Init()
 		s.dmx.LinkDead = func(err error) { s.cut(err) }
 	}

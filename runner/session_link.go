@@ -105,7 +105,7 @@ func (s *session) runLink(lk *link) error {
 			var seed [32]byte
 			_, _ = rand.Read(seed[:])
 			decEvents = stages.NewDefenceEvents()
-			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, KeepFrames: s.resend != nil,
+			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, MarkPieces: s.resend != nil,
 				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: s.stage("defence")}
 			defence, cell, shaped = def.Run, params.Cell, out
 		}

@@ -30,10 +30,11 @@ type Defence struct {
 	Stats *Stats
 	// Log, if set, gets the session's totals when the stage ends.
 	Log *logrus.Entry
-	// KeepFrames makes the stage send every frame whole, never split into
-	// cells (a resumable session numbers frames before this stage; its
-	// resend stage splits data to the cell size instead).
-	KeepFrames bool
+	// MarkPieces marks the pieces of a data frame split into cells with
+	// FlagMORE (all but the last), so that the receiver joins them into
+	// the one numbered frame they were (resumable sessions, SPEC-v2.md
+	// §7b).
+	MarkPieces bool
 }
 
 // DefenceEvents carries what the receive side saw to the defence stage:
@@ -73,7 +74,7 @@ func (e *DefenceEvents) Notify() {
 func (d *Defence) Run(ctx context.Context) error {
 	defer close(d.Out)
 	s := newShaper(d.Params, d.Rand)
-	s.keepFrames = d.KeepFrames
+	s.markPieces = d.MarkPieces
 	defer func() {
 		if d.Log != nil {
 			over := 0.0
@@ -350,14 +351,4 @@ func (s *shaper) deadline(now time.Time) time.Time {
 		earliest(s.tailNext)
 	}
 	return dl
-}
-
-// SplitSize is the data payload that fits one cell when p paces (0 when
-// it does not, or p is nil): what a resumable session's resend stage
-// splits data frames to, so that the defence stage never has to.
-func (p *DefenceParams) SplitSize() int {
-	if p == nil || p.Rate <= 0 || p.Cell <= 0 {
-		return 0
-	}
-	return max(p.Cell-wire.RecordOverhead-wire.FrameHeaderLen, 1)
 }

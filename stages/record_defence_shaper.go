@@ -28,7 +28,7 @@ import (
 // dummies and no pacing until it ends, and so does one that has received
 // MaxEpisodeIn bytes of data (the peer's bulk transfer).
 type shaper struct {
-	keepFrames bool // never split a frame (Defence.KeepFrames)
+	markPieces bool // FlagMORE on split pieces (Defence.MarkPieces)
 	p          *DefenceParams
 	rng        *rand.Rand
 	cellBody   int // the most payload a one-cell STREAM record carries
@@ -224,18 +224,15 @@ func (s *shaper) admit(now time.Time, b Batch) Batch {
 func (s *shaper) enqueue(f Frame) {
 	// Only data is split: a SYN's payload without DAT (a target) is one
 	// field and goes whole.
-	if !s.keepFrames {
-		splitData(f, s.cellBody, s.push)
-		return
-	}
-	s.push(f)
+	splitData(f, s.cellBody, s.markPieces, s.push)
 }
 
 // splitData hands f to emit, a STREAM data frame with a payload longer
 // than size in pieces of at most size bytes: the first keeps SYN, the
 // last keeps the buffer and the FIN/RST flags (the others alias its
-// payload). Any other frame goes whole.
-func splitData(f Frame, size int, emit func(Frame)) {
+// payload); with more, all but the last carry FlagMORE. Any other frame
+// goes whole.
+func splitData(f Frame, size int, more bool, emit func(Frame)) {
 	if size <= 0 || f.Type != wire.FrameStream || !f.Flags.Has(wire.FlagDAT) || len(f.Payload) <= size {
 		emit(f)
 		return
@@ -252,6 +249,9 @@ func splitData(f Frame, size int, emit func(Frame)) {
 		}
 		if len(p) > 0 {
 			piece.Flags &^= wire.FlagFIN | wire.FlagRST
+			if more {
+				piece.Flags |= wire.FlagMORE
+			}
 		} else {
 			piece.buf = buf
 		}

@@ -166,7 +166,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 		defer close(d.Out)
 	}
 	defer d.Opener.Forget()
-	ended := false // a CLOSE or RESET went to the demux
+	ended := false  // a CLOSE or RESET went to the demux
+	var join joiner // resumable: the pieces of a split frame
+	defer join.release()
 	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
 	for {
 		c, ok, err := recv(ctx, d.In)
@@ -240,11 +242,21 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			case wire.FrameClose, wire.FrameReset:
 				ended = true
 			}
-			n := len(wf.Payload)
+			f := Frame{Frame: wf, buf: owner}
+			if d.Resume != nil {
+				var whole bool
+				if f, whole, err = join.add(wf, owner); err != nil {
+					return err
+				}
+				if !whole {
+					continue
+				}
+			}
+			n := len(f.Payload)
 			select {
-			case d.Out <- compact(Frame{Frame: wf, buf: owner}):
+			case d.Out <- compact(f):
 			case <-ctx.Done():
-				putBuf(owner)
+				f.Release()
 				return ctx.Err()
 			}
 			if d.Resume != nil {

@@ -39,11 +39,6 @@ type Resend struct {
 	// Limit bounds the bytes kept (payload buffers plus a fixed cost per
 	// frame); 0 means DefaultResumeBuffer.
 	Limit int
-	// Split, if > 0, splits STREAM data frames with a longer payload into
-	// pieces of at most Split bytes before they are numbered, so that no
-	// later stage of a link needs to split them (the defence stage's
-	// cells, SPEC-v2.md §7a).
-	Split int
 	// Memory, if set, is charged for what the buffer keeps; when it is
 	// exhausted the stage stops taking frames, as at Limit.
 	Memory *MemBudget
@@ -373,12 +368,8 @@ func (r *Resend) Run(ctx context.Context) error {
 	}
 }
 
-// keep numbers f (split into pieces if it is long data) and buffers it.
+// keep numbers f and buffers it.
 func (r *Resend) keep(b *resendBuf, f Frame) {
-	splitData(f, r.Split, func(piece Frame) { r.keepOne(b, piece) })
-}
-
-func (r *Resend) keepOne(b *resendBuf, f Frame) {
 	c := int64(resendFrameCost + len(f.Payload))
 	if f.buf != nil {
 		c = resendFrameCost + int64(len(f.buf.B))

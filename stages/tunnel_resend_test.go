@@ -37,10 +37,10 @@ type resendRig struct {
 	done   chan error
 }
 
-func startResend(t *testing.T, limit, split int) *resendRig {
+func startResend(t *testing.T, limit int) *resendRig {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &resendRig{t: t, in: make(chan Batch), st: NewResumeState(), cancel: cancel, done: make(chan error, 1)}
-	g.r = &Resend{In: g.in, State: g.st, Limit: limit, Split: split, Log: logrus.NewEntry(logrus.New()),
+	g.r = &Resend{In: g.in, State: g.st, Limit: limit, Log: logrus.NewEntry(logrus.New()),
 		AckDelay: time.Hour} // ACKs only by count, unless a test sets a delay
 	g.r.Init()
 	go func() { g.done <- g.r.Run(ctx) }()
@@ -99,7 +99,7 @@ func equalU64(a, b []uint64) bool {
 
 func TestResendAckDropsAndResendsFromOffset(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := startResend(t, 0, 0)
+		g := startResend(t, 0)
 		out := g.attach(0)
 		for i := range uint64(10) {
 			g.in <- Batch{dataFrame(i, 100)}
@@ -148,7 +148,7 @@ func TestResendBackPressureAtLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const size = 1000
 		limit := 5 * (resendFrameCost + size)
-		g := startResend(t, limit, 0)
+		g := startResend(t, limit)
 		// Detached: frames are kept until the limit, then the stage stops
 		// taking (the mux blocks), and nothing is dropped.
 		for i := range uint64(5) {
@@ -200,7 +200,7 @@ func TestResendBackPressureAtLimit(t *testing.T) {
 
 func TestResendSendsAcks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := startResend(t, 0, 0)
+		g := startResend(t, 0)
 		out := g.attach(0)
 		// 32 numbered frames received: an ACK at once.
 		for range DefaultAckFrames {
@@ -259,32 +259,30 @@ func TestResendAckTimer(t *testing.T) {
 	})
 }
 
-func TestResendSplitsData(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		g := startResend(t, 0, 4)
-		out := g.attach(0)
-		f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | wire.FlagFIN, Stream: 2, Payload: []byte("abcdefghij")}}
-		g.in <- Batch{f}
+// splitData with more marks every piece but the last with FlagMORE; the
+// first keeps SYN, the last FIN.
+func TestSplitDataMarksPieces(t *testing.T) {
+	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | wire.FlagFIN, Stream: 2, Payload: []byte("abcdefghij")}}
+	for _, more := range []bool{false, true} {
 		var got []wire.Frame
-		for len(got) < 3 {
-			for _, f := range <-out {
-				got = append(got, wire.Frame{Type: f.Type, Flags: f.Flags, Stream: f.Stream, Payload: append([]byte(nil), f.Payload...)})
-			}
+		splitData(f, 4, more, func(p Frame) { got = append(got, p.Frame) })
+		m := wire.Flags(0)
+		if more {
+			m = wire.FlagMORE
 		}
 		want := []struct {
 			flags wire.Flags
 			p     string
-		}{{wire.FlagSYN | wire.FlagDAT, "abcd"}, {wire.FlagDAT, "efgh"}, {wire.FlagDAT | wire.FlagFIN, "ij"}}
+		}{{wire.FlagSYN | wire.FlagDAT | m, "abcd"}, {wire.FlagDAT | m, "efgh"}, {wire.FlagDAT | wire.FlagFIN, "ij"}}
+		if len(got) != len(want) {
+			t.Fatalf("more=%v: %d pieces", more, len(got))
+		}
 		for i, w := range want {
 			if got[i].Flags != w.flags || string(got[i].Payload) != w.p {
-				t.Errorf("piece %d: %v %q, want %v %q", i, got[i].Flags, got[i].Payload, w.flags, w.p)
+				t.Errorf("more=%v piece %d: %v %q, want %v %q", more, i, got[i].Flags, got[i].Payload, w.flags, w.p)
 			}
 		}
-		synctest.Wait()
-		if g.r.Sent() != 3 {
-			t.Errorf("sent %d numbered frames, want 3 (the pieces are numbered)", g.r.Sent())
-		}
-	})
+	}
 }
 
 // The decrypt stage of a resumable session's link: it counts the numbered
@@ -307,6 +305,9 @@ func TestDecryptResumable(t *testing.T) {
 	}
 	dat := wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 1, Payload: []byte("hello")}
 	ack := wire.Frame{Type: wire.FrameAck, Payload: wire.AckPayload(nil, 0)}
+	piece := func(fl wire.Flags, p string) wire.Frame {
+		return wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT | fl, Stream: 1, Payload: []byte(p)}
+	}
 	cases := []struct {
 		name     string
 		frames   []wire.Frame
@@ -319,6 +320,14 @@ func TestDecryptResumable(t *testing.T) {
 		{"reset then EOF", []wire.Frame{{Type: wire.FrameReset}}, nil, 1, 0},
 		{"acks", []wire.Frame{ack, dat, {Type: wire.FrameAck, Payload: wire.AckPayload(nil, 9)}, {Type: wire.FramePing}}, ErrInsecureClose, 2, 9},
 		{"decreasing ack", []wire.Frame{{Type: wire.FrameAck, Payload: wire.AckPayload(nil, 9)}, ack}, ErrBadAck, 0, 9},
+		{"pieces joined", []wire.Frame{piece(wire.FlagSYN|wire.FlagMORE, "ab"), {Type: wire.FramePad}, piece(wire.FlagMORE, "cd"), piece(wire.FlagFIN, "ef"), {Type: wire.FrameClose}}, nil, 2, 0},
+		{"long pieces joined twice", []wire.Frame{piece(wire.FlagMORE, string(make([]byte, 9000))), piece(0, string(make([]byte, 7384))),
+			piece(wire.FlagMORE, string(make([]byte, 9000))), piece(0, string(make([]byte, 7384)))}, ErrInsecureClose, 2, 0},
+		{"pieces cut short", []wire.Frame{dat, piece(wire.FlagMORE, "ab")}, ErrInsecureClose, 1, 0},
+		{"pieces interrupted", []wire.Frame{piece(wire.FlagMORE, "ab"), {Type: wire.FramePing}}, ErrProtocol, 0, 0},
+		{"pieces of two streams", []wire.Frame{piece(wire.FlagMORE, "ab"), {Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 2, Payload: []byte("x")}}, ErrProtocol, 0, 0},
+		{"more without data", []wire.Frame{{Type: wire.FrameStream, Flags: wire.FlagFIN | wire.FlagMORE, Stream: 1}}, ErrProtocol, 0, 0},
+		{"joined too long", []wire.Frame{piece(wire.FlagMORE, string(make([]byte, 10000))), piece(0, string(make([]byte, 7000)))}, ErrProtocol, 0, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -334,6 +343,13 @@ func TestDecryptResumable(t *testing.T) {
 			}
 			if st.Received() != tc.received || uint64(len(out)) != tc.received || st.peerAck.Load() != tc.peerAck {
 				t.Fatalf("received %d, queued %d, peer ack %d; want %d, %d", st.Received(), len(out), st.peerAck.Load(), tc.received, tc.peerAck)
+			}
+			if tc.name == "pieces joined" {
+				f := <-out
+				if f.Flags != wire.FlagSYN|wire.FlagDAT|wire.FlagFIN || string(f.Payload) != "abcdef" {
+					t.Fatalf("joined frame %v %q", f.Frame, f.Payload)
+				}
+				out <- f
 			}
 			select {
 			case out <- Frame{}: // still open: the session's, not the link's

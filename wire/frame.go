@@ -72,11 +72,15 @@ type Flags uint8
 
 // Stream flags.
 const (
-	FlagSYN    Flags = 1 << 0 // open the stream
-	FlagDAT    Flags = 1 << 1 // payload is stream data
-	FlagFIN    Flags = 1 << 2 // sender has no more data (half-close)
-	FlagRST    Flags = 1 << 3 // abort the stream in both directions
-	flagsKnown       = FlagSYN | FlagDAT | FlagFIN | FlagRST
+	FlagSYN Flags = 1 << 0 // open the stream
+	FlagDAT Flags = 1 << 1 // payload is stream data
+	FlagFIN Flags = 1 << 2 // sender has no more data (half-close)
+	FlagRST Flags = 1 << 3 // abort the stream in both directions
+	// FlagMORE (resumable sessions, SPEC-v2.md §7b): the DAT payload
+	// continues in the next STREAM frame, and the two are one numbered
+	// frame. Elsewhere it is a reserved bit, ignored.
+	FlagMORE   Flags = 1 << 4
+	flagsKnown       = FlagSYN | FlagDAT | FlagFIN | FlagRST | FlagMORE
 )
 
 // Has reports whether all flags in g are set.
@@ -90,7 +94,7 @@ func (f Flags) String() string {
 	for _, x := range []struct {
 		f Flags
 		s string
-	}{{FlagSYN, "SYN"}, {FlagDAT, "DAT"}, {FlagFIN, "FIN"}, {FlagRST, "RST"}} {
+	}{{FlagSYN, "SYN"}, {FlagDAT, "DAT"}, {FlagFIN, "FIN"}, {FlagRST, "RST"}, {FlagMORE, "MORE"}} {
 		if f.Has(x.f) {
 			parts = append(parts, x.s)
 		}

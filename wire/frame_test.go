@@ -215,9 +215,9 @@ func TestFlagsString(t *testing.T) {
 		{FlagSYN | FlagDAT, "SYN|DAT"},
 		{FlagDAT | FlagFIN, "DAT|FIN"},
 		{FlagSYN | FlagDAT | FlagFIN | FlagRST, "SYN|DAT|FIN|RST"},
-		{0x10, "0x10"},
+		{0x10, "MORE"}, {0x20, "0x20"},
 		{FlagDAT | 0xc0, "DAT|0xc0"},
-		{0xff, "SYN|DAT|FIN|RST|0xf0"},
+		{0xff, "SYN|DAT|FIN|RST|MORE|0xe0"},
 	} {
 		if got := tc.f.String(); got != tc.want {
 			t.Errorf("Flags(%#x).String() = %q, want %q", uint8(tc.f), got, tc.want)
