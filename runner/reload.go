@@ -32,10 +32,10 @@ import (
 //     its files (renewed in place, or other files).
 //
 // Keys that only a restart can change (listen addresses, backend type and
-// options, protocol, metrics, capture, replay store) keep their running
-// values and are named in one warning. A config that does not parse or
-// validate is refused as a whole, with every problem and its YAML path,
-// and the running one stays.
+// options, protocol, metrics, capture, replay store, the server's resume
+// timeout and max_detached) keep their running values and are named in
+// one warning. A config that does not parse or validate is refused as a
+// whole, with every problem and its YAML path, and the running one stays.
 
 // ReloadReport says what a reload did.
 type ReloadReport struct {

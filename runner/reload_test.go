@@ -405,9 +405,9 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 	text := fmt.Sprintf(reloadServer, key, tg.port(), 100)
 	srv, sf, hook, port := startFileServer(t, text)
 	changed := strings.Replace(fmt.Sprintf(text, port), fmt.Sprintf("port: %d}\n  frontend", port), fmt.Sprintf("port: %d}\n  frontend", port+1), 1)
-	changed = strings.Replace(changed, "max_streams: 100", "max_streams: 7\n  replay_window: 40s\n  log_level: warn", 1)
+	changed = strings.Replace(changed, "max_streams: 100", "max_streams: 7\n  replay_window: 40s\n  resume_timeout: 5s\n  log_level: warn", 1)
 	rep := reloadOK(t, srv.Reload, sf, changed)
-	if want := []string{"server.backend.port", "server.replay_window"}; !slices.Equal(rep.Restart, want) {
+	if want := []string{"server.backend.port", "server.replay_window", "server.resume_timeout"}; !slices.Equal(rep.Restart, want) {
 		t.Fatalf("restart %v, want %v", rep.Restart, want)
 	}
 	if want := []string{"server.log_level", "server.max_streams"}; !slices.Equal(rep.Changed, want) {
@@ -418,7 +418,7 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 	}
 	var warned bool
 	for _, e := range hook.AllEntries() {
-		warned = warned || (e.Level == logrus.WarnLevel && e.Data["keys"] == "server.backend.port, server.replay_window")
+		warned = warned || (e.Level == logrus.WarnLevel && e.Data["keys"] == "server.backend.port, server.replay_window, server.resume_timeout")
 	}
 	if !warned {
 		t.Fatal("no warning naming the keys that need a restart")
