@@ -129,7 +129,8 @@ func TestSessionLimits(t *testing.T) {
 // and session_max_dials (a dial waits for a slot until its deadline).
 func TestSessionDialLimits(t *testing.T) {
 	l := newLimiter(Limits{MaxSessions: 4, MaxSessionsPerUser: 4, SessionMaxDials: 2, SessionDialRate: 3, SessionMaxUDP: 1}, false, nil)
-	sl, err := l.open(wire.UserID{}, logrus.NewEntry(logrus.New()))
+	quiet, _ := test.NewNullLogger()
+	sl, err := l.open(wire.UserID{}, logrus.NewEntry(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
