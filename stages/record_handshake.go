@@ -188,28 +188,17 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 	return k, err
 }
 
-// sessionKeys runs the key schedule of a finished handshake and returns the
-// record state of the given side (its sealer is its sending direction).
-// pq is the ML-KEM-768 shared secret of a hybrid handshake (nil: classic).
+// sessionKeys runs the key schedule of a finished handshake (inside wire)
+// and returns the record state of the given side (its sealer is its
+// sending direction). pq is the ML-KEM-768 shared secret of a hybrid
+// handshake (nil: classic).
 func sessionKeys(psk *wire.PSK, ch *wire.ClientHello, sh *wire.ServerHello, shared, pq []byte, side Role,
 	c net.Conn, keyLog func(net.Conn, *wire.SessionKeys, wire.CipherID)) (*Keys, error) {
-	hkC := wire.ClientHandshakeKey(psk, &ch.Salt)
-	hkS := wire.ServerHandshakeKey(psk, &ch.Salt, &sh.Salt)
-	defer clear(hkC[:])
-	defer clear(hkS[:])
-	var sk wire.SessionKeys
-	if pq == nil {
-		sk = wire.DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
-	} else {
-		ek, _ := ch.Ext.Get(wire.ExtKEM)
-		ct, _ := sh.Ext.Get(wire.ExtKEM)
-		sk = wire.DeriveHybridSessionKeys(shared, pq, &hkC, &hkS, &ch.Public, &sh.Public, ek, ct)
-	}
+	var log func(*wire.SessionKeys)
 	if keyLog != nil {
-		keyLog(c, &sk, ch.Cipher)
+		log = func(k *wire.SessionKeys) { keyLog(c, k, ch.Cipher) }
 	}
-	// From here the data keys live only inside the Sealer and Opener.
-	seal, open, err := sk.Records(ch.Cipher, side == Client)
+	seal, open, err := wire.DeriveRecords(psk, ch, sh, shared, pq, side == Client, log)
 	if err != nil {
 		return nil, err
 	}

@@ -155,3 +155,28 @@ func (k *SessionKeys) Records(c CipherID, client bool) (*Sealer, *Opener, error)
 	}
 	return s, o, nil
 }
+
+// DeriveRecords runs the data-key schedule of a finished handshake — the
+// classic one (DeriveSessionKeys), or the hybrid one (DeriveHybridSessionKeys)
+// when pq, the ML-KEM-768 shared secret, is set — and returns one side's
+// record state (Records): the keys never leave wire. keyLog, if set, is
+// shown the keys first (a plaintext capture records them; nil in normal
+// use).
+func DeriveRecords(psk *PSK, ch *ClientHello, sh *ServerHello, shared, pq []byte, client bool, keyLog func(*SessionKeys)) (*Sealer, *Opener, error) {
+	hkC := ClientHandshakeKey(psk, &ch.Salt)
+	hkS := ServerHandshakeKey(psk, &ch.Salt, &sh.Salt)
+	defer clear(hkC[:])
+	defer clear(hkS[:])
+	var sk SessionKeys
+	if pq == nil {
+		sk = DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	} else {
+		ek, _ := ch.Ext.Get(ExtKEM)
+		ct, _ := sh.Ext.Get(ExtKEM)
+		sk = DeriveHybridSessionKeys(shared, pq, &hkC, &hkS, &ch.Public, &sh.Public, ek, ct)
+	}
+	if keyLog != nil {
+		keyLog(&sk)
+	}
+	return sk.Records(ch.Cipher, client)
+}

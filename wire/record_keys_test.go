@@ -138,3 +138,50 @@ func TestSealKeyUpdateFailureChangesNothing(t *testing.T) {
 		t.Fatalf("a sealer made from an AEAD rekeyed: %v", err)
 	}
 }
+
+// DeriveRecords: the client's Sealer is the server's Opener's peer and
+// the other way round, the key log sees the keys DeriveSessionKeys makes,
+// and both sides can follow a rekey.
+func TestDeriveRecords(t *testing.T) {
+	psk := PSK(katKey())
+	ch := &ClientHello{Cipher: CipherChaCha20Poly1305}
+	sh := &ServerHello{}
+	for i := range ch.Salt {
+		ch.Salt[i], sh.Salt[i], ch.Public[i], sh.Public[i] = byte(i), byte(2*i), byte(3*i), byte(5*i)
+	}
+	shared := bytes.Repeat([]byte{7}, 32)
+	hkC, hkS := ClientHandshakeKey(&psk, &ch.Salt), ServerHandshakeKey(&psk, &ch.Salt, &sh.Salt)
+	want := DeriveSessionKeys(shared, &hkC, &hkS, &ch.Public, &sh.Public)
+	var logged SessionKeys
+	cs, co, err := DeriveRecords(&psk, ch, sh, shared, nil, true, func(k *SessionKeys) { logged = *k })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logged != want {
+		t.Fatal("the key log does not see the session keys")
+	}
+	ss, so, err := DeriveRecords(&psk, ch, sh, shared, nil, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []struct {
+		name string
+		s    *Sealer
+		o    *Opener
+	}{{"c2s", cs, so}, {"s2c", ss, co}} {
+		f := Frame{Type: FrameStream, Flags: FlagDAT, Stream: 1, Payload: []byte(dir.name)}
+		b, _ := dir.s.SealFrame(nil, &f, 0)
+		b, err = dir.s.SealKeyUpdate(b, bytes.Repeat([]byte{9}, SaltSize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = dir.s.SealFrame(b, &f, 0)
+		r := NewRecordReader(dir.o, 64)
+		r.Feed(b)
+		for i := 0; i < 3; i++ {
+			if _, _, ok, err := r.Next(nil); !ok || err != nil {
+				t.Fatalf("%s record %d: %v %v", dir.name, i, ok, err)
+			}
+		}
+	}
+}
