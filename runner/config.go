@@ -209,6 +209,10 @@ type ServerConfig struct {
 	// before the close. Default: 30s + a random part up to 60s, drawn once
 	// at start. Tests set it short.
 	ProbeTimeout time.Duration `yaml:"probe_timeout"`
+	// DrainTimeout bounds a graceful stop (SIGTERM): running streams may
+	// finish for this long, then the sessions close (runner/drain.go).
+	// Unset: DefaultDrainTimeout; 0: close at once.
+	DrainTimeout *time.Duration `yaml:"drain_timeout"`
 	// Limits on authenticated peers (config_limits.go).
 	Limits `yaml:",inline"`
 }
@@ -458,6 +462,13 @@ func (s *ServerConfig) Validate() error {
 	}
 	if s.ProbeTimeout < 0 || s.ProbeTimeout > 10*time.Minute {
 		p.bad("probe_timeout", "must be 0 (random) .. 10m")
+	}
+	if s.DrainTimeout == nil {
+		d := DefaultDrainTimeout
+		s.DrainTimeout = &d
+	}
+	if *s.DrainTimeout < 0 || *s.DrainTimeout > time.Hour {
+		p.bad("drain_timeout", "must be 0 (close at once) .. 1h")
 	}
 	s.validateScaleOut(p)
 	s.Limits.validate(p)

@@ -74,6 +74,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"v1 cipher", "server:\n  key: k\n  protocol: v1\n  cipher: aes-256-gcm\n", "server.cipher"},
 		{"missing key", "client:\n  port: 1080\n", "client.key"},
 		{"replay window", "server:\n  " + key + "  replay_window: 5s\n", "server.replay_window"},
+		{"drain timeout", "server:\n  " + key + "  drain_timeout: -1s\n", "server.drain_timeout"},
+		{"drain timeout too long", "server:\n  " + key + "  drain_timeout: 2h\n", "server.drain_timeout"},
 		{"max streams", "client:\n  " + key + "  max_streams: 70000\n", "client.max_streams"},
 		{"session memory", "server:\n  " + key + "  session_memory_mib: -1\n", "server.session_memory_mib"},
 		{"total memory", "server:\n  " + key + "  total_memory_mib: 2000000\n", "server.total_memory_mib"},

@@ -265,6 +265,8 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	if o.metrics {
 		scfg.Metrics = "127.0.0.1:0"
 	}
+	noDrain := time.Duration(0) // stopping closes at once (drain_test.go tests the drain)
+	scfg.DrainTimeout = &noDrain
 	scfg.Backend.Path = o.path
 	var cert string
 	if o.backend == "tls" {

@@ -56,6 +56,8 @@ type Server struct {
 	capture   *capture.Writer                      // nil unless cfg.Capture is set
 	replay    *replay                              // v2: salt store and users
 	limits    *limiter                             // per-session, per-user and total bounds
+	drain     *drainer                             // graceful stop (drain.go); set by Run
+	settle    time.Duration                        // drainSettle, unless a test sets it
 	metrics   *metrics                             // nil unless cfg.Metrics is set
 	resumes   *resumables                          // v2 with resume_timeout: detached sessions
 	names     atomic.Pointer[map[wire.UserID]string]
@@ -219,6 +221,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
 	defer stop()
+	// Sessions outlive ctx by up to drain_timeout (drain.go).
+	s.drain = newDrainer()
+	defer s.drain.release()
+	stopDrain := context.AfterFunc(ctx, func() { s.drain.start(*s.cfg().DrainTimeout, s.log) })
+	defer stopDrain()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -376,7 +383,10 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 				return s.resumes.awaitLink(slot, lost)
 			}}
 	}
-	// A reload that removes this user ends the session (gracefully).
+	// The server's stop drains the session (drain.go); a reload that
+	// removes this user ends it (gracefully).
+	ctx, release := s.drain.detach(ctx)
+	defer release()
 	ctx, untrack := s.sessions.track(ctx, keys.User, s.replay.users)
 	defer untrack()
 	s.runSession(ctx, log, p, keys.User, f)
@@ -406,6 +416,8 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.Sessions.Add()
+	ctx, release := s.drain.detach(ctx)
+	defer release()
 	s.runSession(ctx, log, sessionParams{conn: conn, v1: keys, capture: s.capture.Session(conn.RemoteAddr().String())},
 		wire.UserID{}, logrus.Fields{"protocol": "v1"})
 }
@@ -431,8 +443,16 @@ func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionPar
 	}
 	defer sl.close()
 	log.WithFields(fields).Info("session established")
-	p.frontend, p.mem = sl.frontend(s.fe), sl.mem
-	p.ended = func(e stages.StreamEnd) { sl.ended(e.ID); access(e) }
+	// The server's stop refuses new streams and closes the session once
+	// its last one has ended (drain.go).
+	sd := newSessionDrain()
+	p.frontend, p.mem = sd.frontend(sl.frontend(s.drain.frontend(s.fe))), sl.mem
+	p.ended = func(e stages.StreamEnd) { sd.ended(); sl.ended(e.ID); access(e) }
+	ctx, closeSession := context.WithCancel(ctx)
+	defer closeSession()
+	ended, watched := make(chan struct{}), make(chan struct{})
+	go func() { defer close(watched); sd.watch(s.drain.started(), s.drainSettle(), closeSession, ended) }()
+	defer func() { close(ended); <-watched }()
 	err = runSession(ctx, p)
 	if err != nil {
 		s.Failed.Add()

@@ -68,6 +68,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal stops gracefully (a server drains its streams); a
+	// second one ends the process at once.
+	context.AfterFunc(ctx, stop)
 	name, rest := args[0], args[1:]
 	switch name {
 	case "-h", "-help", "--help", "help":
