@@ -273,3 +273,58 @@ func TestResumeAfterTamperedRecord(t *testing.T) {
 		t.Errorf("server sessions failed: %d", tn.srv.Failed.Load())
 	}
 }
+
+// While a session waits for its client, the server's streams fill its
+// resend buffer up to resume_buffer (plus at most one batch) and then
+// wait; the download completes byte for byte once the client is back.
+func TestResumeBufferBound(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, resume: 30 * time.Second, resumeBuffer: 64})
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cut := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		cutting := true
+		done <- download(ctx, tn, 8<<20, func(n int64) {
+			if n >= 1<<20 && cutting {
+				tn.relay.down.Store(true)
+				tn.relay.cut()
+				close(cut)
+				cutting = false
+			}
+		})
+	}()
+	select {
+	case <-cut:
+	case err := <-done:
+		t.Fatalf("download ended before the cut: %v", err)
+	}
+	kept := func() int64 {
+		r := tn.srv.resumes
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var n int64
+		for _, sl := range r.slots {
+			n += sl.sess.resend.Kept()
+		}
+		return n
+	}
+	// One batch: at most 256 KiB of payload, in buffers of at most 5/4
+	// of their payload (16 KiB in the 20 KiB class), and 64 bytes a frame.
+	const limit, batch = 64 << 10, 320<<10 + 64*64
+	waitFor(t, "the resend buffer to fill", 10*time.Second, func() bool { return kept() >= limit })
+	if k := kept(); k > limit+batch {
+		t.Fatalf("resend buffer keeps %d bytes, bound %d", k, limit+batch)
+	} else {
+		t.Logf("detached session keeps %d bytes (resume_buffer %d)", k, limit)
+	}
+	tn.relay.down.Store(false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if tn.cli.Resumes.Load() != 1 {
+		t.Errorf("resumptions = %d, want 1", tn.cli.Resumes.Load())
+	}
+}

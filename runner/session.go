@@ -180,7 +180,7 @@ func buildSession(p sessionParams) *session {
 	}
 	if p.resume != nil {
 		s.rs = stages.NewResumeState()
-		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Memory: p.mem, Log: s.stage("resend")}
+		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Log: s.stage("resend")}
 		s.resend.Init()
 		s.dmx.LinkDead = func(err error) { s.cut(err) }
 	}

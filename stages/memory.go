@@ -51,24 +51,6 @@ func (b *MemBudget) take(n int64) bool {
 	return true
 }
 
-// charge counts n bytes to b and its parents whatever their limits
-// (memory already held); full then says whether to stop taking more.
-func (b *MemBudget) charge(n int64) {
-	for s := b; s != nil; s = s.Parent {
-		s.used.Add(n)
-	}
-}
-
-// full says whether b or a parent is at or over its limit.
-func (b *MemBudget) full() bool {
-	for s := b; s != nil; s = s.Parent {
-		if l := s.limit.Load(); l > 0 && s.used.Load() >= l {
-			return true
-		}
-	}
-	return false
-}
-
 // give returns n bytes taken before.
 func (b *MemBudget) give(n int64) {
 	for s := b; s != nil; s = s.Parent {

@@ -32,16 +32,16 @@ import (
 // Memory: Run stops taking batches from the mux while it keeps Limit bytes
 // (back-pressure to the streams, whose credit already bounds each one);
 // nothing is ever dropped. It always takes a batch when its buffer is
-// empty, so a batch larger than Limit cannot stall the session.
+// empty, so a batch larger than Limit cannot stall the session. So it
+// keeps at most Limit plus one batch (maxBatchBytes of payload). It is
+// not charged to the receive budgets (MemBudget): a peer that stops
+// acknowledging must not make other sessions' streams reset.
 type Resend struct {
 	In    <-chan Batch
 	State *ResumeState
 	// Limit bounds the bytes kept (payload buffers plus a fixed cost per
 	// frame); 0 means DefaultResumeBuffer.
 	Limit int
-	// Memory, if set, is charged for what the buffer keeps; when it is
-	// exhausted the stage stops taking frames, as at Limit.
-	Memory *MemBudget
 	// AckFrames, AckBytes and AckDelay tune acknowledgements; zero takes
 	// the defaults of SPEC-v2.md §7b.
 	AckFrames       uint64
@@ -236,7 +236,6 @@ func (r *Resend) Run(ctx context.Context) error {
 	defer close(r.stopped)
 	var buf resendBuf
 	defer func() {
-		r.Memory.give(buf.bytes)
 		buf.releaseAll()
 		r.kept.Store(0)
 	}()
@@ -267,7 +266,7 @@ func (r *Resend) Run(ctx context.Context) error {
 			if pa > buf.end() {
 				return fmt.Errorf("%w: peer acknowledged %d frames, %d sent", ErrBadAck, pa, buf.end())
 			}
-			r.Memory.give(buf.dropTo(pa))
+			buf.dropTo(pa)
 			r.confirmed.Store(pa)
 			next = max(next, buf.base)
 		}
@@ -288,7 +287,7 @@ func (r *Resend) Run(ctx context.Context) error {
 			return nil
 		}
 		take := in
-		if (buf.bytes >= limit || r.Memory.full()) && buf.head < len(buf.q) {
+		if buf.bytes >= limit && buf.head < len(buf.q) {
 			take = nil // back-pressure: wait for ACKs
 		}
 		var send chan<- Batch
@@ -356,7 +355,7 @@ func (r *Resend) Run(ctx context.Context) error {
 				continue
 			}
 			// The handshake told the peer our count, and told us its.
-			r.Memory.give(buf.dropTo(q.peerRecv))
+			buf.dropTo(q.peerRecv)
 			r.confirmed.Store(buf.base)
 			next = q.peerRecv
 			ackedAt, ackedBytes = st.received.Load(), st.bytes.Load()
@@ -374,8 +373,5 @@ func (r *Resend) keep(b *resendBuf, f Frame) {
 	if f.buf != nil {
 		c = resendFrameCost + int64(len(f.buf.B))
 	}
-	// The frame is taken already: the charge always counts, and a full
-	// budget stops the stage from taking more until ACKs free it.
-	r.Memory.charge(c)
 	b.push(f, c)
 }
