@@ -109,11 +109,14 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 		}
 		return d
 	case wire.DefenceMax:
-		// The same, with every episode padded to at least 2,800 cells
-		// (4 MB, all of it within 0.8 s) and steps of 2.
+		// The same rate, every episode padded to at least 3,400 cells
+		// (4.9 MB, all of it within 0.97 s) in steps of 2, and a fade
+		// instead of the tail: the end of the data does not push an
+		// episode of a large page into the next bucket.
 		d := &DefenceParams{
 			Cell: DefaultCell, Idle: 250 * time.Millisecond,
-			Bucket: 2, MinCells: 2800, Rate: 3500, TailRate: 3500,
+			Bucket: 2, MinCells: 3400, Rate: 3500, TailRate: 3500,
+			Fade:       20 * time.Millisecond,
 			MaxEpisode: 32 << 20, MaxEpisodeIn: 2 << 20,
 		}
 		if !server {
