@@ -86,8 +86,8 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 	switch p {
 	case wire.DefenceLight:
 		// No delay, no pacing: cells, FRONT dummies at each episode and
-		// volume buckets, under a budget that keeps the link's bytes
-		// within 20 % of the data's (cells and headers take the rest).
+		// volume buckets, dummies within 6 % of the data (with cell
+		// padding and headers about 20 % on the link).
 		return &DefenceParams{
 			Cell: DefaultCell, Idle: 250 * time.Millisecond,
 			Bucket: 1.25, MinCells: 8, TailRate: 4000,
