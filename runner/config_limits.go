@@ -29,7 +29,7 @@ type Limits struct {
 	// frontend.dial_timeout, then their stream is reset.
 	SessionMaxDials int `yaml:"session_max_dials"`
 	// SessionDialRate bounds the target dials one session starts per
-	// second, with bursts of as many (default 200); a dial that would
+	// second, with bursts of as many (default 1000: a busy browser opens a few hundred connections a second at most); a dial that would
 	// have to wait past frontend.dial_timeout is refused (stream reset).
 	SessionDialRate int `yaml:"session_dial_rate"`
 	// SessionMaxUDP bounds the UDP associations (one server socket each)
@@ -50,7 +50,7 @@ const (
 	DefaultMaxSessions        = 1024
 	DefaultMaxSessionsPerUser = 64
 	DefaultSessionMaxDials    = 32
-	DefaultSessionDialRate    = 200
+	DefaultSessionDialRate    = 1000
 	DefaultSessionMaxUDP      = 64
 )
 

@@ -305,7 +305,7 @@ server:
 `, protocol, key, sport, cport, thost, tport, dl, BenchDialRate)
 }
 
-// BenchDialRate lifts the server's session_dial_rate (default 200 dials
+// BenchDialRate lifts the server's session_dial_rate (default 1000 dials
 // a second per session, a limit on authenticated peers) so that the
 // new-streams workload measures the tunnel, not the limit; the report
 // says so.
