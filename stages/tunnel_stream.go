@@ -43,7 +43,10 @@ import (
 const smallReadSize = smallBufSize
 
 // legacyFINLinger bounds how long a v1 stream keeps reading its local side
-// after the peer's FIN before it answers with its own.
+// after the peer's FIN before it answers with its own: how long the local
+// side may stay silent, counted afresh at each read. (A bound on the whole
+// answer cut off a local side still sending behind a loaded tunnel, and
+// the FIN that followed made the cut look like a clean end.)
 const legacyFINLinger = 10 * time.Second
 
 // errFlowControl is a peer sending beyond the credit it was given.
@@ -81,6 +84,9 @@ type stream struct {
 	// FIN and RST are answered (by the actor, on the data queue, so the
 	// answer never overtakes data the peer still expects).
 	legacy bool
+	// lingering (legacy) is set by down at the peer's FIN: from then on
+	// each read of the local side moves its read deadline legacyFINLinger on.
+	lingering atomic.Bool
 
 	// dgrams, once set by OpenAssociation (server), receives the app's
 	// datagrams; appIP is where a client stream's app connected from;
@@ -315,6 +321,9 @@ func (s *stream) up(ctx context.Context) {
 		}
 		bulk = m == n && n > 0
 		s.touch()
+		if m > 0 && s.lingering.Load() {
+			_ = s.conn.SetReadDeadline(time.Now().Add(legacyFINLinger))
+		}
 		if m < n {
 			s.addCredit(uint32(n - m))
 		}
@@ -379,7 +388,9 @@ func (s *stream) down(ctx context.Context) {
 				// v1 has no half-close, and a v1 peer holds the id until
 				// our FIN answers its FIN. We still let the local side
 				// finish (our own v1 peer delivers the data; an original
-				// one drops it), but only for legacyFINLinger.
+				// one drops it), until it has been silent for
+				// legacyFINLinger (up moves the deadline on as it reads).
+				s.lingering.Store(true)
 				_ = s.conn.SetReadDeadline(time.Now().Add(legacyFINLinger))
 			}
 			return
