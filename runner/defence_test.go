@@ -29,7 +29,12 @@ func TestDefencePolicies(t *testing.T) {
 			}
 			cli, srv := &tn.cli.Stats, &tn.srv.Stats
 			if policy == "off" {
-				time.Sleep(600 * time.Millisecond) // longer than any policy's idle: nothing may follow
+				// Off runs no defence stage at all (nothing could send a
+				// dummy later): both sides agreed on off, and no dummy
+				// went either way during the echo.
+				if cp, sp := wire.DefencePolicy(cli.DefencePolicy.Load()), wire.DefencePolicy(srv.DefencePolicy.Load()); cp != wire.DefenceOff || sp != wire.DefenceOff {
+					t.Fatalf("policy off: client runs %v, server %v", cp, sp)
+				}
 				if n := cli.DefenceDummy.Load() + srv.DefenceDummy.Load() + cli.ChaffReceived.Load() + srv.ChaffReceived.Load(); n != 0 {
 					t.Fatalf("policy off sent dummies: %d", n)
 				}
