@@ -51,7 +51,7 @@ type Resend struct {
 	attach          chan attachReq
 	stopped         chan struct{} // closed when Run returns
 	sent, confirmed atomic.Uint64
-	kept            atomic.Int64
+	kept, heldCap   atomic.Int64
 }
 
 // Resume defaults (SPEC-v2.md §7b).
@@ -66,6 +66,9 @@ const (
 	DefaultAckDelay = 25 * time.Millisecond
 	// resendFrameCost is what a kept frame costs beside its payload.
 	resendFrameCost = 64
+	// resendIdleCap is the queue capacity (frames) an empty buffer may
+	// keep for the next frames; a larger one is given back.
+	resendIdleCap = 64
 )
 
 // ErrBadAck means the peer acknowledged frames that were never sent, or
@@ -168,6 +171,10 @@ func (r *Resend) Acked() uint64 { return r.confirmed.Load() }
 // Kept is the bytes the buffer holds now.
 func (r *Resend) Kept() int64 { return r.kept.Load() }
 
+// held is the capacity, in frames, of the buffer's queue: what it keeps
+// allocated beside the frames themselves.
+func (r *Resend) held() int64 { return r.heldCap.Load() }
+
 // resendBuf is the numbered frames not yet acknowledged, oldest first.
 type resendBuf struct {
 	q     []Frame
@@ -195,7 +202,14 @@ func (b *resendBuf) dropTo(n uint64) int64 {
 		b.base++
 	}
 	b.bytes -= freed
-	if b.head > 1024 && b.head*2 > len(b.q) {
+	if b.head == len(b.q) {
+		// Everything acknowledged: an idle session keeps no queue (a
+		// bulk transfer grows it to thousands of frames).
+		if cap(b.q) > resendIdleCap {
+			b.q, b.cost = nil, nil
+		}
+		b.q, b.cost, b.head = b.q[:0], b.cost[:0], 0
+	} else if b.head > 1024 && b.head*2 > len(b.q) {
 		n := copy(b.q, b.q[b.head:])
 		copy(b.cost, b.cost[b.head:])
 		clear(b.q[n:])
@@ -211,7 +225,7 @@ func (b *resendBuf) releaseAll() {
 	for i := b.head; i < len(b.q); i++ {
 		b.q[i].Release()
 	}
-	b.q, b.cost = nil, nil
+	b.q, b.cost, b.head, b.bytes = nil, nil, 0, 0
 }
 
 // Run keeps, sends and resends until ctx is done, or the mux has closed
@@ -237,7 +251,7 @@ func (r *Resend) Run(ctx context.Context) error {
 	var buf resendBuf
 	defer func() {
 		buf.releaseAll()
-		r.kept.Store(0)
+		r.noteKept(&buf)
 	}()
 	var out chan<- Batch
 	var next uint64      // next frame number to hand to out
@@ -267,6 +281,7 @@ func (r *Resend) Run(ctx context.Context) error {
 				return fmt.Errorf("%w: peer acknowledged %d frames, %d sent", ErrBadAck, pa, buf.end())
 			}
 			buf.dropTo(pa)
+			r.noteKept(&buf)
 			r.confirmed.Store(pa)
 			next = max(next, buf.base)
 		}
@@ -281,7 +296,7 @@ func (r *Resend) Run(ctx context.Context) error {
 				}
 			}
 		}
-		r.kept.Store(buf.bytes)
+		r.noteKept(&buf)
 		if inDone && out != nil && next == buf.end() && !ackDue {
 			close(out)
 			return nil
@@ -296,8 +311,12 @@ func (r *Resend) Run(ctx context.Context) error {
 		} else if pk := (pendKey{next, min(buf.end(), next+maxBatchFrames), ackDue}); pending == nil || pk != pkey {
 			pkey = pk
 			pending = make(Batch, 0, min(buf.end()-next, maxBatchFrames)+1)
-			for n := next; n < buf.end() && len(pending) < maxBatchFrames; n++ {
+			// At most maxBatchFrames and maxBatchBytes, as the mux's
+			// batches: encrypt seals a batch into one buffer and keeps
+			// such buffers for the next batches.
+			for n, bytes := next, 0; n < buf.end() && len(pending) < maxBatchFrames && (bytes < maxBatchBytes || len(pending) == 0); n++ {
 				f := *buf.at(n)
+				bytes += len(f.Payload)
 				f.buf = nil // the buffer keeps it until the ACK
 				pending = append(pending, f)
 			}
@@ -356,6 +375,7 @@ func (r *Resend) Run(ctx context.Context) error {
 			}
 			// The handshake told the peer our count, and told us its.
 			buf.dropTo(q.peerRecv)
+			r.noteKept(&buf)
 			r.confirmed.Store(buf.base)
 			next = q.peerRecv
 			ackedAt, ackedBytes = st.received.Load(), st.bytes.Load()
@@ -365,6 +385,12 @@ func (r *Resend) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// noteKept publishes what the buffer holds (Kept, held).
+func (r *Resend) noteKept(b *resendBuf) {
+	r.kept.Store(b.bytes)
+	r.heldCap.Store(int64(cap(b.q)))
 }
 
 // keep numbers f and buffers it.

@@ -368,3 +368,52 @@ func TestDecryptResumable(t *testing.T) {
 		t.Fatalf("ACK without resumption: %v", err)
 	}
 }
+
+// TestResendIdleAfterBulk: once a bulk transfer is acknowledged, the
+// buffer gives its queue back (an idle session keeps no resend memory),
+// and frames resent after a detach go in batches no larger than the
+// mux's (encrypt keeps a batch's sealed buffer for the next ones).
+func TestResendIdleAfterBulk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const frames, size = 200, 16 << 10
+		g := startResend(t, 0)
+		// Detached: the whole transfer waits in the buffer.
+		for i := range uint64(frames) {
+			g.in <- Batch{dataFrame(i, size)}
+		}
+		synctest.Wait()
+		if h := g.r.held(); h < frames {
+			t.Fatalf("queue holds %d frames, want ≥ %d", h, frames)
+		}
+		out := g.attach(0)
+		var got []uint64
+		for len(got) < frames {
+			b := <-out
+			n := 0
+			for _, f := range b {
+				n += len(f.Payload)
+				got = append(got, frameNumber(t, f))
+				f.Release()
+			}
+			if len(b) > 1 && n > maxBatchBytes+size {
+				t.Fatalf("a batch of %d frames, %d payload bytes (> %d)", len(b), n, maxBatchBytes+size)
+			}
+		}
+		if !equalU64(got, seq(0, frames)) {
+			t.Fatalf("got %v", got)
+		}
+		if err := g.st.acked(frames); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if g.r.Acked() != frames || g.r.Kept() != 0 || g.r.held() > resendIdleCap {
+			t.Fatalf("acknowledged %d: kept %d bytes, queue capacity %d frames (want 0, ≤ %d)",
+				g.r.Acked(), g.r.Kept(), g.r.held(), resendIdleCap)
+		}
+		// A few more frames later reuse a small queue.
+		g.in <- Batch{dataFrame(frames, 100)}
+		if got := g.take(out, 1); !equalU64(got, []uint64{frames}) {
+			t.Fatalf("after idle got %v", got)
+		}
+	})
+}
