@@ -81,6 +81,9 @@ func (s *Server) observeUsers() {
 	}
 }
 
+// resumptionsName counts resumptions by outcome, on both sides.
+const resumptionsName = "usocks_resumptions_total"
+
 // newServerMetrics is the server's metrics registry (nil if not configured).
 func newServerMetrics(s *Server) *metrics {
 	if s.cfg().Metrics == "" {
@@ -106,6 +109,14 @@ func newServerMetrics(s *Server) *metrics {
 	}
 	m.gauge("usocks_sessions_open", "Sessions running.", "server", s.limits.count)
 	m.gauge("usocks_limit_fds_held", "Descriptors held by sessions, streams and UDP sockets (counted against the open file limit).", "server", s.limits.fds.held.Load)
+	if r := s.resumes; r != nil {
+		m.outcomes(resumptionsName, "Resumption (SPEC-v2.md §7b): offers resumed on a new backend, offers for a session not held (new) "+
+			"or not resumable (lost), detached sessions that expired at resume_timeout, backends cut because a resumption claimed their session (taken_over).",
+			"server", map[string]func() int64{"resumed": r.Resumed.Load, "new": r.New.Load, "lost": r.Lost.Load, "expired": r.Expired.Load, "taken_over": r.TakenOver.Load})
+		m.counter("usocks_sessions_detached_total", "Sessions that lost their backend and waited for the client to resume them.", "server", r.Detached.Load)
+		m.gauge("usocks_sessions_detached", "Sessions waiting, without a backend, for the client to resume them.", "server", r.waiting)
+		m.resendBytes("server", &s.resendKept)
+	}
 	return m
 }
 
@@ -118,6 +129,10 @@ func newClientMetrics(c *Client) *metrics {
 	m.stats(&c.Stats, "client")
 	m.counter("usocks_reconnects_total", "Sessions that ended and were dialled again.", "client", c.Reconnects.Load)
 	m.counter("usocks_rotations_total", "Backend rotations.", "client", c.Rotations.Load)
+	m.outcomes(resumptionsName, "Resumption (SPEC-v2.md §7b): sessions resumed on a new backend, refused by the server (new: its connection "+
+		"carries a new session), given up at resume_timeout (expired).",
+		"client", map[string]func() int64{"resumed": c.Resumes.Load, "new": c.resumeNew.Load, "expired": c.resumeExpired.Load})
+	m.resendBytes("client", &c.resendKept)
 	return m
 }
 

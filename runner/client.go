@@ -49,8 +49,13 @@ type Client struct {
 	// authFails counts handshakes in a row without a valid reply (the
 	// reconnect loop's own).
 	authFails int
-	// Resumes counts sessions resumed on a new backend (SPEC-v2.md §7b).
-	Resumes atomic.Int64
+	// Resumes counts sessions resumed on a new backend (SPEC-v2.md §7b);
+	// resumeNew those the server no longer held (it started a new one),
+	// resumeExpired those given up at resume_timeout.
+	Resumes                  atomic.Int64
+	resumeNew, resumeExpired atomic.Int64
+	// resendKept sums the bytes of the sessions' resend buffers.
+	resendKept atomic.Int64
 
 	ln net.Listener
 	// accepted hands app connections to the session's demux (unbuffered:

@@ -88,7 +88,7 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 	params.keys = est.keys
 	if est.keys.Resume != nil {
 		id := est.id
-		params.resume = &resumeParams{id: id, buffer: cfg.ResumeBuffer << 10,
+		params.resume = &resumeParams{id: id, buffer: cfg.ResumeBuffer << 10, kept: &c.resendKept,
 			next: func(s *session, lost error) *link { return c.resume(ctx, s, srv, id, lost) }}
 	}
 	return runSession(ctx, params)

@@ -68,6 +68,21 @@ func (m *metrics) counter(name, help, side string, load func() int64) {
 		ConstLabels: prometheus.Labels{"side": side}}, func() float64 { return float64(load()) }))
 }
 
+// outcomes exposes counts the tunnel keeps as one Prometheus counter
+// labelled outcome=….
+func (m *metrics) outcomes(name, help, side string, loads map[string]func() int64) {
+	for outcome, load := range loads {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help,
+			ConstLabels: prometheus.Labels{"side": side, "outcome": outcome}}, func() float64 { return float64(load()) }))
+	}
+}
+
+// resendBytes exposes the resend buffers of resumable sessions, summed.
+func (m *metrics) resendBytes(side string, kept *atomic.Int64) {
+	m.gauge("usocks_resend_buffer_bytes", "Bytes held by the resend buffers of resumable sessions (SPEC-v2.md §7b), summed: "+
+		"frames sent and not yet acknowledged, payload plus a fixed cost per frame.", side, kept.Load)
+}
+
 // gauge exposes a level the tunnel keeps as a Prometheus gauge.
 func (m *metrics) gauge(name, help, side string, load func() int64) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help,

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -158,5 +159,94 @@ func TestMetricsAddressMustBeLoopback(t *testing.T) {
 		if (p.err() == nil) != tc.ok || (!tc.ok && !strings.HasPrefix(p.err().Error(), "metrics:")) {
 			t.Errorf("%q remote=%v: %v", tc.addr, tc.remote, p.err())
 		}
+	}
+}
+
+// TestMetricsResumption: resumptions by outcome on both sides, detached
+// sessions, and the resend buffers' bytes (SPEC-v2.md §7b).
+func TestMetricsResumption(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, resume: 30 * time.Second,
+		srvResume: 300 * time.Millisecond, metrics: true})
+	defer tn.stop()
+	tn.waitSession()
+	cli, srv := tn.cli.MetricsAddr(), tn.srv.MetricsAddr()
+	metric := func(addr, name string, labels map[string]string) float64 {
+		v, ok := value(scrape(t, addr), name, labels)
+		if !ok {
+			t.Fatalf("%s: no %s", addr, name)
+		}
+		return v
+	}
+	outcome := func(addr, o string) float64 {
+		return metric(addr, resumptionsName, map[string]string{"outcome": o})
+	}
+	// A cut during a download: one resumption each side.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cut := &cutter{tn: tn, marks: []int64{256 << 10}}
+	if err := download(ctx, tn, 2<<20, cut.progress); err != nil {
+		t.Fatal(err)
+	}
+	if v := outcome(cli, "resumed"); v != 1 {
+		t.Errorf("client resumed %v, want 1", v)
+	}
+	if v := outcome(srv, "resumed"); v != 1 {
+		t.Errorf("server resumed %v, want 1", v)
+	}
+	// The session waits detached once, whether the server saw the cut
+	// first or the resumption took the old link over.
+	if v := metric(srv, "usocks_sessions_detached_total", nil); v != 1 {
+		t.Errorf("server detached %v, want 1", v)
+	}
+	if v := outcome(srv, "taken_over"); v > 1 {
+		t.Errorf("server taken over %v, want at most 1", v)
+	}
+	// Acknowledged: nothing held.
+	for _, addr := range []string{cli, srv} {
+		waitFor(t, addr+" resend buffers empty", 10*time.Second, func() bool {
+			return metric(addr, "usocks_resend_buffer_bytes", nil) == 0
+		})
+	}
+	// The backend goes down with bytes unacknowledged: they wait in the
+	// client's resend buffer, the server's session waits detached.
+	c := tn.dial(modeEcho)
+	defer c.Close()
+	tn.relay.down.Store(true)
+	tn.relay.cut()
+	const pending = 10_000
+	if _, err := c.Write(make([]byte, pending)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the client to keep the unsent bytes", 10*time.Second, func() bool {
+		return metric(cli, "usocks_resend_buffer_bytes", nil) >= pending
+	})
+	waitFor(t, "a detached session", 10*time.Second, func() bool {
+		return metric(srv, "usocks_sessions_detached", nil) == 1
+	})
+	// It expires; the client's resumption is answered "new".
+	waitFor(t, "the detached session to expire", 10*time.Second, func() bool { return outcome(srv, "expired") == 1 })
+	if v := metric(srv, "usocks_sessions_detached", nil); v != 0 {
+		t.Errorf("detached after expiry: %v", v)
+	}
+	tn.relay.down.Store(false)
+	waitFor(t, "the client to start over", 10*time.Second, func() bool { return outcome(cli, "new") == 1 })
+	if v := outcome(srv, "new"); v < 1 {
+		t.Errorf("server new %v, want ≥ 1 (every offer it no longer knows)", v)
+	}
+	tn.waitSession()
+	if err := echoThrough(ctx, tn, 10_000, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{cli, srv} {
+		waitFor(t, addr+" resend buffers empty after the new session", 10*time.Second, func() bool {
+			return metric(addr, "usocks_resend_buffer_bytes", nil) == 0
+		})
+	}
+	if v := outcome(cli, "expired"); v != 0 {
+		t.Errorf("client expired %v: the server answered in time", v)
+	}
+	if v := outcome(srv, "lost"); v != 0 {
+		t.Errorf("server lost %v", v)
 	}
 }

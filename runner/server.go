@@ -60,7 +60,9 @@ type Server struct {
 	settle    time.Duration                        // drainSettle, unless a test sets it
 	metrics   *metrics                             // nil unless cfg.Metrics is set
 	resumes   *resumables                          // v2 with resume_timeout: detached sessions
-	names     atomic.Pointer[map[wire.UserID]string]
+	// resendKept sums the bytes of the sessions' resend buffers.
+	resendKept atomic.Int64
+	names      atomic.Pointer[map[wire.UserID]string]
 }
 
 // Counter is a concurrency-safe counter.
@@ -86,7 +88,10 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	setLogLevel(logger, cfg.LogLevel, s.baseLevel)
 	fds := newFDGuard(serverFDs(s.log, cfg.MaxPending, cfg.MaxSessions), cfg.MaxPending)
 	s.limits = newLimiter(cfg.Limits, len(cfg.Clients) > 0, fds)
-	s.metrics = newServerMetrics(s)
+	if cfg.resumes() && cfg.Protocol != "v1" {
+		s.resumes = newResumables(cfg.MaxDetached, cfg.ResumeTimeout, s.log)
+	}
+	s.metrics = newServerMetrics(s) // after resumes: it exposes its counters
 	fe, err := newFrontend(cfg, s.log)
 	if err != nil {
 		return nil, err
@@ -129,9 +134,6 @@ func NewServer(cfg *ServerConfig, logger *logrus.Logger) (*Server, error) {
 	}
 	if s.replay, err = newReplay(cfg, s.log); err != nil {
 		return nil, err
-	}
-	if cfg.resumes() {
-		s.resumes = newResumables(cfg.MaxDetached, cfg.ResumeTimeout, s.log)
 	}
 	s.hs.Store(&stages.ServerHandshake{
 		PSK: psk, Ciphers: ciphers, Rand: rand.Reader, Now: time.Now, Skew: cfg.ReplayWindow,
@@ -374,7 +376,7 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 			}
 		}()
 		key := resumeKey{keys.User, keys.Resume.Offer.ID}
-		p.resume = &resumeParams{id: key.id, buffer: s.cfg().ResumeBuffer << 10,
+		p.resume = &resumeParams{id: key.id, buffer: s.cfg().ResumeBuffer << 10, kept: &s.resendKept,
 			started: func(sess *session) { slot = s.resumes.register(key, sess) },
 			next: func(sess *session, lost error) *link {
 				if slot == nil {

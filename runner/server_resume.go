@@ -68,8 +68,17 @@ type resumables struct {
 	log      *logrus.Entry
 	// Detached counts sessions that lost a backend; Resumed those that
 	// got a new one; Expired those that timed out waiting; TakenOver the
-	// backends a resumption cut (the client saw them die first).
-	Detached, Resumed, Expired, TakenOver Counter
+	// backends a resumption cut (the client saw them die first). New
+	// counts resumption offers for a session not held (a new session
+	// starts), Lost those answered "lost".
+	Detached, Resumed, Expired, TakenOver, New, Lost Counter
+}
+
+// waiting is the count of detached sessions now.
+func (r *resumables) waiting() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int64(r.detached)
 }
 
 func newResumables(max int, timeout time.Duration, log *logrus.Entry) *resumables {
@@ -113,6 +122,17 @@ func (r *resumables) removeLocked(sl *resumeSlot) {
 // Claim implements stages.ResumeHook: it finds the session, stops its
 // link if it still has one, and holds it for this handshake.
 func (r *resumables) Claim(ctx context.Context, user wire.UserID, offer wire.ClientResume) (wire.ServerResume, any) {
+	reply, claim := r.claim(ctx, user, offer)
+	switch reply.Status {
+	case wire.ResumeNew:
+		r.New.Add()
+	case wire.ResumeLost:
+		r.Lost.Add()
+	}
+	return reply, claim
+}
+
+func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.ClientResume) (wire.ServerResume, any) {
 	key := resumeKey{user, offer.ID}
 	deadline := time.NewTimer(takeoverWait)
 	defer deadline.Stop()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -83,6 +84,8 @@ type sessionParams struct {
 type resumeParams struct {
 	id     wire.SessionID
 	buffer int // resend buffer, bytes (0: default)
+	// kept, if set, sums the bytes of the side's resend buffers (metrics).
+	kept *atomic.Int64
 	// next finds the link after a lost one: the client dials and resumes,
 	// the server waits for the client. nil means the session must end
 	// (next has called fail, or the session is closing).
@@ -180,7 +183,7 @@ func buildSession(p sessionParams) *session {
 	}
 	if p.resume != nil {
 		s.rs = stages.NewResumeState()
-		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Log: s.stage("resend")}
+		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Total: p.resume.kept, Log: s.stage("resend")}
 		s.resend.Init()
 		s.dmx.LinkDead = func(err error) { s.cut(err) }
 	}

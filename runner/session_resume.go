@@ -53,6 +53,7 @@ func (c *Client) resume(ctx context.Context, s *session, srv int, id wire.Sessio
 			if !c.carry.CompareAndSwap(nil, est) {
 				_ = est.conn.Close()
 			}
+			c.resumeNew.Add(1)
 			s.fail(ErrResumeRefused)
 			return nil
 		case permanent(err) != nil:
@@ -60,6 +61,7 @@ func (c *Client) resume(ctx context.Context, s *session, srv int, id wire.Sessio
 			return nil
 		}
 		if !time.Now().Before(deadline) {
+			c.resumeExpired.Add(1)
 			s.fail(ErrResumeTimeout)
 			return nil
 		}

@@ -44,9 +44,12 @@ type Resend struct {
 	Limit int
 	// AckFrames, AckBytes and AckDelay tune acknowledgements; zero takes
 	// the defaults of SPEC-v2.md §7b.
-	AckFrames       uint64
-	AckBytes        int64
-	AckDelay        time.Duration
+	AckFrames uint64
+	AckBytes  int64
+	AckDelay  time.Duration
+	// Total, if set, is kept up to date with the bytes the buffer
+	// holds (Kept), summed over every stage that shares it (metrics).
+	Total           *atomic.Int64
 	Log             *logrus.Entry
 	attach          chan attachReq
 	stopped         chan struct{} // closed when Run returns
@@ -389,7 +392,9 @@ func (r *Resend) Run(ctx context.Context) error {
 
 // noteKept publishes what the buffer holds (Kept, held).
 func (r *Resend) noteKept(b *resendBuf) {
-	r.kept.Store(b.bytes)
+	if was := r.kept.Swap(b.bytes); r.Total != nil && was != b.bytes {
+		r.Total.Add(b.bytes - was)
+	}
 	r.heldCap.Store(int64(cap(b.q)))
 }
 
