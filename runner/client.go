@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -42,8 +41,10 @@ type Client struct {
 	Stats stages.Stats
 	// Sessions is told each time a session is established (tests wait on it).
 	Sessions chan struct{}
-	// Rotations counts backend rotations.
-	Rotations atomic.Int64
+	// Rotations counts backend rotations; RotationPause sums, in
+	// nanoseconds, the time resumable sessions spent between the retired
+	// link and the next one.
+	Rotations, RotationPause atomic.Int64
 	// Reconnects counts sessions that ended and were dialled again.
 	Reconnects atomic.Int64
 	// authFails counts handshakes in a row without a valid reply (the
@@ -236,19 +237,14 @@ func (c *Client) Run(ctx context.Context) error {
 	var draining sync.WaitGroup // sessions rotated away from, finishing their streams
 	defer draining.Wait()
 	for ctx.Err() == nil {
+		// drain is closed by the session's rotation timer when the
+		// session is not resumable (client_session.go).
 		drain := make(chan struct{})
-		var rotate *time.Timer
-		if c.cfg().RotateAfter > 0 {
-			rotate = time.AfterFunc(jittered(c.cfg().RotateAfter), func() { close(drain) })
-		}
 		done := make(chan error, 1)
 		go func() { done <- c.session(ctx, drain) }()
 		var err error
 		select {
 		case err = <-done:
-			if rotate != nil {
-				rotate.Stop()
-			}
 		case <-drain:
 			// Rotation: the old backend keeps its streams until they end;
 			// new streams go to a new backend, opened now.
@@ -429,11 +425,6 @@ func permanent(err error) error {
 		return fmt.Errorf("%w (not retrying: check backend.tls_server_name and backend.tls_ca, and the server's certificate)", err)
 	}
 	return nil
-}
-
-// jittered returns d ± 25 %, so that rotations do not happen in step.
-func jittered(d time.Duration) time.Duration {
-	return d*3/4 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
 // v1Warning is logged once by every v1 client and server.

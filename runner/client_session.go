@@ -36,9 +36,11 @@ var (
 )
 
 // session dials (or takes the connection a refused resumption left),
-// handshakes and runs one session; closing drain moves it to draining
-// (see stages.Demux.Drain).
-func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
+// handshakes and runs one session. Rotation (SPEC-v2.md §6b): a resumable
+// session replaces its links itself (rotate.go); any other session closes
+// drain after rotate_after, which moves it to draining (see
+// stages.Demux.Drain) and makes Run open the next session.
+func (c *Client) session(ctx context.Context, drain chan struct{}) error {
 	est := c.carry.Swap(nil)
 	if est == nil {
 		var id wire.SessionID
@@ -83,13 +85,20 @@ func (c *Client) session(ctx context.Context, drain <-chan struct{}) error {
 	}
 	if cfg.Protocol == "v1" {
 		params.v1 = est.v1
-		return runSession(ctx, params)
+	} else {
+		params.keys = est.keys
 	}
-	params.keys = est.keys
-	if est.keys.Resume != nil {
+	if est.keys != nil && est.keys.Resume != nil {
 		id := est.id
 		params.resume = &resumeParams{id: id, buffer: cfg.ResumeBuffer << 10, kept: &c.resendKept,
 			next: func(s *session, lost error) *link { return c.resume(ctx, s, srv, id, lost) }}
+		params.rotate = &rotateParams{after: cfg.RotateAfter, bytes: cfg.RotateBytes, rotated: func(pause time.Duration) {
+			c.Rotations.Add(1)
+			c.RotationPause.Add(int64(pause))
+		}}
+	} else if cfg.RotateAfter > 0 {
+		t := time.AfterFunc(jittered(cfg.RotateAfter), func() { close(drain) })
+		defer t.Stop()
 	}
 	return runSession(ctx, params)
 }

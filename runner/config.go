@@ -174,9 +174,15 @@ type ClientConfig struct {
 	// frontend must be socks5 or http. Default: none (the app's bytes go
 	// to the server's frontend as they are).
 	Listen ListenConfig `yaml:"listen"`
-	// RotateAfter, if set, opens a new backend after about this long
-	// (± 25 %); streams on the old one finish there (default off).
+	// RotateAfter, if set, replaces the backend after about this long
+	// (± 25 %): a resumable session resumes on a new connection, any
+	// other opens a new session and lets the old one's streams finish
+	// (default off; SPEC-v2.md §6b).
 	RotateAfter time.Duration `yaml:"rotate_after"`
+	// RotateBytes, if set, replaces the backend of a resumable session
+	// after about this many bytes sent and received on it (± 25 %;
+	// default off, at least 16 KiB).
+	RotateBytes int64 `yaml:"rotate_bytes"`
 	// SessionWait bounds how long an app connection waits for a session
 	// while the backend (re)connects; then it is reset (default 5s). A
 	// waiting app also cuts the reconnect backoff short.
@@ -379,6 +385,9 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.RotateAfter < 0 || (c.RotateAfter > 0 && c.RotateAfter < 100*time.Millisecond) {
 		p.bad("rotate_after", "must be 0 (off) or at least 100ms")
+	}
+	if c.RotateBytes < 0 || (c.RotateBytes > 0 && c.RotateBytes < MinRotateBytes) {
+		p.bad("rotate_bytes", "must be 0 (off) or at least 16384")
 	}
 	if c.SessionWait == 0 {
 		c.SessionWait = DefaultSessionWait

@@ -170,6 +170,7 @@ type tunnelOpts struct {
 	rekeyAfter uint64
 	prefix     string
 	rotate     time.Duration
+	rotateB    int64  // the client's rotate_bytes
 	key        string // default: a fresh v2 key, or a v1 passphrase
 	backend    string // "" (plain_tcp), "multi_tcp", "tls" or "ws"
 	// path is the WebSocket path (ws, or wss with backend tls); via, if
@@ -319,6 +320,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 			Listen: ListenConfig{Type: o.listen},
 		}
 		ccfg.ResumeTimeout, ccfg.ResumeBuffer = o.resume, o.resumeBuffer
+		ccfg.RotateBytes = o.rotateB
 		ccfg.Capture, ccfg.CapturePlaintext = o.clientCapture, o.clientPlaintext
 		if o.metrics {
 			ccfg.Metrics = "127.0.0.1:0"

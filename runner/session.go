@@ -78,6 +78,7 @@ type sessionParams struct {
 	ended      func(stages.StreamEnd) // called as each stream ends (access log)
 	capture    *capture.Session       // nil: capture off (nil taps); the first link only
 	resume     *resumeParams          // v2 with resumption agreed; nil: one link
+	rotate     *rotateParams          // client, resumable: link rotation (nil: off)
 }
 
 // resumeParams make a session resumable.
@@ -271,6 +272,12 @@ func (s *session) run(ctx context.Context, first *link) error {
 		lk = nil
 		switch {
 		case err == nil || s.ending():
+		case s.resend != nil && errors.Is(err, errRotated):
+			s.p.log.Info("rotating: resuming the session on a new backend")
+			start := time.Now()
+			if lk = s.p.resume.next(s, err); lk != nil {
+				s.p.rotate.rotated(time.Since(start))
+			}
 		case s.resend != nil && linkLost(err):
 			s.p.log.WithError(err).Info("backend lost, session kept for resumption")
 			lk = s.p.resume.next(s, err)
@@ -339,7 +346,7 @@ func (s *session) runStage(ctx context.Context, name string, f func(context.Cont
 // reach the peer (socket error, keepalive timeout).
 func backendGone(err error) bool {
 	var be *stages.BackendError
-	return errors.As(err, &be) || errors.Is(err, stages.ErrPeerDead) || errors.Is(err, errTakenOver)
+	return errors.As(err, &be) || errors.Is(err, stages.ErrPeerDead) || errors.Is(err, errTakenOver) || errors.Is(err, errRotated)
 }
 
 // linkLost says whether a link's error is the loss of its backend, which

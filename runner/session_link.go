@@ -127,6 +127,8 @@ func (s *session) runLink(lk *link) error {
 	if lk.capture != nil {
 		readRun, writeRun = lk.capture.TapBackend(rd, wr)
 	}
+	rot := s.armRotation(lk.conn, rd, wr)
+	defer rot.stop()
 	run := func(name string, f func(context.Context) error, io bool) {
 		g.Go(func() error {
 			err := s.linkErr(s.runStage(gctx, name, f), gctx)
@@ -152,6 +154,9 @@ func (s *session) runLink(lk *link) error {
 		if c := context.Cause(lctx); c != nil && !errors.Is(c, context.Canceled) {
 			err = c
 		}
+	}
+	if rot.retired() && err != nil && linkLost(err) {
+		err = errRotated
 	}
 	if s.linger(err) {
 		stages.LingerClose(lk.conn, stages.LingerTimeout)

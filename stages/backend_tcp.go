@@ -81,6 +81,10 @@ type BackendWriter struct {
 	// Release, if set, is called with each batch after it is written, so
 	// encrypt can reuse the buffer.
 	Release func(Sealed)
+	// Retire, if set and closed, makes the writer half-close the socket
+	// and return nil between two writes: a write under way completes
+	// (rotation of a resumable session retires a link this way).
+	Retire <-chan struct{}
 }
 
 // Run writes batches until In is closed (then half-closes the socket) or
@@ -95,9 +99,13 @@ func (w *BackendWriter) Run(ctx context.Context) error {
 		write = rs.writev // see rawSock
 	}
 	for {
-		s, ok, err := recv(ctx, w.In)
-		if err != nil {
-			return err
+		var s Sealed
+		var ok bool
+		select {
+		case s, ok = <-w.In:
+		case <-w.Retire:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if !ok {
 			return writeFIN(w.Conn)
