@@ -111,7 +111,7 @@ func (s *session) runLink(lk *link) error {
 		}
 		// The keys stay inside the Sealer and Opener (package wire), which
 		// rekey themselves; the stages own those.
-		e := &stages.Encrypt{Sealer: keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: s.stage("encrypt"),
+		e := &stages.Encrypt{Sealer: keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: s.stage("encrypt"), Resume: s.rs,
 			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
 		d := &stages.Decrypt{Opener: keys.Open, In: chunks, Out: s.frames, Log: s.stage("decrypt"),
 			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs}

@@ -36,6 +36,12 @@ type Encrypt struct {
 	// Tap, if set, sees every frame and its padding as it is sealed
 	// (capture).
 	Tap func(f *wire.Frame, padLen int)
+	// Resume, if set, is told after each batch is sealed (resumable
+	// sessions): the resend stage, which owns the frames' buffers, reads
+	// it before it frees what the peer acknowledged, so the order "sealed,
+	// then freed" is one the race detector sees too (the ACK that proves
+	// it crossed the network, which the detector cannot follow).
+	Resume *ResumeState
 
 	free chan []byte
 }
@@ -89,6 +95,9 @@ func (e *Encrypt) Run(ctx context.Context) error {
 		out, err := e.Sealer.SealFrame(out, f, pad)
 		if err != nil {
 			err = fmt.Errorf("seal: %w", err)
+		}
+		if last && e.Resume != nil {
+			e.Resume.sealed.Add(1)
 		}
 		return out, err
 	}

@@ -85,7 +85,10 @@ type ResumeState struct {
 	received atomic.Uint64
 	bytes    atomic.Int64
 	peerAck  atomic.Uint64
-	wake     chan struct{}
+	// sealed counts batches the link's encrypt stage has sealed (see
+	// Encrypt.Resume).
+	sealed atomic.Uint64
+	wake   chan struct{}
 }
 
 // NewResumeState returns the state of a new session.
@@ -224,11 +227,20 @@ func (b *resendBuf) dropTo(n uint64) int64 {
 // at is frame number n (base ≤ n < end).
 func (b *resendBuf) at(n uint64) *Frame { return &b.q[b.head+int(n-b.base)] }
 
-func (b *resendBuf) releaseAll() {
-	for i := b.head; i < len(b.q); i++ {
+// releaseFrom frees the frames numbered next and above (never handed to
+// a link) and forgets the rest without freeing them: when the stage ends
+// with the session, a link's encrypt may still be sealing those, so their
+// buffers go to the garbage collector, never back to the pool where
+// another stream could reuse them under the seal.
+// It returns how many it freed.
+func (b *resendBuf) releaseFrom(next uint64) int {
+	freed := 0
+	for i := b.head + int(min(max(next, b.base), b.end())-b.base); i < len(b.q); i++ {
 		b.q[i].Release()
+		freed++
 	}
 	b.q, b.cost, b.head, b.bytes = nil, nil, 0, 0
+	return freed
 }
 
 // Run keeps, sends and resends until ctx is done, or the mux has closed
@@ -252,12 +264,12 @@ func (r *Resend) Run(ctx context.Context) error {
 	attach := r.req()
 	defer close(r.stopped)
 	var buf resendBuf
+	var out chan<- Batch
+	var next uint64 // next frame number to hand to out
 	defer func() {
-		buf.releaseAll()
+		buf.releaseFrom(next)
 		r.noteKept(&buf)
 	}()
-	var out chan<- Batch
-	var next uint64      // next frame number to hand to out
 	var ackedAt uint64   // received count our last ACK (or handshake) told
 	var ackedBytes int64 // received bytes at that ACK
 	ackTimer := time.NewTimer(time.Hour)
@@ -283,6 +295,9 @@ func (r *Resend) Run(ctx context.Context) error {
 			if pa > buf.end() {
 				return fmt.Errorf("%w: peer acknowledged %d frames, %d sent", ErrBadAck, pa, buf.end())
 			}
+			// What the peer acknowledged was sealed before it was sent:
+			// this load orders the seal before the frees below.
+			_ = st.sealed.Load()
 			buf.dropTo(pa)
 			r.noteKept(&buf)
 			r.confirmed.Store(pa)

@@ -417,3 +417,34 @@ func TestResendIdleAfterBulk(t *testing.T) {
 		}
 	})
 }
+
+// TestResendEndKeepsHandedFrames: when the stage ends, the frames it has
+// handed to a link (numbered below next) are not returned to the pool —
+// that link's encrypt may still be sealing them — and the others are.
+func TestResendEndKeepsHandedFrames(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		next      uint64
+		wantFreed int
+	}{
+		{"nothing handed out", 10, 5},
+		{"two handed out", 12, 3},
+		{"all handed out", 15, 0},
+		{"next below base", 8, 5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := resendBuf{base: 10}
+			for i := range 5 {
+				f := dataFrame(uint64(10+i), 16)
+				f.buf = getBuf(16)
+				b.push(f, 80)
+			}
+			if got := b.releaseFrom(c.next); got != c.wantFreed {
+				t.Fatalf("freed %d frames, want %d", got, c.wantFreed)
+			}
+			if b.bytes != 0 || len(b.q) != 0 {
+				t.Fatalf("buffer not emptied: %d bytes, %d frames", b.bytes, len(b.q))
+			}
+		})
+	}
+}
