@@ -55,9 +55,9 @@ func TestRotateBytesResumes(t *testing.T) {
 		size            int64
 		echoes, echoMiB int
 	}{
-		{"plain_tcp", 16 << 20, 8, 1},
-		{"tls", 4 << 20, 2, 1},
-		{"ws", 4 << 20, 2, 1},
+		{"plain_tcp", 4 << 20, 4, 1},
+		{"tls", 2 << 20, 1, 1},
+		{"ws", 2 << 20, 1, 1},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
 			tn := rotateTunnel(t, tc.backend, 0, 256<<10)
