@@ -236,13 +236,7 @@ func (s *shaper) paced(now time.Time, b Batch) Batch {
 	if now.Before(s.slotNext) || (s.phase == phaseIdle && len(s.queue) == 0) {
 		return b
 	}
-	per := float64(time.Second) / s.p.Rate
-	slots := min(1+int64(float64(now.Sub(s.slotNext))/per), maxSlotsPerWake)
-	s.slotNext = s.slotNext.Add(time.Duration(float64(slots) * per))
-	if now.Sub(s.slotNext) > 50*time.Millisecond {
-		s.slotNext = now
-	}
-	b, slots = s.takeQueued(now, b, slots)
+	b, slots := s.takeQueued(now, b, s.dueSlots(now, s.p.Rate))
 	if s.phase == phaseIdle {
 		return b
 	}
@@ -266,17 +260,24 @@ func (s *shaper) surging(now time.Time, b Batch) Batch {
 	if r == 0 || now.Before(s.slotNext) {
 		return b
 	}
-	per := float64(time.Second) / r
+	b, slots := s.takeQueued(now, b, s.dueSlots(now, r))
+	if s.phase == phaseIdle {
+		return b
+	}
+	return s.dummies(now, b, min(slots, s.budget()))
+}
+
+// dueSlots is how many sending slots at rate cells/s have come up to now
+// (at most maxSlotsPerWake); it moves the next slot past them, and
+// forgets a backlog of more than 50 ms rather than catching up on it.
+func (s *shaper) dueSlots(now time.Time, rate float64) int64 {
+	per := float64(time.Second) / rate
 	slots := min(1+int64(float64(now.Sub(s.slotNext))/per), maxSlotsPerWake)
 	s.slotNext = s.slotNext.Add(time.Duration(float64(slots) * per))
 	if now.Sub(s.slotNext) > 50*time.Millisecond {
 		s.slotNext = now
 	}
-	b, slots = s.takeQueued(now, b, slots)
-	if s.phase == phaseIdle {
-		return b
-	}
-	return s.dummies(now, b, min(slots, s.budget()))
+	return slots
 }
 
 // takeQueued moves queued cells into b for up to slots slots and returns
