@@ -248,6 +248,11 @@ func (d *Decrypt) Run(ctx context.Context) error {
 					return err
 				}
 				continue
+			case wire.FrameControl:
+				// Backend control (SPEC-v2.md §7c): without lanes every
+				// message is ignored.
+				putBuf(owner)
+				continue
 			case wire.FrameClose, wire.FrameReset:
 				ended = true
 			}

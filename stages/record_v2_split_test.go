@@ -13,8 +13,8 @@ import (
 // TestDecryptEveryChunkSplit: the decrypt stage hands on the same frames,
 // taps the same frames and counts the same chaff whatever the backend's
 // chunking: the stream in one chunk, cut in two at every byte, and in
-// one-byte chunks. The stream has padding, chaff, a rekey and a payload
-// in the large buffer class.
+// one-byte chunks. The stream has padding, chaff, a rekey, control
+// messages (ignored: no lanes) and a payload in the large buffer class.
 func TestDecryptEveryChunkSplit(t *testing.T) {
 	var key [wire.KeySize]byte
 	_, _ = rand.Read(key[:])
@@ -31,6 +31,9 @@ func TestDecryptEveryChunkSplit(t *testing.T) {
 	}
 	seal(wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: 3}, 17)
 	seal(wire.Frame{Type: wire.FramePad}, 300)
+	// Control messages, known and unknown: ignored without lanes (§7c).
+	seal(wire.ControlFrame(wire.Control{Type: wire.ControlSeq, Seq: 9}), 0)
+	seal(wire.Frame{Type: wire.FrameControl, Payload: []byte{200, 1}}, 3)
 	seal(wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 3, Payload: bytes.Repeat([]byte("x"), 3000)}, 0)
 	stream, _ = send.rekey(stream, s)
 	seal(wire.Frame{Type: wire.FrameStream, Flags: wire.FlagDAT | wire.FlagFIN, Stream: 3, Payload: []byte("end")}, 5)
@@ -58,7 +61,7 @@ func TestDecryptEveryChunkSplit(t *testing.T) {
 		return fmt.Sprintf("err=%v chaff=%d\ntapped %s\npassed %s", err, chaff, tapped.String(), passed.String())
 	}
 	want := run([][]byte{stream})
-	if !bytes.Contains([]byte(want), []byte("err=<nil> chaff=1")) || bytes.Count([]byte(want), []byte(";")) != 6+4 {
+	if !bytes.Contains([]byte(want), []byte("err=<nil> chaff=1")) || bytes.Count([]byte(want), []byte(";")) != 8+4 {
 		t.Fatalf("one chunk:\n%s", want)
 	}
 	for i := 1; i < len(stream); i++ {

@@ -58,7 +58,7 @@ const (
 	FrameAck FrameType = 9
 )
 
-var frameTypeNames = [...]string{"STREAM", "WINDOW", "PAD", "CLOSE", "RESET", "PING", "PONG", "KEYUPDATE", "DATAGRAM", "ACK"}
+var frameTypeNames = [...]string{"STREAM", "WINDOW", "PAD", "CLOSE", "RESET", "PING", "PONG", "KEYUPDATE", "DATAGRAM", "ACK", "CONTROL"}
 
 func (t FrameType) String() string {
 	if int(t) < len(frameTypeNames) {
@@ -120,6 +120,11 @@ func (f Frame) String() string {
 	}
 	if f.Type == FrameAck && len(f.Payload) == AckLen {
 		return fmt.Sprintf("%s count=%d", f.Type, AckCount(&f))
+	}
+	if f.Type == FrameControl {
+		if c, known, err := ParseControl(f.Payload); err == nil && known {
+			return fmt.Sprintf("%s %s", f.Type, c)
+		}
 	}
 	if f.Type == FrameWindow && len(f.Payload) == 4 {
 		return fmt.Sprintf("%s stream=%d credit=%d", f.Type, f.Stream, binary.BigEndian.Uint32(f.Payload))
@@ -203,6 +208,10 @@ func (f *Frame) check() error {
 	case FrameAck:
 		if len(f.Payload) != AckLen || f.Stream != 0 {
 			return fmt.Errorf("%w: ack", ErrBadFrame)
+		}
+	case FrameControl:
+		if len(f.Payload) == 0 || len(f.Payload) > ControlMaxLen || f.Stream != 0 {
+			return fmt.Errorf("%w: control frame", ErrBadFrame)
 		}
 	case FramePing, FramePong:
 		if len(f.Payload) > 8 || f.Stream != 0 {

@@ -151,7 +151,9 @@ func TestParseFrameErrors(t *testing.T) {
 		{"ping on a stream", "050000040000" + "01", ErrBadFrame},
 		{"pong on a stream", "0600fffe0000", ErrBadFrame},
 	}
-	for typ := 10; typ <= 255; typ++ {
+	cases = append(cases, errCase{"control empty", "0a0000000000", ErrBadFrame},
+		errCase{"control on a stream", "0a0000010000" + "0200", ErrBadFrame})
+	for typ := 11; typ <= 255; typ++ {
 		cases = append(cases, errCase{fmt.Sprintf("type %d", typ), fmt.Sprintf("%02x0000010000", typ), ErrUnknownFrame})
 	}
 	for _, tc := range cases {
@@ -192,7 +194,8 @@ func TestFrameTypeString(t *testing.T) {
 		FrameKeyUpdate: "KEYUPDATE",
 		FrameDatagram:  "DATAGRAM",
 		FrameAck:       "ACK",
-		10:             "TYPE(10)",
+		FrameControl:   "CONTROL",
+		11:             "TYPE(11)",
 		255:            "TYPE(255)",
 	}
 	for typ, s := range want {

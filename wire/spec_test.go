@@ -62,14 +62,14 @@ func TestSpecStatesReceiverRules(t *testing.T) {
 	}
 	rules := specSection(t, spec, "## 6d. Receiver rules")
 	// Every frame type the codec knows, reserved ones included.
-	for typ := FrameStream; typ <= FrameAck; typ++ {
+	for typ := FrameStream; typ <= FrameControl; typ++ {
 		if !strings.Contains(rules, typ.String()) {
 			t.Errorf("receiver rules (§6d) do not say what to do with %s", typ)
 		}
 	}
 	for _, want := range []string{
 		// The frame checks of ParseFrame, with the errors they map to.
-		"Protocol error", "shorter than 6 bytes", "`padLen` > length − 6", "10..255",
+		"Protocol error", "shorter than 6 bytes", "`padLen` > length − 6", "11..255",
 		"Reserved bits", "Padding may", "16 KiB",
 		// Every STREAM flag and state pair has a row and a column.
 		"| RST |", "| SYN at the server |", "| SYN at the client |", "| DAT payload |", "| FIN |",
