@@ -284,14 +284,14 @@ func (s *shaper) dueSlots(now time.Time, rate float64) int64 {
 // the slots left.
 func (s *shaper) takeQueued(now time.Time, b Batch, slots int64) (Batch, int64) {
 	var data int64
-	for slots > 0 && len(s.queue) > 0 {
-		f := s.queue[0]
-		c := s.cellsOf(recordLen(&f))
-		if c > slots && data > 0 {
+	for len(s.queue) > 0 {
+		f, c := s.queue[0], s.qcells[0]
+		if c > 0 && (slots == 0 || (c > slots && data > 0)) {
 			break // a multi-cell frame waits for a wake-up with room
 		}
+		// A frame of 0 cells rides in the one taken before it.
 		s.queue[0] = Frame{}
-		s.queue = s.queue[1:]
+		s.queue, s.qcells = s.queue[1:], s.qcells[1:]
 		s.queued -= int(c)
 		b = append(b, f)
 		data += c

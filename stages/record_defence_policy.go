@@ -43,7 +43,8 @@ type DefenceParams struct {
 	Tie int
 	// Rate, if set, sends at a constant Rate cells/s for the whole
 	// episode: data waits for its slot, dummies fill empty slots
-	// (Tamaraw). Records are then one cell each.
+	// (Tamaraw). Records are then one cell each, or share one when
+	// small frames fit together.
 	Rate float64
 	// Decay, if set, makes the paced rate a surge: it starts at Rate when
 	// an episode opens and halves every Decay; below Rate/16 no dummies

@@ -49,7 +49,8 @@ type shaper struct {
 	epIn                      int64   // data payload bytes received in this episode
 
 	// Pacing (Rate > 0).
-	queue     []Frame // frames waiting for their slot, one cell each
+	queue     []Frame // frames waiting for their slot, whole cells each (or riding in the one before: qcells)
+	qcells    []int64 // cells of each queued frame; 0: it fills the previous frame's padding
 	queued    int     // cells in queue
 	slotNext  time.Time
 	surgeAt   time.Time // Decay: when the current surge started
@@ -260,12 +261,24 @@ func splitData(f Frame, size int, more bool, emit func(Frame)) {
 	}
 }
 
-// push queues a frame padded to whole cells.
+// push queues a frame padded to whole cells. A frame that fits in the
+// padding of the frame queued before it rides in that frame's last cell
+// instead, and takes over what is left of the padding: a FIN, a SYN and
+// a stream's first data, queued together, go in one slot rather than
+// three. The observer sees the same cells.
 func (s *shaper) push(f Frame) {
 	n := recordLen(&f)
+	if k := len(s.queue) - 1; k >= 0 && s.queue[k].padLen >= n {
+		f.padLen += s.queue[k].padLen - n
+		s.queue[k].padLen = 0
+		s.queue = append(s.queue, f)
+		s.qcells = append(s.qcells, 0)
+		return
+	}
 	cells := s.cellsOf(n)
 	f.padLen += int(cells)*s.p.Cell - n
 	s.queue = append(s.queue, f)
+	s.qcells = append(s.qcells, cells)
 	s.queued += int(cells)
 }
 
@@ -277,7 +290,7 @@ func (s *shaper) flush(now time.Time) Batch {
 	b := slices.Clone(s.queue)
 	s.sent(now, int64(s.queued), false)
 	clear(s.queue)
-	s.queue, s.queued = s.queue[:0], 0
+	s.queue, s.qcells, s.queued = s.queue[:0], s.qcells[:0], 0
 	return b
 }
 

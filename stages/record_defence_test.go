@@ -324,3 +324,48 @@ func TestPacingKeepsSYNTargetWhole(t *testing.T) {
 		t.Fatalf("the SYN's record is %d bytes, not whole cells", n)
 	}
 }
+
+// TestPacingPacksSmallFrames: small frames queued together share a cell
+// (one slot) as long as they fit in its padding; the cell stays whole,
+// the frames keep their order, and a frame that does not fit takes the
+// next slot.
+func TestPacingPacksSmallFrames(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: time.Second, Rate: 300})
+	t0 := time.Unix(1000, 0)
+	s.admit(t0, dataBatch(10))
+	if b := s.due(t0, nil); len(b) != 1 || cellsIn(s, b) != 1 {
+		t.Fatalf("the episode's first slot sent %d frames", len(b))
+	}
+	stream := func(id uint16, fl wire.Flags, n int) Frame {
+		return Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: fl, Stream: id, Payload: make([]byte, n)}}
+	}
+	small := Batch{stream(1, wire.FlagFIN, 0), stream(2, wire.FlagSYN, 7), stream(2, wire.FlagDAT, 51)}
+	big := stream(2, wire.FlagDAT, s.cellBody-100) // does not fit in what the three leave
+	now := t0.Add(time.Millisecond)
+	s.admit(now, append(small, big))
+	if s.queued != 2 {
+		t.Fatalf("%d cells queued, want 2", s.queued)
+	}
+	slot := s.deadline(now)
+	b := s.due(slot, nil)
+	if len(b) != len(small) {
+		t.Fatalf("one slot sent %d frames, want the %d small ones", len(b), len(small))
+	}
+	total := 0
+	for i := range b {
+		if b[i].Stream != small[i].Stream || b[i].Flags != small[i].Flags || len(b[i].Payload) != len(small[i].Payload) {
+			t.Fatalf("frame %d is %v, want %v", i, b[i].Frame.String(), small[i].Frame.String())
+		}
+		total += recordLen(&b[i])
+	}
+	if total != DefaultCell {
+		t.Fatalf("the shared cell's records take %d bytes, want %d", total, DefaultCell)
+	}
+	b = s.due(s.deadline(slot), nil)
+	if len(b) != 1 || len(b[0].Payload) != len(big.Payload) || recordLen(&b[0]) != DefaultCell {
+		t.Fatalf("the next slot sent %d frames", len(b))
+	}
+	if s.queued != 0 || len(s.queue) != 0 || len(s.qcells) != 0 {
+		t.Fatalf("queue left: %d cells, %d frames", s.queued, len(s.queue))
+	}
+}
