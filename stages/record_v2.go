@@ -161,6 +161,11 @@ type Decrypt struct {
 	// belongs to the session, not the link). The backend's EOF is then
 	// nil after a CLOSE or RESET and ErrInsecureClose without one.
 	Resume *ResumeState
+	// Lane, if set (with Resume), makes this the decrypt stage of one
+	// lane of a session striped over several connections (SPEC-v2.md
+	// §7d): numbered frames go to Lane's Reorder, not straight to Out;
+	// CONTROL messages go to Lane; an ACK lower than one seen is old.
+	Lane *LaneIn
 }
 
 // Run opens records until In is closed (then closes Out) or an error. A
@@ -227,6 +232,14 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			if d.Events != nil {
 				d.Events.Frame(wf.Type, len(wf.Payload))
 			}
+			if d.Lane != nil && (wf.Type == wire.FrameControl || wf.Type == wire.FrameAck) {
+				err := d.Lane.take(&wf)
+				putBuf(owner)
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			switch wf.Type {
 			case wire.FrameKeyUpdate:
 				putBuf(owner)
@@ -263,6 +276,12 @@ func (d *Decrypt) Run(ctx context.Context) error {
 					return err
 				}
 				if !whole {
+					continue
+				}
+				if d.Lane != nil {
+					if err := d.Lane.deliver(ctx, f); err != nil {
+						return err
+					}
 					continue
 				}
 			}

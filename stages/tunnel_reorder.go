@@ -1,0 +1,181 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"usocks/wire"
+)
+
+// Receiving over lanes (SPEC-v2.md §7d). Each lane's decrypt stage holds
+// a LaneIn: the lane's SEQ messages say which session number its next
+// numbered frame has, and LaneIn hands each numbered frame to the
+// session's Reorder with that number. Reorder hands frames to the demux
+// strictly in number order, once each: a number already delivered or
+// already held is a duplicate (a frame resent after a lane was lost) and
+// is dropped. Frames that arrive early wait, within a bound.
+//
+// Goroutines: every lane's decrypt calls Reorder.put; a mutex orders
+// them, and whichever lane brings the missing number delivers what it
+// unblocks. The frames channel is the session's; the delivering lane's
+// context bounds the send, and what it could not hand on stays held for
+// the next lane.
+
+// DefaultReorderBytes bounds the frames a session holds out of order: 16
+// MiB, four times the default resend buffer that bounds what a peer can
+// have sent and not seen acknowledged.
+const DefaultReorderBytes = 16 << 20
+
+// maxReorderAhead bounds how far ahead of the next expected number a
+// frame may be.
+const maxReorderAhead = 1 << 20
+
+// ErrReorder is a lane frame beyond the reorder bound: a protocol error.
+var ErrReorder = fmt.Errorf("%w: lane frame beyond the reorder bound", ErrProtocol)
+
+// Reorder is the in-order delivery of a session's lanes.
+type Reorder struct {
+	Out   chan<- Frame
+	State *ResumeState
+	// MaxBytes bounds what is held (payload buffers plus a fixed cost
+	// per frame); 0 means DefaultReorderBytes.
+	MaxBytes int64
+
+	mu    sync.Mutex
+	held  map[uint64]Frame
+	bytes int64
+	dups  atomic.Uint64
+	most  atomic.Int64
+}
+
+// Duplicates counts frames dropped because they had arrived already;
+// MostHeld the most bytes ever held out of order.
+func (r *Reorder) Duplicates() uint64 { return r.dups.Load() }
+func (r *Reorder) MostHeld() int64    { return r.most.Load() }
+
+// Release frees what is held (the session ended).
+func (r *Reorder) Release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, f := range r.held {
+		f.Release()
+		delete(r.held, k)
+	}
+	r.bytes = 0
+}
+
+// put takes numbered frame seq and delivers what is in order.
+func (r *Reorder) put(ctx context.Context, seq uint64, f Frame) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.State.received.Load() // written under r.mu only
+	if _, dup := r.held[seq]; dup || seq < next {
+		r.dups.Add(1)
+		f.Release()
+		return nil
+	}
+	f = compact(f)
+	if seq != next || len(r.held) > 0 {
+		cost := resendFrameCost + keptBy(&f)
+		limit := r.MaxBytes
+		if limit <= 0 {
+			limit = DefaultReorderBytes
+		}
+		if seq-next > maxReorderAhead || r.bytes+cost > limit {
+			f.Release()
+			return fmt.Errorf("%w: frame %d, expecting %d, %d bytes held", ErrReorder, seq, next, r.bytes)
+		}
+		if r.held == nil {
+			r.held = make(map[uint64]Frame)
+		}
+		r.held[seq] = f
+		r.bytes += cost
+		if r.bytes > r.most.Load() {
+			r.most.Store(r.bytes)
+		}
+		f = Frame{}
+		var ok bool
+		if f, ok = r.held[next]; !ok {
+			return nil
+		}
+	}
+	for {
+		n := len(f.Payload)
+		cost := resendFrameCost + keptBy(&f)
+		select {
+		case r.Out <- f:
+		case <-ctx.Done():
+			if _, held := r.held[next]; !held {
+				r.held[next] = f
+				r.bytes += cost
+			}
+			return ctx.Err()
+		}
+		if _, held := r.held[next]; held {
+			delete(r.held, next)
+			r.bytes -= cost
+		}
+		r.State.delivered(n)
+		next++
+		var ok bool
+		if f, ok = r.held[next]; !ok {
+			return nil
+		}
+	}
+}
+
+// LaneIn is what a lane's decrypt stage knows of the lanes.
+type LaneIn struct {
+	Reorder *Reorder
+	// Control, if set, is told every known control message but SEQ
+	// (LANES, HEALTH, GOING_AWAY), on the decrypt's goroutine.
+	Control func(wire.Control)
+	seq     uint64
+	haveSeq bool
+}
+
+// take handles a CONTROL or ACK frame of the lane.
+func (l *LaneIn) take(wf *wire.Frame) error {
+	if wf.Type == wire.FrameAck {
+		l.Reorder.State.ackedMax(wire.AckCount(wf))
+		return nil
+	}
+	c, known, err := wire.ParseControl(wf.Payload)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	case !known:
+		return nil // forward compatibility (§7c)
+	case c.Type == wire.ControlSeq:
+		l.seq, l.haveSeq = c.Seq, true
+	case l.Control != nil:
+		l.Control(c)
+	}
+	return nil
+}
+
+// deliver numbers a whole numbered frame of the lane and hands it on.
+func (l *LaneIn) deliver(ctx context.Context, f Frame) error {
+	if !l.haveSeq {
+		f.Release()
+		return fmt.Errorf("%w: numbered frame on a lane before its SEQ", ErrProtocol)
+	}
+	seq := l.seq
+	l.seq++
+	return l.Reorder.put(ctx, seq, f)
+}
+
+// ackedMax records an ACK received on a lane: lanes carry ACKs sent at
+// different times, so a lower count than one seen is old news, not an
+// error. A count above what was sent is caught by the Lanes stage.
+func (r *ResumeState) ackedMax(n uint64) {
+	for {
+		old := r.peerAck.Load()
+		if n <= old || r.peerAck.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	r.notify()
+}
