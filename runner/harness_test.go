@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -21,11 +22,20 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 	"go.uber.org/goleak"
 
+	"usocks/stages"
 	"usocks/wire"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		// A payload buffer released twice is shared by two frames later:
+		// data corruption waiting to happen, even if no test saw it.
+		if n := stages.DoubleReleases.Load(); n > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: %d payload buffers released twice (stages.DoubleReleases)\n", n)
+			code = 1
+		}
+		os.Exit(code)
+	}))
 }
 
 // Target modes: the first byte an app sends through the tunnel tells the

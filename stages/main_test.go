@@ -7,5 +7,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A buffer released twice would later be shared by two frames: in
+	// tests it is a panic at the second release, where the stack shows
+	// the culprit.
+	doubleRelease = func(*payloadBuf) { panic("stages: payload buffer released twice") }
 	goleak.VerifyTestMain(m)
 }

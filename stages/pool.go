@@ -1,6 +1,9 @@
 package stages
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Payload buffers come in two size classes, so that a stream sending small
 // messages (keystrokes, requests, acknowledgements) does not pin a whole
@@ -19,7 +22,21 @@ const (
 type payloadBuf struct {
 	B     []byte // len == cap == the class size
 	small bool
+	// pooled is set while the buffer sits in its pool: a second release
+	// without a get in between is caught (see putBuf).
+	pooled atomic.Bool
 }
+
+// doubleRelease is called when a buffer already in its pool is released
+// again. That is a bug (two frames would later share one buffer and one
+// would overwrite the other's bytes): the buffer is then not pooled a
+// second time, and DoubleReleases counts it. Tests make it panic
+// (main_test.go) or fail the run (the runner's).
+var doubleRelease = func(*payloadBuf) { DoubleReleases.Add(1) }
+
+// DoubleReleases counts payload buffers released twice (bugs caught
+// before they could corrupt data).
+var DoubleReleases atomic.Int64
 
 var (
 	bigPool   = sync.Pool{New: func() any { return &payloadBuf{B: make([]byte, payloadBufSize)} }}
@@ -28,16 +45,22 @@ var (
 
 // getBuf returns a buffer of at least n bytes (n ≤ payloadBufSize).
 func getBuf(n int) *payloadBuf {
+	var b *payloadBuf
 	if n <= smallBufSize {
-		return smallPool.Get().(*payloadBuf)
+		b = smallPool.Get().(*payloadBuf)
+	} else {
+		b = bigPool.Get().(*payloadBuf)
 	}
-	return bigPool.Get().(*payloadBuf)
+	b.pooled.Store(false)
+	return b
 }
 
 // putBuf returns b to its pool; nil is ignored.
 func putBuf(b *payloadBuf) {
 	switch {
 	case b == nil:
+	case b.pooled.Swap(true):
+		doubleRelease(b)
 	case b.small:
 		smallPool.Put(b)
 	default:

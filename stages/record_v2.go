@@ -286,10 +286,13 @@ func (d *Decrypt) Run(ctx context.Context) error {
 				}
 			}
 			n := len(f.Payload)
+			// compact may move the payload and free f's buffer: from
+			// here on only cf owns it.
+			cf := compact(f)
 			select {
-			case d.Out <- compact(f):
+			case d.Out <- cf:
 			case <-ctx.Done():
-				f.Release()
+				cf.Release()
 				return ctx.Err()
 			}
 			if d.Resume != nil {
