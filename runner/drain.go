@@ -20,14 +20,13 @@ import (
 //     closed: no new backend connections, no new sessions.
 //  2. Every running session drains: a SYN from the client is refused with
 //     RST, running streams go on until they end.
-//  3. A session whose streams have all ended closes cleanly (CLOSE)
-//     drainSettle later, so its client sees every stream end normally and
-//     then a clean close. The wait is there because the protocol has no
-//     acknowledgement of delivery: a server's stream ends when it has sent
-//     its last bytes, which may still be on their way to the client (up to
-//     a window per stream), and a CLOSE resets every stream at the
-//     receiver (SPEC-v2.md §6d). A stream whose last window takes longer
-//     than drainSettle to reach a slow client is reset.
+//  3. A session whose streams have all ended closes cleanly (CLOSE) at
+//     once. The last bytes of a stream may still be on their way to the
+//     client (the protocol has no acknowledgement of delivery) — the
+//     server's stream ends once it has queued its FIN — but they are queued
+//     before the CLOSE, and a receiver that gets CLOSE lets every stream
+//     whose FIN it has received deliver its data first (SPEC-v2.md §7), so
+//     nothing is lost.
 //  4. At drain_timeout the sessions still running are closed (CLOSE; their
 //     remaining streams are reset), as they are at once when drain_timeout
 //     is 0.
@@ -40,10 +39,6 @@ import (
 // During the drain the client is not told to move new streams elsewhere
 // (the protocol has no such message), so its apps' new connections are
 // reset until the session closes and the client reconnects.
-
-// drainSettle is how long a draining session stays open after its last
-// stream ended, for the bytes in flight to reach the client.
-const drainSettle = 5 * time.Second
 
 // DefaultDrainTimeout is drain_timeout's default.
 const DefaultDrainTimeout = 30 * time.Second
@@ -186,34 +181,22 @@ func (c *sessionDrain) frontend(fe stages.Frontend) stages.Frontend {
 }
 
 // watch closes the session (closeSession) once the drain has started and
-// the session has had no stream for settle; it returns early when done is
-// closed (the session ended).
-func (c *sessionDrain) watch(draining <-chan struct{}, settle time.Duration, closeSession func(), done <-chan struct{}) {
+// the session has no stream running; it returns early when done is closed
+// (the session ended).
+func (c *sessionDrain) watch(draining <-chan struct{}, closeSession func(), done <-chan struct{}) {
 	select {
 	case <-draining:
 	case <-done:
 		return
 	}
-	for {
-		for c.running() > 0 {
-			select {
-			case <-c.zero:
-			case <-done:
-				return
-			}
-		}
-		t := time.NewTimer(settle)
+	for c.running() > 0 {
 		select {
-		case <-t.C:
+		case <-c.zero:
 		case <-done:
-			t.Stop()
-			return
-		}
-		if c.running() == 0 {
-			closeSession()
 			return
 		}
 	}
+	closeSession()
 }
 
 // countingFrontend counts every stream opened through it; it keeps the
@@ -254,12 +237,4 @@ type countedTargetOpen struct {
 func (f *countedTargetOpen) OpenTarget(ctx context.Context, st stages.StreamIO, t wire.Target) (net.Conn, error) {
 	f.c.add(1)
 	return f.tf.OpenTarget(ctx, st, t)
-}
-
-// drainSettle is the server's settle time for draining sessions.
-func (s *Server) drainSettle() time.Duration {
-	if s.settle > 0 {
-		return s.settle
-	}
-	return drainSettle
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -42,7 +43,6 @@ func startDrainPair(t *testing.T, drain time.Duration) *drainPair {
 		t.Fatal(err)
 	}
 	srv.UseListener(sln)
-	srv.settle = 2 * time.Second // the bytes in flight are on loopback
 	cln := listenLocal(t)
 	ccfg := &ClientConfig{
 		Common:  Common{Key: key, Backend: BackendConfig{Server: "127.0.0.1", Port: scfg.Backend.Port}},
@@ -228,3 +228,64 @@ func TestDrainTimeoutConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainDeliversTailAfterClose: a download whose server side ended
+// just before the drain closed the session (CLOSE right behind the
+// stream's last data and FIN) reaches a slow app whole (SHA-256) and
+// ends with a clean EOF: the client delivers a stream whose FIN it has
+// received before it ends the session (SPEC-v2.md §7). The app reads at a
+// pace, so the tail still waits in the client's receive buffer when the
+// CLOSE arrives.
+func TestDrainDeliversTailAfterClose(t *testing.T) {
+	const size = 4 << 20
+	p := startDrainPair(t, 20*time.Second)
+	c, err := net.DialTimeout("tcp", p.cli.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	req := binary.BigEndian.AppendUint64([]byte{modeSource}, size)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite() // the server's stream ends with its last byte
+	h := sha256.New()
+	buf := make([]byte, 16<<10)
+	n, err := io.ReadFull(c, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Write(buf[:n])
+	got := n
+	p.stopSrv()
+	waitFor(t, "the drain", 10*time.Second, func() bool { return p.logged("server draining") })
+	for {
+		time.Sleep(time.Millisecond) // a slow app: the tunnel's buffers stay full
+		n, err := c.Read(buf)
+		h.Write(buf[:n])
+		got += n
+		if err != nil {
+			if err != io.EOF {
+				t.Fatalf("download after %d of %d bytes: %v", got, size, err)
+			}
+			break
+		}
+	}
+	want := make([]byte, size)
+	for off := 0; off < size; off += 64 << 10 {
+		Pattern(want[off:off+64<<10], 7) // the target repeats one 64 KiB block
+	}
+	if got != size || !bytes.Equal(h.Sum(nil), sha256Sum(want)) {
+		t.Fatalf("download: %d of %d bytes, SHA-256 match %v", got, size, bytes.Equal(h.Sum(nil), sha256Sum(want)))
+	}
+	p.waitStopped(t)
+	if p.srv.Clean.Load() != 1 || p.srv.Failed.Load() != 0 {
+		t.Errorf("sessions clean %d, failed %d; want one clean close", p.srv.Clean.Load(), p.srv.Failed.Load())
+	}
+	if p.logged("drain timeout") {
+		t.Error("the drain ran out although the stream finished")
+	}
+}
+
+func sha256Sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }

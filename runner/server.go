@@ -57,7 +57,6 @@ type Server struct {
 	replay    *replay                              // v2: salt store and users
 	limits    *limiter                             // per-session, per-user and total bounds
 	drain     *drainer                             // graceful stop (drain.go); set by Run
-	settle    time.Duration                        // drainSettle, unless a test sets it
 	metrics   *metrics                             // nil unless cfg.Metrics is set
 	resumes   *resumables                          // v2 with resume_timeout: detached sessions
 	// resendKept sums the bytes of the sessions' resend buffers.
@@ -453,7 +452,7 @@ func (s *Server) runSession(ctx context.Context, log *logrus.Entry, p sessionPar
 	ctx, closeSession := context.WithCancel(ctx)
 	defer closeSession()
 	ended, watched := make(chan struct{}), make(chan struct{})
-	go func() { defer close(watched); sd.watch(s.drain.started(), s.drainSettle(), closeSession, ended) }()
+	go func() { defer close(watched); sd.watch(s.drain.started(), closeSession, ended) }()
 	defer func() { close(ended); <-watched }()
 	err = runSession(ctx, p)
 	if err != nil {

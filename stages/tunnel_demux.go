@@ -26,9 +26,16 @@ import (
 //
 // When its input ends, Demux decides how the session ended: after a CLOSE
 // frame it is a clean close (ErrPeerClosed), otherwise an insecure close
-// (ErrInsecureClose), which may be truncation by an attacker. Either way
-// every stream still open is reset to its app, and Run returns only after
-// every actor has finished.
+// (ErrInsecureClose), which may be truncation by an attacker.
+//
+// Streams at the session's end (SPEC-v2.md §7): on a clean end (our
+// Closing, or the peer's CLOSE and then EOF) a stream whose receive side is
+// complete — the peer's FIN has reached the demux, its data may still be on
+// the way to the local socket — delivers what it holds and then ends
+// (reset if its own side was still sending), for at most CloseGrace; every
+// other stream is reset at once. After an insecure close, a RESET, an
+// error or ctx every stream still open is reset. Either way Run returns
+// only after every actor has finished.
 
 // Session-ending errors reported by Demux.
 var (
@@ -76,9 +83,14 @@ type Demux struct {
 	// calls Drained so the session closes cleanly.
 	Drain   <-chan struct{}
 	Drained func()
-	// Closing, when closed, starts a graceful end: streams are reset, no
-	// new ones are opened, and demux keeps reading until the peer's EOF.
+	// Closing, when closed, starts a graceful end: streams whose receive
+	// side is complete finish delivering, the others are reset, no new ones
+	// are opened, and demux keeps reading until the peer's EOF.
 	Closing <-chan struct{}
+	// CloseGrace bounds how long, once the end has started, a stream whose
+	// receive side is complete may take to deliver it (0:
+	// DefaultCloseGrace); it is then reset.
+	CloseGrace time.Duration
 	// PeerClosing is called once when the peer sends CLOSE, so the session
 	// can answer with its own CLOSE and end cleanly.
 	PeerClosing func()
@@ -120,8 +132,9 @@ type Demux struct {
 	live      int
 	closeSeen bool
 	closed    bool
-	draining  bool // Drain was closed
-	drained   bool // Drained was called
+	draining  bool        // Drain was closed
+	drained   bool        // Drained was called
+	grace     *time.Timer // runs from the end's start to CloseGrace (nil before)
 }
 
 // deadAfter is how many keepalive intervals of silence end a session.
@@ -137,11 +150,11 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 	if d.Stats == nil {
 		d.Stats = new(Stats)
 	}
-	defer d.shutdown()
+	defer func() { d.shutdown(errors.Is(err, ErrPeerClosed)) }()
 	accept := d.Accept
 	closing := d.Closing
 	drain := d.Drain
-	var janitor, keepalive, dead <-chan time.Time
+	var janitor, keepalive, dead, grace <-chan time.Time
 	if d.IdleTimeout > 0 || d.HalfClosedTimeout > 0 {
 		t := time.NewTicker(janitorPeriod(d.IdleTimeout, d.HalfClosedTimeout))
 		defer t.Stop()
@@ -183,10 +196,10 @@ func (d *Demux) Run(ctx context.Context) (err error) {
 			deadTimer.Reset(deadAfter*d.KeepAlive - silent)
 		case <-closing:
 			closing, accept = nil, nil
-			d.closed = true
-			for _, s := range d.streams {
-				s.abort(false)
-			}
+			grace = d.endStreams()
+		case <-grace:
+			grace = nil
+			d.abortAll()
 		case f, ok := <-d.In:
 			if !ok {
 				if d.closeSeen || d.Legacy {
@@ -223,16 +236,6 @@ func (d *Demux) checkDrained() {
 	if d.draining && !d.drained && d.live == 0 && d.Drained != nil {
 		d.drained = true
 		d.Drained()
-	}
-}
-
-// shutdown resets every stream still open and waits for its actor.
-func (d *Demux) shutdown() {
-	for _, s := range d.streams {
-		s.abort(false)
-	}
-	for d.live > 0 {
-		d.finish(<-d.done)
 	}
 }
 

@@ -58,36 +58,57 @@ func (m *Mux) Run(ctx context.Context) error {
 			case first = <-m.Control:
 			case first = <-m.Data:
 			case <-m.Shutdown:
-				b := m.gather(fresh())
-				t, ok := wire.FrameClose, true
-				if m.Final != nil {
-					t, ok = m.Final()
-				}
-				if ok {
-					b = append(b, Frame{Frame: wire.Frame{Type: t}})
-				}
-				if len(b) == 0 {
-					return nil
-				}
-				select {
-				case m.Out <- b:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				return nil
+				return m.shutdown(ctx, fresh)
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 		b := m.gather(append(fresh(), first))
 		ring[(next+batchRing-1)%batchRing] = b // keep a grown array
-		select {
-		case m.Out <- b:
-		case <-ctx.Done():
-			for i := range b {
-				b[i].Release()
+		if err := m.send(ctx, b); err != nil {
+			return err
+		}
+	}
+}
+
+// send hands b to Out; if ctx ends first, b's frames are released.
+func (m *Mux) send(ctx context.Context, b Batch) error {
+	select {
+	case m.Out <- b:
+		return nil
+	case <-ctx.Done():
+		for i := range b {
+			b[i].Release()
+		}
+		return ctx.Err()
+	}
+}
+
+// shutdown sends every frame queued when the end came (in batches within
+// the usual bounds: a stream's last data and FIN, queued just before,
+// must not be lost behind the final frame), then the final frame.
+func (m *Mux) shutdown(ctx context.Context, fresh func() Batch) error {
+	left := len(m.Control) + len(m.Data)
+	for {
+		b := m.gather(fresh())
+		left -= len(b)
+		last := left <= 0 || len(b) == 0
+		if last {
+			t, ok := wire.FrameClose, true
+			if m.Final != nil {
+				t, ok = m.Final()
 			}
-			return ctx.Err()
+			if ok {
+				b = append(b, Frame{Frame: wire.Frame{Type: t}})
+			}
+		}
+		if len(b) > 0 {
+			if err := m.send(ctx, b); err != nil {
+				return err
+			}
+		}
+		if last {
+			return nil
 		}
 	}
 }

@@ -144,6 +144,13 @@ func (r *recvBuf) finish() {
 	r.wake()
 }
 
+// finished says whether the peer's FIN has arrived.
+func (r *recvBuf) finished() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eof
+}
+
 // downBatch bounds how many buffered chunks one vectored write takes.
 const downBatch = 16
 

@@ -106,6 +106,24 @@ func (s *stream) transition(ev streamEvent, sendRST bool) bool {
 	return true
 }
 
+// endWithSession is the demux's call when the session's end starts: a
+// stream whose receive side is complete (the peer's FIN arrived) but not
+// yet delivered goes on until down has written it all, then ends (down
+// resets it if its own side was still open); any other stream still open
+// is reset now. ending is set before the state is read, so a down pump
+// that delivers the FIN after this read sees it.
+func (s *stream) endWithSession() {
+	s.ending.Store(true)
+	st := s.currentState()
+	if st == stateClosed || st == stateReset {
+		return
+	}
+	if st != stateRemoteFIN && s.recv.finished() {
+		return
+	}
+	s.abort(false)
+}
+
 // abort ends the stream at once (the transition to reset); sendRST says
 // whether the peer must be told. A stream already finished stays as it is.
 func (s *stream) abort(sendRST bool) { s.transition(evReset, sendRST) }

@@ -84,6 +84,10 @@ type stream struct {
 	// FIN and RST are answered (by the actor, on the data queue, so the
 	// answer never overtakes data the peer still expects).
 	legacy bool
+	// ending is set by the demux when the session's end starts
+	// (endWithSession): down ends the stream once it has delivered the
+	// peer's FIN, and returns no more credit.
+	ending atomic.Bool
 	// lingering (legacy) is set by down at the peer's FIN: from then on
 	// each read of the local side moves its read deadline legacyFINLinger on.
 	lingering atomic.Bool
@@ -393,6 +397,11 @@ func (s *stream) down(ctx context.Context) {
 				s.lingering.Store(true)
 				_ = s.conn.SetReadDeadline(time.Now().Add(legacyFINLinger))
 			}
+			if s.ending.Load() && s.currentState() != stateClosed {
+				// The session is ending: what the peer sent is delivered,
+				// what the local side still sends has nowhere to go.
+				s.abort(false)
+			}
 			return
 		}
 		// Everything buffered goes out in one vectored write.
@@ -419,7 +428,7 @@ func (s *stream) down(ctx context.Context) {
 		}
 		consumed += n
 		s.downN.Add(int64(n))
-		if !s.legacy && consumed >= windowUpdateThreshold {
+		if !s.legacy && consumed >= windowUpdateThreshold && !s.ending.Load() {
 			// Auto-tuning: if the app has already taken everything, the
 			// window, not the app, limits this stream: double it (up to
 			// maxStreamWindow). A slow reader never grows its window.
