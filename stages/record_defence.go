@@ -83,7 +83,7 @@ func (d *Defence) Run(ctx context.Context) error {
 			}
 			d.Log.WithFields(logrus.Fields{"data_bytes": s.realBytes, "dummy_bytes": s.dummy,
 				"dummy_pct": fmt.Sprintf("%.1f", over), "dummy_cells_gap": s.why.Gap + s.quiet,
-				"dummy_cells_idle": s.why.Idle, "dummy_cells_tail": s.why.Tail, "dummy_cells_other": s.why.Other}).Info("defence totals for what this side sent")
+				"dummy_cells_idle": s.why.Idle, "dummy_cells_tail": s.why.Tail, "dummy_cells_other": s.why.Other, "dummy_cells_denied": s.why.Denied}).Info("defence totals for what this side sent")
 		}
 	}()
 	var wake <-chan struct{}
@@ -194,7 +194,7 @@ func (s *shaper) due(now time.Time, b Batch) Batch {
 	if s.tieOwed >= 1 {
 		want += int64(s.tieOwed)
 	}
-	want = min(want, s.budget())
+	want = s.allowed(want)
 	if want == 0 && s.phase == phaseTail && s.budget() == 0 {
 		s.phase = phaseIdle // out of budget: the bucket stays unfilled
 	}
@@ -243,7 +243,7 @@ func (s *shaper) paced(now time.Time, b Batch) Batch {
 	if s.phase == phaseTail {
 		slots = min(slots, s.target-s.epCells)
 	}
-	return s.dummies(now, b, min(slots, s.budget()))
+	return s.dummies(now, b, s.allowed(slots))
 }
 
 // surging is paced for a decaying rate: a surge sends every slot, data or
@@ -264,7 +264,7 @@ func (s *shaper) surging(now time.Time, b Batch) Batch {
 	if s.phase == phaseIdle {
 		return b
 	}
-	return s.dummies(now, b, min(slots, s.budget()))
+	return s.dummies(now, b, s.allowed(slots))
 }
 
 // dueSlots is how many sending slots at rate cells/s have come up to now

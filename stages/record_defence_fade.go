@@ -47,7 +47,7 @@ func (s *shaper) fading(now time.Time, b Batch) Batch {
 				return b
 			}
 		}
-		if s.budget() == 0 {
+		if s.allowed(1) == 0 {
 			s.phase = phaseIdle
 			return b
 		}

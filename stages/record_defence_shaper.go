@@ -57,8 +57,9 @@ type shaper struct {
 	mark      int64     // Fade: the bucket the episode fills at full rate
 	fadeAt    time.Time // Fade: when the rate began to fade; zero: full rate
 	lastOut   time.Time // Fade: the slot that last carried data
-	realBytes int64     // session totals on the wire, for the budget and stats
+	realBytes int64     // session totals on the wire, for the stats
 	dummy     int64
+	allow     int64 // Budget: dummy bytes that may still go out
 	// Dummy cells by cause: in gaps between data of an open episode, in
 	// the idle window after its last data, in the tail (bucket), and any
 	// other (tie, FRONT outside an episode). quiet counts the open
@@ -67,8 +68,9 @@ type shaper struct {
 	quiet int64
 }
 
-// dummyCauses splits dummy cells by why they were sent.
-type dummyCauses struct{ Gap, Idle, Tail, Other int64 }
+// dummyCauses splits dummy cells by why they were sent; Denied counts
+// those the budget held back.
+type dummyCauses struct{ Gap, Idle, Tail, Other, Denied int64 }
 
 type phase uint8
 
@@ -90,7 +92,7 @@ const maxQueueCells = 512
 const maxSlotsPerWake = 64
 
 func newShaper(p *DefenceParams, rng *rand.Rand) *shaper {
-	s := &shaper{p: p, rng: rng}
+	s := &shaper{p: p, rng: rng, allow: p.BudgetFree}
 	if p.Cell > 0 {
 		s.cellBody = p.Cell - wire.RecordOverhead - wire.FrameHeaderLen
 	}
@@ -327,6 +329,7 @@ func (s *shaper) sent(now time.Time, cells int64, dummy bool) {
 	s.tieOwed = max(s.tieOwed-float64(cells), -4)
 	if dummy {
 		s.dummy += cells * int64(s.p.Cell)
+		s.allow -= cells * int64(s.p.Cell)
 		switch s.phase {
 		case phaseOpen:
 			s.quiet += cells
@@ -337,16 +340,28 @@ func (s *shaper) sent(now time.Time, cells int64, dummy bool) {
 		}
 	} else {
 		s.realBytes += cells * int64(s.p.Cell)
+		if s.allow < s.p.BudgetFree {
+			s.allow = min(s.p.BudgetFree, s.allow+int64(s.p.Budget*float64(cells*int64(s.p.Cell))))
+		}
 	}
 }
 
-// budget is how many dummy cells may still go out.
+// budget is how many dummy cells may still go out: a token bucket that
+// holds at most BudgetFree bytes, starts full and gains Budget bytes per
+// data byte sent, so that over any stretch of the session dummies stay
+// within Budget × data + BudgetFree.
 func (s *shaper) budget() int64 {
 	if s.p.Budget == 0 {
 		return math.MaxInt64
 	}
-	left := int64(s.p.Budget*float64(s.realBytes)) + s.p.BudgetFree - s.dummy
-	return max(left/int64(s.p.Cell), 0)
+	return max(s.allow/int64(s.p.Cell), 0)
+}
+
+// allowed is min(n, budget()); it counts the cells the budget holds back.
+func (s *shaper) allowed(n int64) int64 {
+	k := min(n, s.budget())
+	s.why.Denied += n - k
+	return k
 }
 
 // bucketUp is the padded size of an episode of n cells.

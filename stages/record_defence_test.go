@@ -127,20 +127,47 @@ func TestDummiesAreNotActivity(t *testing.T) {
 	}
 }
 
-// TestBudgetBoundsDummies: dummies stop at Budget × data + BudgetFree.
+// TestBudgetBoundsDummies: the budget is a token bucket of BudgetFree
+// bytes, full at the start, refilled by Budget × the data sent: the first
+// episode's tail spends the burst and stops, the next one gets only what
+// its data and the data since earned, and the cells held back are counted.
 func TestBudgetBoundsDummies(t *testing.T) {
 	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: 10 * time.Millisecond, Bucket: 100, MinCells: 1000, TailRate: 1e6,
-		Budget: 0.5, BudgetFree: 2 * DefaultCell})
+		Budget: 0.5, BudgetFree: 8 * DefaultCell})
 	t0 := time.Unix(1000, 0)
-	s.admit(t0, dataBatch(10*DefaultCell)) // 11 cells of data
-	now := t0.Add(10 * time.Millisecond)
-	var dummies int64
-	for i := 0; i < 50 && s.phase != phaseIdle; i++ {
-		dummies += cellsIn(s, s.due(now, nil))
-		now = now.Add(time.Millisecond)
+	tail := func(at time.Time) (dummies int64) {
+		now := at.Add(10 * time.Millisecond)
+		for i := 0; i < 50 && s.phase != phaseIdle; i++ {
+			dummies += cellsIn(s, s.due(now, nil))
+			now = now.Add(time.Millisecond)
+		}
+		if s.phase != phaseIdle {
+			t.Fatalf("episode still in phase %d with the budget spent", s.phase)
+		}
+		return dummies
 	}
-	if want := int64(11/2 + 2); dummies != want || s.phase != phaseIdle {
-		t.Fatalf("sent %d dummy cells (phase %d), budget allows %d", dummies, s.phase, want)
+	// The bucket starts full: 11 cells of data earn nothing above it.
+	s.admit(t0, dataBatch(10*DefaultCell))
+	if got := tail(t0); got != 8 {
+		t.Fatalf("first episode sent %d dummy cells, want the burst of 8", got)
+	}
+	if s.why.Denied == 0 {
+		t.Error("cells held back by the budget were not counted")
+	}
+	// The 11 cells came while the bucket was full; the next 9 earn 4.5
+	// cells, and the next episode spends the 4 whole ones.
+	t1 := t0.Add(time.Second)
+	s.admit(t1, dataBatch(8*DefaultCell))
+	if got := tail(t1); got != 4 {
+		t.Fatalf("second episode sent %d dummy cells, want the 4 earned since", got)
+	}
+	// A long transfer refills the bucket only up to BudgetFree.
+	t2 := t1.Add(time.Second)
+	for i := range 100 {
+		s.admit(t2.Add(time.Duration(i)*time.Microsecond), dataBatch(10*DefaultCell))
+	}
+	if got := tail(t2.Add(time.Millisecond)); got != 8 {
+		t.Fatalf("after 1,100 cells of data the tail sent %d dummy cells, want the cap of 8", got)
 	}
 }
 
