@@ -27,6 +27,7 @@ type DefenseTuning struct {
 	MaxEpisode   *int64         `yaml:"max_episode"`
 	MaxEpisodeIn *int64         `yaml:"max_episode_in"`
 	Budget       *float64       `yaml:"budget"`
+	BudgetFree   *int64         `yaml:"budget_free"`
 }
 
 // apply returns the parameters of policy p for role r with the tuning on
@@ -72,6 +73,7 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.MaxEpisodeIn, t.MaxEpisodeIn)
 	set(&d.Budget, t.Budget)
+	set(&d.BudgetFree, t.BudgetFree)
 	return d
 }
 

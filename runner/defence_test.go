@@ -14,7 +14,7 @@ import (
 // a page-sized echo (byte-exact, SHA-256 checked by echoThrough), then the
 // episode ends and the dummies that fill its bucket are verified and
 // discarded by the peer. With cells, everything the client wrote after its
-// first flight is a whole number of 1448-byte cells.
+// first flight is a whole number of the policy's client cells.
 func TestDefencePolicies(t *testing.T) {
 	for _, policy := range []string{"off", "light", "standard", "max"} {
 		t.Run(policy, func(t *testing.T) {
@@ -47,8 +47,10 @@ func TestDefencePolicies(t *testing.T) {
 			})
 			quiescent(t, &tn.relay.c2s)
 			flight, total := sessionWrites(t, tn)
-			if (total-flight)%stages.DefaultCell != 0 {
-				t.Errorf("client wrote %d bytes after its %d-byte flight: not whole %d-byte cells", total-flight, flight, stages.DefaultCell)
+			p, _ := wire.ParseDefencePolicy(policy)
+			cell := int64(stages.DefencePolicy(p, stages.Client).Cell)
+			if (total-flight)%cell != 0 {
+				t.Errorf("client wrote %d bytes after its %d-byte flight: not whole %d-byte cells", total-flight, flight, cell)
 			}
 			if tn.srv.Failed.Load() != 0 || tn.srv.Sessions.Load() != 1 {
 				t.Fatal("the defence disturbed the session")

@@ -396,3 +396,22 @@ func TestPacingPacksSmallFrames(t *testing.T) {
 		t.Fatalf("queue left: %d cells, %d frames", s.queued, len(s.queue))
 	}
 }
+
+// TestPoliciesAreBounded: every built-in policy is valid on both sides and
+// bounds its dummies with a budget; off has no parameters at all.
+func TestPoliciesAreBounded(t *testing.T) {
+	if DefencePolicy(wire.DefenceOff, Client) != nil || DefencePolicy(wire.DefenceOff, Server) != nil {
+		t.Fatal("off has defence parameters")
+	}
+	for p := wire.DefenceLight; p <= wire.DefenceMax; p++ {
+		for _, r := range []Role{Client, Server} {
+			d := DefencePolicy(p, r)
+			if err := d.Validate(); err != nil {
+				t.Errorf("%v role %d: %v", p, r, err)
+			}
+			if d.Budget <= 0 || d.BudgetFree <= 0 || d.Cell == 0 || d.MaxEpisode == 0 {
+				t.Errorf("%v role %d: dummies unbounded (budget %g + %d bytes, cell %d, max_episode %d)", p, r, d.Budget, d.BudgetFree, d.Cell, d.MaxEpisode)
+			}
+		}
+	}
+}
