@@ -389,8 +389,8 @@ func resetConn(c net.Conn) {
 func (c *Client) dialBackend(ctx context.Context, srv BackendServer) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	n := 1
-	if c.cfg().Backend.Type == "multi_tcp" {
-		n = c.cfg().Backend.Number
+	if c.cfg().Backend.Type == "multi_tcp" && c.cfg().Protocol == "v1" {
+		n = c.cfg().Backend.Number // v2 runs lanes of their own (session_lanes.go)
 	}
 	var lanes []net.Conn
 	for len(lanes) < n {

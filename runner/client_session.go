@@ -91,7 +91,8 @@ func (c *Client) session(ctx context.Context, drain chan struct{}) error {
 	if est.keys != nil && est.keys.Resume != nil {
 		id := est.id
 		params.resume = &resumeParams{id: id, buffer: cfg.ResumeBuffer << 10, kept: &c.resendKept,
-			next: func(s *session, lost error) *link { return c.resume(ctx, s, srv, id, lost) }}
+			next:  func(s *session, lost error) *link { return c.resume(ctx, s, srv, id, lost) },
+			lanes: int(est.keys.Resume.Reply.Lanes)}
 		params.rotate = &rotateParams{after: cfg.RotateAfter, bytes: cfg.RotateBytes, rotated: func(pause time.Duration) {
 			c.Rotations.Add(1)
 			c.RotationPause.Add(int64(pause))
@@ -140,7 +141,7 @@ func (c *Client) connect(ctx context.Context, srv int, id wire.SessionID, receiv
 		PostQuantum: cfg.PostQuantum == nil || *cfg.PostQuantum,
 		Defence:     cfg.defencePolicy()}
 	if cfg.resumes() {
-		hs.Resume = &wire.ClientResume{ID: id, Received: received}
+		hs.Resume = &wire.ClientResume{ID: id, Received: received, Lanes: uint8(cfg.lanes())}
 	}
 	if est.sc != nil {
 		hs.KeyLog = func(_ net.Conn, k *wire.SessionKeys, ci wire.CipherID) { est.sc.KeyLog(k, ci) }

@@ -249,8 +249,8 @@ func (c *Common) validate(p *problems, server bool) {
 		c.Backend.Type = "plain_tcp"
 	case "plain_tcp":
 	case "multi_tcp":
-		if c.Protocol != "v1" {
-			p.bad("backend.type", "multi_tcp is only for protocol: v1")
+		if c.Protocol != "v1" && c.ResumeTimeout < 0 {
+			p.bad("backend.type", "multi_tcp with protocol v2 needs resumable sessions (resume_timeout ≥ 0)")
 		}
 	case "tls":
 		if c.Protocol != "v2" {
@@ -286,6 +286,12 @@ func (c *Common) validate(p *problems, server bool) {
 	}
 	if c.Backend.Number == 0 {
 		c.Backend.Number = 5
+		if c.Protocol == "v2" {
+			c.Backend.Number = 4
+		}
+	}
+	if c.Protocol == "v2" && c.Backend.Number > wire.MaxLanes {
+		p.bad("backend.number", "must be 1..%d with protocol v2", wire.MaxLanes)
 	}
 	if c.Backend.Blocksize == 0 {
 		c.Backend.Blocksize = 8192

@@ -12,8 +12,8 @@ import (
 // backendKinds are the v2 backends the end-to-end suite runs over. The
 // whole suite (e2e_test.go) runs on plain_tcp; the tests that take a
 // backend kind (bulk both ways, many streams, half-close, reset) run on
-// each of these. multi_tcp is not here: it is a v1 backend (a v2 config
-// refuses it), tested by the v1 suite.
+// each of these. multi_tcp runs its v2 form: one resumable session over
+// four lanes (SPEC-v2.md §7d); its v1 form is tested by the v1 suite.
 var backendKinds = []struct {
 	name string
 	opts tunnelOpts
@@ -22,6 +22,7 @@ var backendKinds = []struct {
 	{"tls", tunnelOpts{backend: "tls"}},
 	{"ws", tunnelOpts{backend: "ws", path: "/tunnel"}},
 	{"wss", tunnelOpts{backend: "tls", path: "/tunnel"}},
+	{"multi_tcp", tunnelOpts{backend: "multi_tcp", resume: 30 * time.Second}},
 }
 
 // overBackends runs test once per backend kind, each with a tunnel of its

@@ -11,17 +11,25 @@ import (
 // faultTunnel is a resumable tunnel whose client reaches the server
 // through a fault proxy running script.
 func faultTunnel(t *testing.T, script faultproxy.Script, keepalive time.Duration) (*tunnel, *faultproxy.Proxy) {
+	return proxiedTunnel(t, tunnelOpts{resume: 30 * time.Second, keepalive: keepalive}, script)
+}
+
+// proxiedTunnel starts a tunnel with options o (the target and the
+// client's path filled in) whose client reaches the server through a
+// fault proxy running script, and waits for its session.
+func proxiedTunnel(t *testing.T, o tunnelOpts, script faultproxy.Script) (*tunnel, *faultproxy.Proxy) {
 	tg := startTarget(t)
 	var proxy *faultproxy.Proxy
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), resume: 30 * time.Second, keepalive: keepalive,
-		via: func(server string) string {
-			var err error
-			if proxy, err = faultproxy.New(faultproxy.Options{Target: server, Script: script}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = proxy.Close() })
-			return proxy.Addr()
-		}})
+	o.targetPort = tg.port()
+	o.via = func(server string) string {
+		var err error
+		if proxy, err = faultproxy.New(faultproxy.Options{Target: server, Script: script}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = proxy.Close() })
+		return proxy.Addr()
+	}
+	tn := startTunnel(t, o)
 	tn.waitSession()
 	return tn, proxy
 }

@@ -33,7 +33,8 @@ type Server struct {
 	// Stats counts streams of all sessions.
 	Stats stages.Stats
 	// Rejected counts connections that got the invalid-input reaction;
-	// Sessions those that completed the handshake; Clean and Failed how
+	// Sessions those that completed the handshake (but lanes joining a
+	// session, SPEC-v2.md §7d); Clean and Failed how
 	// sessions ended.
 	Rejected, Sessions, Clean, Failed Counter
 	// StoreDown counts handshakes refused because the replay store could
@@ -349,7 +350,9 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		sc.End(ctx.Err())
 		return
 	}
-	s.Sessions.Add()
+	if keys.Resume == nil || keys.Resume.Reply.Status != wire.ResumeOK || keys.Resume.Reply.Lanes == 0 {
+		s.Sessions.Add() // a lane joining its session is not one (SPEC-v2.md §7d)
+	}
 	if name := s.userName(keys.User); name != "" {
 		log = log.WithField("user", name)
 	}
@@ -376,7 +379,12 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 		}()
 		key := resumeKey{keys.User, keys.Resume.Offer.ID}
 		p.resume = &resumeParams{id: key.id, buffer: s.cfg().ResumeBuffer << 10, kept: &s.resendKept,
-			started: func(sess *session) { slot = s.resumes.register(key, sess) },
+			lanes: int(keys.Resume.Reply.Lanes),
+			started: func(sess *session) {
+				if slot = s.resumes.register(key, sess); slot != nil && sess.ls != nil {
+					sess.ls.attach = slot.attach
+				}
+			},
 			next: func(sess *session, lost error) *link {
 				if slot == nil {
 					return nil

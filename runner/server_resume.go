@@ -142,7 +142,19 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 		switch {
 		case !ok:
 			r.mu.Unlock()
-			return wire.ServerResume{Status: wire.ResumeNew}, nil
+			return wire.ServerResume{Status: wire.ResumeNew, Lanes: min(offer.Lanes, wire.MaxLanes)}, nil
+		case sl.sess.ls != nil:
+			// A session over lanes: the connection is one more lane
+			// (SPEC-v2.md §7d), or the first of a detached session.
+			s := sl.sess
+			if offer.Lanes == 0 || offer.Received > s.ls.stage.Sent() || sl.gone {
+				r.removeLocked(sl)
+				r.mu.Unlock()
+				s.fail(errResumeConflict)
+				return wire.ServerResume{Status: wire.ResumeLost}, nil
+			}
+			r.mu.Unlock()
+			return wire.ServerResume{Status: wire.ResumeOK, Received: s.rs.Received(), Lanes: uint8(s.ls.count)}, sl
 		case sl.claimed:
 			// Two resumptions at once: neither can be trusted to be the
 			// last; the session ends.

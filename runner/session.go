@@ -94,6 +94,9 @@ type resumeParams struct {
 	// started, if set, is called once the session runs (the server
 	// registers it for resumption).
 	started func(s *session)
+	// lanes is the agreed lane count of a session over lanes (0: one
+	// link at a time).
+	lanes int
 }
 
 // newV1Keys sets up both directions of a v1 record channel.
@@ -136,8 +139,9 @@ type session struct {
 	batches       chan stages.Batch // mux → resend, or mux → the link
 	dmx           *stages.Demux
 	mux           *stages.Mux
-	resend        *stages.Resend      // resumable sessions only
+	resend        *stages.Resend      // resumable sessions on one link only
 	rs            *stages.ResumeState // resumable sessions only
+	ls            *laneSet            // resumable sessions over lanes only
 	demuxDone     chan struct{}
 }
 
@@ -184,8 +188,12 @@ func buildSession(p sessionParams) *session {
 	}
 	if p.resume != nil {
 		s.rs = stages.NewResumeState()
-		s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Total: p.resume.kept, Log: s.stage("resend")}
-		s.resend.Init()
+		if p.resume.lanes > 0 {
+			s.ls = newLaneSet(s, p.resume.lanes)
+		} else {
+			s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Total: p.resume.kept, Log: s.stage("resend")}
+			s.resend.Init()
+		}
 		s.dmx.LinkDead = func(err error) { s.cut(err) }
 	}
 	return s
@@ -264,8 +272,15 @@ func (s *session) run(ctx context.Context, first *link) error {
 	if s.resend != nil {
 		s.goTunnel(&tunnel, "resend", s.resend.Run, nil)
 	}
+	if s.ls != nil {
+		s.goTunnel(&tunnel, "lanes", s.ls.stage.Run, nil)
+	}
 	if s.p.resume != nil && s.p.resume.started != nil {
 		s.p.resume.started(s)
+	}
+	if s.ls != nil {
+		s.runLanes(first)
+		first = nil
 	}
 	for lk := first; lk != nil; {
 		err := s.runLink(lk)
@@ -285,7 +300,7 @@ func (s *session) run(ctx context.Context, first *link) error {
 			s.fail(err)
 		}
 	}
-	if s.resend != nil {
+	if s.rs != nil {
 		// No link will hand the demux more frames: it sees the end (a
 		// clean one if the peer's CLOSE came through).
 		close(s.frames)
@@ -367,5 +382,5 @@ func linkLost(err error) bool {
 var stageLayers = map[string]string{
 	"backend-reader": "backend", "backend-writer": "backend",
 	"decrypt": "record", "encrypt": "record", "defence": "record",
-	"demux": "tunnel", "mux": "tunnel", "resend": "tunnel",
+	"demux": "tunnel", "mux": "tunnel", "resend": "tunnel", "lanes": "tunnel",
 }

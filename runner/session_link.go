@@ -37,6 +37,10 @@ type link struct {
 	// peerRecv is the count of numbered frames the peer said it has
 	// received (resumable sessions: where to resend from).
 	peerRecv uint64
+	// lane is the link's id in a session that runs over lanes, index
+	// the lane's place in the client's set (LANES, session_lanes.go).
+	lane  int
+	index uint8
 }
 
 // errTakenOver ends a link when a resuming connection claims its session
@@ -50,17 +54,33 @@ var errTakenOver = errors.New("a new connection resumed the session")
 func (s *session) runLink(lk *link) error {
 	lctx, cut := context.WithCancelCause(s.hard)
 	defer cut(nil)
-	s.mu.Lock()
-	s.cutLink = cut
-	s.mu.Unlock()
-	defer func() {
+	if s.ls != nil {
+		s.ls.start(lk, cut)
+		defer s.ls.stop(lk)
+	} else {
 		s.mu.Lock()
-		s.cutLink = nil
+		s.cutLink = cut
 		s.mu.Unlock()
-	}()
+		defer func() {
+			s.mu.Lock()
+			s.cutLink = nil
+			s.mu.Unlock()
+		}()
+	}
 	p := s.p
 	in := (<-chan stages.Batch)(s.batches)
-	if s.resend != nil {
+	if s.ls != nil {
+		ch := make(chan stages.Batch, stages.BatchQueueLen)
+		if err := s.ls.stage.Add(s.hard, lk.lane, ch, lk.peerRecv, s.laneHello(lk)...); err != nil {
+			_ = lk.conn.Close()
+			s.fail(err)
+			return err
+		}
+		// After the stages have stopped: what the lane was given and
+		// the peer has not acknowledged goes on the other lanes.
+		defer s.ls.stage.Remove(s.hard, lk.lane)
+		in = ch
+	} else if s.resend != nil {
 		ch := make(chan stages.Batch, stages.BatchQueueLen)
 		if err := s.resend.Attach(s.hard, ch, lk.peerRecv); err != nil {
 			_ = lk.conn.Close()
@@ -105,7 +125,7 @@ func (s *session) runLink(lk *link) error {
 			var seed [32]byte
 			_, _ = rand.Read(seed[:])
 			decEvents = stages.NewDefenceEvents()
-			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, MarkPieces: s.resend != nil,
+			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, MarkPieces: s.rs != nil,
 				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: s.stage("defence")}
 			defence, cell, shaped = def.Run, params.Cell, out
 		}
@@ -114,7 +134,7 @@ func (s *session) runLink(lk *link) error {
 		e := &stages.Encrypt{Sealer: keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: s.stage("encrypt"), Resume: s.rs,
 			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
 		d := &stages.Decrypt{Opener: keys.Open, In: chunks, Out: s.frames, Log: s.stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs}
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs, Lane: s.laneIn(lk)}
 		if lk.capture != nil {
 			lk.capture.TapEncrypt(e)
 			d.Tap = lk.capture.FrameIn
@@ -176,7 +196,11 @@ func (s *session) linkErr(err error, gctx context.Context) error {
 		return nil
 	case gctx.Err() != nil:
 		return err // the cut after the group's first error
-	case s.resend != nil && linkLost(err) && !s.ending():
+	case s.ls != nil && linkLost(err) && s.ending():
+		// A session over lanes that is ending: its CLOSE came on one
+		// lane; the others simply end.
+		return err
+	case s.rs != nil && linkLost(err) && !s.ending():
 		if errors.Is(err, wire.ErrAuth) {
 			s.p.log.WithError(err).Warn("record failed authentication: backend dropped, session kept for resumption")
 		}

@@ -112,7 +112,7 @@ func (h *ClientHandshake) Run(ctx context.Context, c net.Conn) (*Keys, error) {
 		hello.Ext = append(hello.Ext, wire.KEMExt(dk.EncapsulationKey()))
 	}
 	if h.Resume != nil {
-		hello.Ext = append(hello.Ext, h.Resume.Ext())
+		hello.Ext = append(hello.Ext, h.Resume.Exts()...)
 	}
 	if hello.PadLen, err = randInt(h.Rand, clientPadMax); err != nil {
 		return nil, err
@@ -387,7 +387,7 @@ func (h *ServerHandshake) accept(ctx context.Context, c net.Conn, accepted time.
 		return nil, err
 	}
 	if res != nil {
-		sh.Ext = append(sh.Ext, res.Reply.Ext())
+		sh.Ext = append(sh.Ext, res.Reply.Exts()...)
 		defer func() {
 			if err != nil {
 				h.Resume.Abort(res)

@@ -53,7 +53,7 @@ func (h *ServerHandshake) serverResumption(ctx context.Context, ch *wire.ClientH
 func clientResumption(offer *wire.ClientResume, sh *wire.ServerHello) (*Resumption, error) {
 	reply, ok, err := wire.ServerResumeOf(sh.Ext)
 	switch {
-	case err != nil || (ok && offer == nil):
+	case err != nil || (ok && offer == nil) || (ok && reply.Lanes > offer.Lanes):
 		return nil, ErrServerAuth
 	case !ok:
 		return nil, nil // a server that does not resume sessions

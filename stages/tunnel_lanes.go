@@ -12,6 +12,11 @@ import (
 	"usocks/wire"
 )
 
+// MaxLaneBuffer caps what a Lanes stage keeps unacknowledged, whatever
+// its Limit: half the peer's reorder bound (DefaultReorderBytes), so that
+// what a receiver holds out of order never reaches it.
+const MaxLaneBuffer = DefaultReorderBytes / 2
+
 // Lanes is the mux → lanes stage of a session striped over several
 // backend connections at once (SPEC-v2.md §7d). Like Resend it numbers
 // every frame the mux emits and keeps it in a bounded buffer until the
@@ -42,7 +47,8 @@ import (
 type Lanes struct {
 	In    <-chan Batch
 	State *ResumeState
-	// Limit bounds the bytes kept, as Resend.Limit.
+	// Limit bounds the bytes kept, as Resend.Limit, and at most
+	// MaxLaneBuffer.
 	Limit int
 	// AckFrames, AckBytes and AckDelay tune acknowledgements (zero: the
 	// defaults of SPEC-v2.md §7b).
@@ -176,6 +182,7 @@ func (l *Lanes) Run(ctx context.Context) error {
 	if r.limit <= 0 {
 		r.limit = DefaultResumeBuffer
 	}
+	r.limit = min(r.limit, MaxLaneBuffer)
 	if r.ackFrames == 0 {
 		r.ackFrames = DefaultAckFrames
 	}

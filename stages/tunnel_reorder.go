@@ -70,6 +70,9 @@ func (r *Reorder) Release() {
 func (r *Reorder) put(ctx context.Context, seq uint64, f Frame) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.held == nil {
+		r.held = make(map[uint64]Frame)
+	}
 	next := r.State.received.Load() // written under r.mu only
 	if _, dup := r.held[seq]; dup || seq < next {
 		r.dups.Add(1)
@@ -86,9 +89,6 @@ func (r *Reorder) put(ctx context.Context, seq uint64, f Frame) error {
 		if seq-next > maxReorderAhead || r.bytes+cost > limit {
 			f.Release()
 			return fmt.Errorf("%w: frame %d, expecting %d, %d bytes held", ErrReorder, seq, next, r.bytes)
-		}
-		if r.held == nil {
-			r.held = make(map[uint64]Frame)
 		}
 		r.held[seq] = f
 		r.bytes += cost

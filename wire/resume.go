@@ -21,6 +21,12 @@ import (
 // ExtResume is the resume extension (type 3).
 const ExtResume ExtType = 3
 
+// ExtLanes is the lanes extension (type 4, SPEC-v2.md §7d): one byte, a
+// lane count 1..MaxLanes. A client that runs a session over several
+// connections sends it beside ExtResume in every hello; a server that
+// runs lanes answers with the count it agrees to (at most the client's).
+const ExtLanes ExtType = 4
+
 // Sizes of the resume values.
 const (
 	// SessionIDSize is the size of a session id.
@@ -68,12 +74,16 @@ func (s ResumeStatus) String() string {
 type ClientResume struct {
 	ID       SessionID
 	Received uint64
+	// Lanes is the lane count the client asks for (ExtLanes; 0: none).
+	Lanes uint8
 }
 
 // ServerResume is the server's resume extension.
 type ServerResume struct {
 	Status   ResumeStatus
 	Received uint64
+	// Lanes is the lane count the server agrees to (ExtLanes; 0: none).
+	Lanes uint8
 }
 
 // Ext encodes r as a handshake extension.
@@ -90,6 +100,32 @@ func (r ServerResume) Ext() Extension {
 	return Extension{Type: ExtResume, Value: binary.BigEndian.AppendUint64(v, r.Received)}
 }
 
+// Exts encodes r as the hello's extensions: ExtResume, and ExtLanes if
+// r.Lanes is set.
+func (r ClientResume) Exts() Extensions { return withLanes(r.Ext(), r.Lanes) }
+
+// Exts encodes r as the hello's extensions, as ClientResume.Exts.
+func (r ServerResume) Exts() Extensions { return withLanes(r.Ext(), r.Lanes) }
+
+func withLanes(e Extension, lanes uint8) Extensions {
+	if lanes == 0 {
+		return Extensions{e}
+	}
+	return Extensions{e, {Type: ExtLanes, Value: []byte{lanes}}}
+}
+
+// lanesOf reads the lanes extension (0: none).
+func lanesOf(e Extensions) (uint8, error) {
+	v, ok := e.Get(ExtLanes)
+	if !ok {
+		return 0, nil
+	}
+	if len(v) != 1 || v[0] == 0 || v[0] > MaxLanes {
+		return 0, ErrHandshake
+	}
+	return v[0], nil
+}
+
 // ClientResumeOf reads a client hello's resume extension. ok is false when
 // there is none (a client without resumption); a malformed one is
 // ErrHandshake.
@@ -103,6 +139,9 @@ func ClientResumeOf(e Extensions) (r ClientResume, ok bool, err error) {
 	}
 	copy(r.ID[:], v)
 	r.Received = binary.BigEndian.Uint64(v[SessionIDSize:])
+	if r.Lanes, err = lanesOf(e); err != nil {
+		return ClientResume{}, false, err
+	}
 	return r, true, nil
 }
 
@@ -117,7 +156,11 @@ func ServerResumeOf(e Extensions) (r ServerResume, ok bool, err error) {
 	if len(v) != ServerResumeLen || ResumeStatus(v[0]) > ResumeLost {
 		return r, false, ErrHandshake
 	}
-	return ServerResume{Status: ResumeStatus(v[0]), Received: binary.BigEndian.Uint64(v[1:])}, true, nil
+	lanes, err := lanesOf(e)
+	if err != nil {
+		return r, false, err
+	}
+	return ServerResume{Status: ResumeStatus(v[0]), Received: binary.BigEndian.Uint64(v[1:]), Lanes: lanes}, true, nil
 }
 
 // AckPayload appends the payload of an ACK frame for count.

@@ -54,6 +54,12 @@ func TestResumeExtensionRules(t *testing.T) {
 		{"short", ext(id + "00000000000009"), false, ErrHandshake, ClientResume{}},
 		{"long", ext(id + "000000000000000900"), false, ErrHandshake, ClientResume{}},
 		{"empty", ext(""), false, ErrHandshake, ClientResume{}},
+		{"lanes 4", append(ext(id+"0000000000000009"), Extension{Type: ExtLanes, Value: []byte{4}}), true, nil,
+			ClientResume{ID: SessionID{0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0}, Received: 9, Lanes: 4}},
+		{"lanes 0", append(ext(id+"0000000000000009"), Extension{Type: ExtLanes, Value: []byte{0}}), false, ErrHandshake, ClientResume{}},
+		{"lanes 17", append(ext(id+"0000000000000009"), Extension{Type: ExtLanes, Value: []byte{17}}), false, ErrHandshake, ClientResume{}},
+		{"lanes 2 bytes", append(ext(id+"0000000000000009"), Extension{Type: ExtLanes, Value: []byte{0, 4}}), false, ErrHandshake, ClientResume{}},
+		{"lanes without resume", Extensions{{Type: ExtLanes, Value: []byte{4}}}, false, nil, ClientResume{}},
 	}
 	for _, c := range clientCases {
 		t.Run("client "+c.name, func(t *testing.T) {
@@ -71,12 +77,14 @@ func TestResumeExtensionRules(t *testing.T) {
 		want ServerResume
 	}{
 		{"absent", nil, false, nil, ServerResume{}},
-		{"resumed", ext("00" + "0000000000000100"), true, nil, ServerResume{ResumeOK, 256}},
-		{"new", ext("01" + "0000000000000000"), true, nil, ServerResume{ResumeNew, 0}},
-		{"lost", ext("02" + "0000000000000000"), true, nil, ServerResume{ResumeLost, 0}},
+		{"resumed", ext("00" + "0000000000000100"), true, nil, ServerResume{ResumeOK, 256, 0}},
+		{"new", ext("01" + "0000000000000000"), true, nil, ServerResume{ResumeNew, 0, 0}},
+		{"lost", ext("02" + "0000000000000000"), true, nil, ServerResume{ResumeLost, 0, 0}},
 		{"unknown status", ext("03" + "0000000000000000"), false, ErrHandshake, ServerResume{}},
 		{"short", ext("00" + "00000000000000"), false, ErrHandshake, ServerResume{}},
 		{"long", ext("00" + "000000000000000000"), false, ErrHandshake, ServerResume{}},
+		{"lanes 16", append(ext("00"+"0000000000000100"), Extension{Type: ExtLanes, Value: []byte{16}}), true, nil, ServerResume{ResumeOK, 256, 16}},
+		{"lanes empty", append(ext("00"+"0000000000000100"), Extension{Type: ExtLanes}), false, ErrHandshake, ServerResume{}},
 	}
 	for _, c := range serverCases {
 		t.Run("server "+c.name, func(t *testing.T) {
