@@ -171,7 +171,8 @@ type Decrypt struct {
 // Run opens records until In is closed (then closes Out) or an error. A
 // record that fails authentication is dropped unreleased and ends the
 // session with wire.ErrAuth: nothing after it can be trusted. Records are
-// reassembled and opened by a wire.RecordReader; the plaintext goes
+// reassembled and opened by a wire.RecordReader, in place in the chunk
+// read (wire.RecordReader.Borrow); the plaintext goes
 // straight into a pooled buffer of the right class, and a frame whose
 // payload is much smaller than its record body (padding) is compacted so
 // that it keeps only what its payload needs.
@@ -183,7 +184,7 @@ func (d *Decrypt) Run(ctx context.Context) error {
 	ended := false  // a CLOSE or RESET went to the demux
 	var join joiner // resumable: the pieces of a split frame
 	defer join.release()
-	rr := wire.NewRecordReader(d.Opener, 2*chunkSize+wire.MaxBodyLen+wire.RecordOverhead)
+	rr := wire.NewRecordReader(d.Opener, wire.MaxBodyLen+wire.RecordOverhead) // a record cut by a chunk's end
 	for {
 		c, ok, err := recv(ctx, d.In)
 		if err != nil {
@@ -198,17 +199,20 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			}
 			return nil
 		}
-		rr.Feed(c.B)
+		// The chunk is opened in place; only a record it cuts off is
+		// copied (Return), then the chunk goes back to the pool.
+		rr.Borrow(c.B)
 		if d.Events != nil {
 			d.Events.Read(len(c.B))
 		}
-		c.Release()
 		for {
 			bl, err := rr.Ready()
 			if err != nil {
 				return err
 			}
 			if bl < 0 {
+				rr.Return()
+				c.Release()
 				if d.Events != nil {
 					d.Events.Notify()
 				}

@@ -45,10 +45,26 @@ func readerOf(t testing.TB, c CipherID, key [KeySize]byte) *RecordReader {
 // returns every frame opened (as strings, payload and padding included),
 // and the first error.
 func readChunks(r *RecordReader, stream []byte, cut func() int) ([]string, error) {
+	return readChunksBorrow(r, stream, cut, false)
+}
+
+// readChunksBorrow is readChunks with Borrow instead of Feed when borrow
+// is set: each chunk is a copy that is overwritten once returned, so a
+// reader that kept reading it would open garbage.
+func readChunksBorrow(r *RecordReader, stream []byte, cut func() int, borrow bool) ([]string, error) {
 	var got []string
+	var chunk []byte
+	defer func() { r.Return() }()
 	for len(stream) > 0 {
 		n := min(max(cut(), 1), len(stream))
-		r.Feed(stream[:n])
+		if borrow {
+			r.Return()
+			clear(chunk)
+			chunk = append([]byte(nil), stream[:n]...)
+			r.Borrow(chunk)
+		} else {
+			r.Feed(stream[:n])
+		}
 		stream = stream[n:]
 		for {
 			f, pad, ok, err := r.Next(nil)
@@ -90,10 +106,12 @@ func TestRecordReaderEverySplit(t *testing.T) {
 		}
 		check := func(name string, cut func() int) {
 			t.Helper()
-			r := readerOf(t, c, testKey)
-			got, err := readChunks(r, stream, cut)
-			if err != nil || fmt.Sprint(got) != fmt.Sprint(want) || r.Buffered() != 0 {
-				t.Fatalf("%s %s: %v, %d left over\ngot  %v\nwant %v", c, name, err, r.Buffered(), got, want)
+			for _, borrow := range []bool{false, true} {
+				r := readerOf(t, c, testKey)
+				got, err := readChunksBorrow(r, stream, cut, borrow)
+				if err != nil || fmt.Sprint(got) != fmt.Sprint(want) || r.Buffered() != 0 {
+					t.Fatalf("%s %s (borrow %v): %v, %d left over\ngot  %v\nwant %v", c, name, borrow, err, r.Buffered(), got, want)
+				}
 			}
 		}
 		for i := 1; i < len(stream); i++ {
@@ -199,6 +217,10 @@ func FuzzRecordReader(f *testing.F) {
 		cut := func() int { i++; return int(at(cuts, i)) }
 		if got, err := readChunks(readerOf(t, c, testKey), stream, cut); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("chunked: %v\ngot  %v\nwant %v", err, got, want)
+		}
+		i = 0
+		if got, err := readChunksBorrow(readerOf(t, c, testKey), stream, cut, true); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("chunked, borrowed: %v\ngot  %v\nwant %v", err, got, want)
 		}
 		// Random bytes as ciphertext: no frame, and only ErrAuth.
 		j := 0
