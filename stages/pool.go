@@ -52,11 +52,18 @@ func getBuf(n int) *payloadBuf {
 		b = bigPool.Get().(*payloadBuf)
 	}
 	b.pooled.Store(false)
+	if w := watch.Load(); w != nil {
+		w.got(b)
+	}
 	return b
 }
 
 // putBuf returns b to its pool; nil is ignored.
 func putBuf(b *payloadBuf) {
+	if w := watch.Load(); w != nil && b != nil {
+		w.put(b) // poisoned and quarantined, never reused (pool_ledger.go)
+		return
+	}
 	switch {
 	case b == nil:
 	case b.pooled.Swap(true):
