@@ -99,6 +99,41 @@ func TestRawSockBulk(t *testing.T) {
 	}
 }
 
+// TestRawSockManyBuffers: one writev of more buffers than one system call
+// takes (IOV_MAX, 1024), some empty, to a reader that lets the socket
+// fill, so calls stop short inside the list and at its 1024-buffer cuts;
+// the bytes arrive in order, each buffer's once.
+func TestRawSockManyBuffers(t *testing.T) {
+	c, s := tcpPairTCP(t)
+	w, r := rawSockOf(t, c), rawSockOf(t, s)
+	var bufs net.Buffers
+	var all []byte
+	for i := range 3000 {
+		b := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, (i*37)%1500)
+		bufs = append(bufs, b)
+		all = append(all, b...)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // let the sender fill the socket
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Errorf("read: %v", err)
+		}
+		got <- b
+	}()
+	n, err := w.writev(&bufs)
+	if err != nil || n != int64(len(all)) || len(bufs) != 0 {
+		t.Fatalf("writev: %d of %d bytes, %d buffers left, %v", n, len(all), len(bufs), err)
+	}
+	if err := w.closeWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, all) {
+		t.Errorf("read %d bytes, not the %d written", len(b), len(all))
+	}
+}
+
 func TestRawSockDeadlineAndClose(t *testing.T) {
 	c, s := tcpPairTCP(t)
 	r := rawSockOf(t, c)
