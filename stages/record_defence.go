@@ -148,6 +148,9 @@ func (d *Defence) Run(ctx context.Context) error {
 					return err
 				}
 			}
+			// The sender reuses b's array: a stale copy there would keep
+			// the payload buffers reachable after they are freed.
+			clear(b)
 		case <-wake:
 			s.received(time.Now(), d.Events.bytes.Load(), d.Events.data.Load(), d.Events.dataLen.Load())
 		case <-tick:

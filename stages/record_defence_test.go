@@ -415,3 +415,35 @@ func TestPoliciesAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestDefenceClearsTakenBatch: the frames of a batch the stage has taken
+// are cleared in the batch's array, paced or not (the mux reuses its
+// batches' arrays: a stale copy would keep freed payload buffers
+// reachable).
+func TestDefenceClearsTakenBatch(t *testing.T) {
+	for _, policy := range []wire.DefencePolicy{wire.DefenceLight, wire.DefenceStandard} {
+		synctest.Test(t, func(t *testing.T) {
+			in := make(chan Batch)
+			out := make(chan Batch, 64)
+			d := &Defence{Params: DefencePolicy(policy, Client), In: in, Out: out, Rand: rand.New(rand.NewPCG(5, 6))}
+			done := make(chan error)
+			go func() { done <- d.Run(context.Background()) }()
+			b := dataBatch(100)
+			b[0].buf = getBuf(100)
+			in <- b
+			synctest.Wait()
+			if b[0].buf != nil || b[0].Payload != nil {
+				t.Fatalf("policy %v: the taken batch still refers to its payload", policy)
+			}
+			close(in)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			for b := range out {
+				for i := range b {
+					b[i].Release()
+				}
+			}
+		})
+	}
+}

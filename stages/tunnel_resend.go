@@ -354,8 +354,9 @@ func (r *Resend) Run(ctx context.Context) error {
 				in, inDone = nil, true
 				continue
 			}
-			for _, f := range b {
-				r.keep(&buf, f)
+			for i := range b {
+				r.keep(&buf, b[i])
+				b[i] = Frame{} // the mux reuses b's array: no stale reference keeps the buffer
 			}
 			r.sent.Store(buf.end())
 		case send <- pending:

@@ -448,3 +448,30 @@ func TestResendEndKeepsHandedFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestResendClearsTakenBatch: the frames of a batch the stage has taken
+// are cleared in the batch's array (the mux reuses its batches' arrays: a
+// stale copy there would keep an acknowledged frame's payload buffer
+// reachable, and a heap grown by a bulk transfer would stay).
+func TestResendClearsTakenBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := startResend(t, 0)
+		b := make(Batch, 0, 3)
+		for i := range uint64(3) {
+			f := dataFrame(i, 100)
+			f.buf = getBuf(len(f.Payload))
+			b = append(b, f)
+		}
+		g.in <- b
+		synctest.Wait()
+		for i := range b {
+			if b[i].buf != nil || b[i].Payload != nil {
+				t.Fatalf("frame %d of the taken batch still refers to its payload", i)
+			}
+		}
+		out := g.attach(0)
+		if got := g.take(out, 3); !equalU64(got, seq(0, 3)) {
+			t.Fatalf("got %v", got)
+		}
+	})
+}
