@@ -7,6 +7,8 @@ import (
 	rtmetrics "runtime/metrics"
 	"sync"
 	"time"
+
+	"usocks/stages"
 )
 
 // Memory after a burst. Go frees garbage only when a collection runs, and
@@ -18,7 +20,9 @@ import (
 // watches the allocation rate and the goroutine count; the first quiet
 // tick after a busy spell (much allocated, or many goroutines ended: a
 // burst of streams closed) collects twice (pooled buffers go on the
-// second) and returns every free page to the OS (debug.FreeOSMemory), so
+// second), after the encrypt stages dropped the batch buffers they keep
+// (stages.TrimKeptBuffers: grown to whole batches by a bulk transfer),
+// and returns every free page to the OS (debug.FreeOSMemory), so
 // that an idle process holds what its open streams need and no more. A
 // busy process is never interrupted: under load the collector's pacing
 // and the pools do their job.
@@ -141,9 +145,11 @@ func readMem() memSample {
 	return m
 }
 
-// trimNow collects twice (sync.Pool keeps its items for one collection)
+// trimNow drops the buffers the encrypt stages keep for their next
+// batches, collects twice (sync.Pool keeps its items for one collection)
 // and returns the free pages to the OS.
 func trimNow() {
+	stages.TrimKeptBuffers()
 	runtime.GC()
 	debug.FreeOSMemory()
 }

@@ -65,6 +65,7 @@ func (e *Encrypt) freeList() chan []byte {
 // Run seals until In is closed (then closes Out) or ctx is done.
 func (e *Encrypt) Run(ctx context.Context) error {
 	free := e.freeList()
+	defer keepList(free)() // emptied when the process is idle (freelists.go)
 	defer e.Sealer.Forget()
 	start := func() ([]byte, error) {
 		var out []byte
