@@ -83,28 +83,34 @@ var frameTypeByName = func() map[string]wire.FrameType {
 	return m
 }()
 
+// flagNames maps each named flag bit to its name as wire.Flags prints it
+// (every flag the wire package knows, so a new one is never a bad line).
+var flagNames = func() map[string]wire.Flags {
+	m := make(map[string]wire.Flags)
+	for i := 0; i < 8; i++ {
+		f := wire.Flags(1 << i)
+		if name := f.String(); !strings.HasPrefix(name, "0x") {
+			m[name] = f
+		}
+	}
+	return m
+}()
+
 func parseFlags(s string) (wire.Flags, error) {
 	if s == "-" {
 		return 0, nil
 	}
 	var f wire.Flags
 	for _, p := range strings.Split(s, "|") {
-		switch p {
-		case "SYN":
-			f |= wire.FlagSYN
-		case "DAT":
-			f |= wire.FlagDAT
-		case "FIN":
-			f |= wire.FlagFIN
-		case "RST":
-			f |= wire.FlagRST
-		default:
-			v, err := strconv.ParseUint(strings.TrimPrefix(p, "0x"), 16, 8)
-			if err != nil || !strings.HasPrefix(p, "0x") {
-				return 0, fmt.Errorf("flags %q", s)
-			}
-			f |= wire.Flags(v)
+		if named, ok := flagNames[p]; ok {
+			f |= named
+			continue
 		}
+		v, err := strconv.ParseUint(strings.TrimPrefix(p, "0x"), 16, 8)
+		if err != nil || !strings.HasPrefix(p, "0x") {
+			return 0, fmt.Errorf("flags %q", s)
+		}
+		f |= wire.Flags(v)
 	}
 	return f, nil
 }
