@@ -23,10 +23,19 @@ type drainPair struct {
 	cli     *Client
 	hook    *test.Hook
 	stopSrv context.CancelFunc
+	stopCli context.CancelFunc
 	srvDone chan error
+	cliDone chan error
 }
 
 func startDrainPair(t *testing.T, drain time.Duration) *drainPair {
+	t.Helper()
+	return startDrainPairWith(t, drain, nil)
+}
+
+// startDrainPairWith is startDrainPair with the configs changed by edit
+// (if set) before the server and client are made.
+func startDrainPairWith(t *testing.T, drain time.Duration, edit func(*ServerConfig, *ClientConfig)) *drainPair {
 	t.Helper()
 	tg := startTarget(t)
 	logger, hook := testLogger(t)
@@ -38,16 +47,19 @@ func startDrainPair(t *testing.T, drain time.Duration) *drainPair {
 		ProbeTimeout: 500 * time.Millisecond,
 		DrainTimeout: &drain,
 	}
-	srv, err := NewServer(scfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.UseListener(sln)
 	cln := listenLocal(t)
 	ccfg := &ClientConfig{
 		Common:  Common{Key: key, Backend: BackendConfig{Server: "127.0.0.1", Port: scfg.Backend.Port}},
 		Address: "127.0.0.1", Port: cln.Addr().(*net.TCPAddr).Port,
 	}
+	if edit != nil {
+		edit(scfg, ccfg)
+	}
+	srv, err := NewServer(scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.UseListener(sln)
 	cli, err := NewClient(ccfg, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -56,14 +68,13 @@ func startDrainPair(t *testing.T, drain time.Duration) *drainPair {
 	cli.Backoff.Min, cli.Backoff.Max, cli.Backoff.Long = 20*time.Millisecond, 200*time.Millisecond, 500*time.Millisecond
 	sctx, stopSrv := context.WithCancel(context.Background())
 	cctx, stopCli := context.WithCancel(context.Background())
-	p := &drainPair{srv: srv, cli: cli, hook: hook, stopSrv: stopSrv, srvDone: make(chan error, 1)}
+	p := &drainPair{srv: srv, cli: cli, hook: hook, stopSrv: stopSrv, stopCli: stopCli, srvDone: make(chan error, 1), cliDone: make(chan error, 1)}
 	go func() { p.srvDone <- srv.Run(sctx) }()
-	cliDone := make(chan error, 1)
-	go func() { cliDone <- cli.Run(cctx) }()
+	go func() { p.cliDone <- cli.Run(cctx) }()
 	t.Cleanup(func() {
 		stopSrv()
 		stopCli()
-		for _, ch := range []chan error{p.srvDone, cliDone} {
+		for _, ch := range []chan error{p.srvDone, p.cliDone} {
 			select {
 			case err := <-ch:
 				if err != nil {
@@ -104,6 +115,21 @@ func (p *drainPair) waitStopped(t *testing.T) {
 		p.srvDone <- err
 	case <-time.After(20 * time.Second):
 		t.Fatal("server did not stop")
+	}
+}
+
+// stopClient stops the client and waits for its Run to return.
+func (p *drainPair) stopClient(t *testing.T) {
+	t.Helper()
+	p.stopCli()
+	select {
+	case err := <-p.cliDone:
+		if err != nil {
+			t.Errorf("client: %v", err)
+		}
+		p.cliDone <- err
+	case <-time.After(20 * time.Second):
+		t.Fatal("client did not stop")
 	}
 }
 

@@ -127,6 +127,7 @@ type session struct {
 	mu                   sync.Mutex
 	result               error
 	failed, graceExpired bool
+	peerClosed           bool // the peer sent CLOSE (v1: or EOF)
 	final                wire.FrameType
 	finalOK              bool
 	cutLink              context.CancelCauseFunc // the running link's; nil between links
@@ -162,20 +163,16 @@ func buildSession(p sessionParams) *session {
 	s.data = make(chan stages.Frame, stages.DataQueueLen)
 	s.control = make(chan stages.Frame, stages.ControlQueueLen)
 	s.batches = make(chan stages.Batch, stages.BatchQueueLen)
-	// The peer's CLOSE ends the session. A v2 peer waits for ours; the
-	// original v1 closes its socket right after its close record, so a
-	// close of ours would only meet a reset socket and turn a clean end
-	// into a failure.
-	peerClosing := s.startClose
-	if s.legacy {
-		peerClosing = func() {
-			s.mu.Lock()
-			if !s.failed {
-				s.finalOK = false
-			}
-			s.mu.Unlock()
-			s.startClose()
-		}
+	// The peer's CLOSE (or a v1 peer's EOF) ends the session, and a clean
+	// end always sends our CLOSE before our FIN, whoever began (SPEC-v2.md
+	// §7). The original v1 closes its socket right after its close record,
+	// so ours may meet a reset socket: linkErr takes a backend error after
+	// a v1 peer's close for the end it is.
+	peerClosing := func() {
+		s.mu.Lock()
+		s.peerClosed = true
+		s.mu.Unlock()
+		s.startClose()
 	}
 	s.mux = &stages.Mux{Control: s.control, Data: s.data, Out: s.batches, Shutdown: s.closing, Log: s.stage("mux"),
 		Final: func() (wire.FrameType, bool) { s.mu.Lock(); defer s.mu.Unlock(); return s.final, s.finalOK }}

@@ -109,7 +109,7 @@ func (s *session) runLink(lk *link) error {
 	var recycle func(stages.Sealed)
 	if s.legacy {
 		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: in, Out: sealed, Log: s.stage("encrypt")}
-		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: s.frames, Log: s.stage("decrypt")}
+		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: s.frames, Log: s.stage("decrypt"), Failed: s.fail}
 		if lk.capture != nil {
 			e.Tap, d.Tap = lk.capture.FrameOut, lk.capture.FrameIn
 		}
@@ -196,6 +196,10 @@ func (s *session) linkErr(err error, gctx context.Context) error {
 		return nil
 	case gctx.Err() != nil:
 		return err // the cut after the group's first error
+	case s.legacy && ourSideGone(err) && s.peerHasClosed():
+		// The original v1 closes its socket right after its close
+		// record: our CLOSE and FIN may meet a reset socket.
+		return nil
 	case s.ls != nil && linkLost(err) && s.ending():
 		// A session over lanes that is ending: its CLOSE came on one
 		// lane; the others simply end.
@@ -208,6 +212,20 @@ func (s *session) linkErr(err error, gctx context.Context) error {
 	}
 	s.fail(err)
 	return nil
+}
+
+// ourSideGone says whether err is a failure to write to the backend or to
+// shut it down (not to read from it).
+func ourSideGone(err error) bool {
+	var be *stages.BackendError
+	return errors.As(err, &be) && (be.Op == "write" || be.Op == "close")
+}
+
+// peerHasClosed says whether the peer has ended the session.
+func (s *session) peerHasClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peerClosed
 }
 
 // linger says whether a link's socket ends with FIN and a bounded drain

@@ -95,7 +95,16 @@ func (d *Defence) Run(ctx context.Context) error {
 	var ring [batchRing]Batch
 	next := 0
 	fresh := func() Batch { return ring[next][:0] }
+	// The session's last frame (CLOSE or RESET) is the last record sent
+	// (SPEC-v2.md §7): nothing, not even a dummy, goes out after it.
+	ended := false
 	send := func(b Batch) error {
+		if i := finalIndex(b); i >= 0 {
+			for j := i + 1; j < len(b); j++ {
+				b[j].Release()
+			}
+			b, ended = b[:i+1], true
+		}
 		ring[next] = b // keep a grown array
 		next = (next + 1) % batchRing
 		if d.Stats != nil {
@@ -119,9 +128,9 @@ func (d *Defence) Run(ctx context.Context) error {
 			s.queue[i].Release()
 		}
 	}()
-	for {
+	for !ended {
 		if b := s.due(time.Now(), fresh()); len(b) > 0 {
-			if err := send(b); err != nil {
+			if err := send(b); err != nil || ended {
 				return err
 			}
 		}
@@ -144,7 +153,7 @@ func (d *Defence) Run(ctx context.Context) error {
 				return nil
 			}
 			if out := s.admit(now, b); len(out) > 0 {
-				if err := send(append(fresh(), out...)); err != nil {
+				if err := send(append(fresh(), out...)); err != nil || ended {
 					return err
 				}
 			}
@@ -158,6 +167,18 @@ func (d *Defence) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+// finalIndex is the index of the session's last frame (CLOSE or RESET)
+// in b, or -1.
+func finalIndex(b Batch) int {
+	for i := range b {
+		if t := b[i].Type; t == wire.FrameClose || t == wire.FrameReset {
+			return i
+		}
+	}
+	return -1
 }
 
 // due appends to b what must go out at now: paced cells, FRONT, fill,

@@ -75,6 +75,10 @@ type DecryptV1 struct {
 	Out    chan<- Frame
 	Log    *logrus.Entry
 	Tap    func(*wire.Frame, int)
+	// Failed, if set, is told Run's error (not ctx's) before Out closes:
+	// v1 takes a bare EOF for the peer's end, so the session must know of
+	// a failure before the demux sees its input end.
+	Failed func(error)
 }
 
 // Run opens records until In is closed (then closes Out) or an error. The
@@ -83,8 +87,13 @@ type DecryptV1 struct {
 // v1.NeedsReset), v1.ErrRemoteReset. A message that is not a valid tunnel
 // message (short, wrong version) is logged and dropped, as the original
 // server does.
-func (d *DecryptV1) Run(ctx context.Context) error {
-	defer close(d.Out)
+func (d *DecryptV1) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && ctx.Err() == nil && d.Failed != nil {
+			d.Failed(err)
+		}
+		close(d.Out)
+	}()
 	for {
 		c, ok, err := recv(ctx, d.In)
 		if err != nil {
