@@ -206,6 +206,7 @@ type tunnelOpts struct {
 	// resume_e2e_test.go turns it on.
 	resume       time.Duration
 	srvResume    time.Duration // the server's, if it differs
+	srvClock     clock         // the server's resumption timers (nil: the real clock)
 	resumeBuffer int           // KiB (0: default)
 }
 
@@ -290,6 +291,9 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 	srv, err := NewServer(scfg, logger)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.srvClock != nil && srv.resumes != nil {
+		srv.resumes.clock = o.srvClock
 	}
 	if o.serverListener != nil {
 		srv.UseListener(o.serverListener(sln))

@@ -166,8 +166,9 @@ func TestMetricsAddressMustBeLoopback(t *testing.T) {
 // sessions, and the resend buffers' bytes (SPEC-v2.md §7b).
 func TestMetricsResumption(t *testing.T) {
 	tg := startTarget(t)
+	fc := newFakeClock()
 	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, resume: 30 * time.Second,
-		srvResume: 300 * time.Millisecond, metrics: true})
+		srvResume: 10 * time.Second, srvClock: fc, metrics: true})
 	defer tn.stop()
 	tn.waitSession()
 	cli, srv := tn.cli.MetricsAddr(), tn.srv.MetricsAddr()
@@ -225,6 +226,8 @@ func TestMetricsResumption(t *testing.T) {
 		return metric(srv, "usocks_sessions_detached", nil) == 1
 	})
 	// It expires; the client's resumption is answered "new".
+	waitFor(t, "the expiry timer", 10*time.Second, func() bool { return fc.armed() == 1 })
+	fc.Advance(10 * time.Second)
 	waitFor(t, "the detached session to expire", 10*time.Second, func() bool { return outcome(srv, "expired") == 1 })
 	if v := metric(srv, "usocks_sessions_detached", nil); v != 0 {
 		t.Errorf("detached after expiry: %v", v)

@@ -91,11 +91,11 @@ func (c *cutter) progress(n int64) {
 	}
 }
 
-func resumeTunnel(t *testing.T, backend string, srvResume ...time.Duration) *tunnel {
+func resumeTunnel(t *testing.T, backend string, edit ...func(*tunnelOpts)) *tunnel {
 	tg := startTarget(t)
 	o := tunnelOpts{targetPort: tg.port(), relay: true, backend: backend, resume: 30 * time.Second}
-	if len(srvResume) > 0 {
-		o.srvResume = srvResume[0]
+	for _, e := range edit {
+		e(&o)
 	}
 	tn := startTunnel(t, o)
 	tn.waitSession()
@@ -224,7 +224,9 @@ func TestResumeReplayOpensNothing(t *testing.T) {
 // resume_timeout expires: its streams are reset, and the client's next
 // resumption gets "new session" and starts over.
 func TestResumeDetachedSessionExpires(t *testing.T) {
-	tn := resumeTunnel(t, "plain_tcp", 200*time.Millisecond)
+	const timeout = 20 * time.Second
+	fc := newFakeClock()
+	tn := resumeTunnel(t, "plain_tcp", func(o *tunnelOpts) { o.srvResume, o.srvClock = timeout, fc })
 	c := tn.dial(modeEcho)
 	defer c.Close()
 	if _, err := c.Write([]byte("ping")); err != nil {
@@ -237,6 +239,14 @@ func TestResumeDetachedSessionExpires(t *testing.T) {
 	}
 	tn.relay.down.Store(true)
 	tn.relay.cut()
+	waitFor(t, "the session to wait detached", 10*time.Second, func() bool { return tn.srv.resumes.waiting() == 1 && fc.armed() == 1 })
+	// It waits for the whole resume_timeout, not a moment less…
+	fc.Advance(timeout - time.Nanosecond)
+	if fc.armed() != 1 || tn.srv.resumes.Expired.Load() != 0 {
+		t.Fatal("the detached session expired before resume_timeout")
+	}
+	// …and expires then.
+	fc.Advance(time.Nanosecond)
 	waitFor(t, "the detached session to expire", 10*time.Second, func() bool { return tn.srv.resumes.Expired.Load() == 1 })
 	tn.relay.down.Store(false)
 	// The client's stream is reset when the server answers "new".

@@ -66,6 +66,9 @@ type resumables struct {
 	max      int
 	timeout  time.Duration
 	log      *logrus.Entry
+	// clock makes the timers of expiry, the claim grace and the takeover
+	// wait (realClock; tests set a fake one before the server runs).
+	clock clock
 	// Detached counts sessions that lost a backend; Resumed those that
 	// got a new one; Expired those that timed out waiting; TakenOver the
 	// backends a resumption cut (the client saw them die first). New
@@ -82,7 +85,7 @@ func (r *resumables) waiting() int64 {
 }
 
 func newResumables(max int, timeout time.Duration, log *logrus.Entry) *resumables {
-	return &resumables{slots: make(map[resumeKey]*resumeSlot), max: max, timeout: timeout, log: log}
+	return &resumables{slots: make(map[resumeKey]*resumeSlot), max: max, timeout: timeout, log: log, clock: realClock{}}
 }
 
 // register adds a new session under key; false if the key is taken
@@ -134,7 +137,7 @@ func (r *resumables) Claim(ctx context.Context, user wire.UserID, offer wire.Cli
 
 func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.ClientResume) (wire.ServerResume, any) {
 	key := resumeKey{user, offer.ID}
-	deadline := time.NewTimer(takeoverWait)
+	deadline := r.clock.NewTimer(takeoverWait)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
@@ -185,7 +188,7 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 		select {
 		case <-idle:
 		case <-sl.sess.closing:
-		case <-deadline.C:
+		case <-deadline.Chan():
 			return wire.ServerResume{Status: wire.ResumeLost}, nil
 		case <-ctx.Done():
 			return wire.ServerResume{Status: wire.ResumeLost}, nil
@@ -242,7 +245,7 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 		sl.idle = make(chan struct{})
 		r.mu.Unlock()
 	}()
-	t := time.NewTimer(r.timeout)
+	t := r.clock.NewTimer(r.timeout)
 	defer t.Stop()
 	graced := false
 	for {
@@ -251,7 +254,7 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 			return lk
 		case <-s.closing:
 			return nil
-		case <-t.C:
+		case <-t.Chan():
 			r.mu.Lock()
 			if sl.claimed && !graced {
 				// A handshake is finishing: give it its time, once.
