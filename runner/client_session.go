@@ -48,7 +48,7 @@ func (c *Client) session(ctx context.Context, drain chan struct{}) error {
 			return err
 		}
 		var err error
-		if est, err = c.connect(ctx, -1, id, 0, true); err != nil {
+		if est, err = c.connect(ctx, -1, id, 0); err != nil {
 			return err
 		}
 		if r := est.keys; r != nil && r.Resume != nil && r.Resume.Reply.Status != wire.ResumeNew {
@@ -106,9 +106,9 @@ func (c *Client) session(ctx context.Context, drain chan struct{}) error {
 
 // connect dials (server srv, or any when srv < 0) and handshakes,
 // offering to resume session id at received frames when resumption is on.
-// A session's first connection is captured (capture on); the links that
-// resume it are not.
-func (c *Client) connect(ctx context.Context, srv int, id wire.SessionID, received uint64, first bool) (*established, error) {
+// Every connection is captured (capture on): a session's first one, and
+// each link that resumes it (tagged with a link event).
+func (c *Client) connect(ctx context.Context, srv int, id wire.SessionID, received uint64) (*established, error) {
 	var conn net.Conn
 	var err error
 	if srv < 0 {
@@ -121,10 +121,7 @@ func (c *Client) connect(ctx context.Context, srv int, id wire.SessionID, receiv
 	}
 	live := c.live.Load()
 	cfg := live.cfg
-	est := &established{conn: conn, srv: srv, id: id}
-	if first {
-		est.sc = c.capture.Session(conn.RemoteAddr().String())
-	}
+	est := &established{conn: conn, srv: srv, id: id, sc: c.capture.Session(conn.RemoteAddr().String())}
 	log := c.log.WithField("peer", conn.RemoteAddr().String())
 	if cfg.Protocol == "v1" {
 		// v1 has no handshake: the record channel starts at once.

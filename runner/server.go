@@ -362,10 +362,10 @@ func (s *Server) serve(ctx, wctx context.Context, done func(), conn net.Conn, ac
 	}
 	if keys.Resume != nil && keys.Resume.Reply.Status == wire.ResumeOK {
 		log.WithFields(f).Info("session resumed on a new backend")
-		sc.End(nil)
-		lk := &link{conn: conn, keys: keys, peerRecv: keys.Resume.Offer.Received}
+		lk := &link{conn: conn, keys: keys, peerRecv: keys.Resume.Offer.Received, capture: sc}
 		if !s.resumes.hand(keys.Resume.Claim.(*resumeSlot), lk) {
 			_ = conn.Close()
+			sc.End(errResumeEnded)
 		}
 		return
 	}

@@ -76,7 +76,7 @@ type sessionParams struct {
 	stats      *stages.Stats
 	mem        *stages.MemBudget      // receive memory of this session (nil: unbounded)
 	ended      func(stages.StreamEnd) // called as each stream ends (access log)
-	capture    *capture.Session       // nil: capture off (nil taps); the first link only
+	capture    *capture.Session       // nil: capture off (nil taps); the first link's (later links bring their own)
 	resume     *resumeParams          // v2 with resumption agreed; nil: one link
 	rotate     *rotateParams          // client, resumable: link rotation (nil: off)
 }
@@ -144,6 +144,7 @@ type session struct {
 	rs            *stages.ResumeState // resumable sessions only
 	ls            *laneSet            // resumable sessions over lanes only
 	demuxDone     chan struct{}
+	links         int // links run so far (the run loop's)
 }
 
 // runSession runs a session on an established backend until it ends.
@@ -280,7 +281,7 @@ func (s *session) run(ctx context.Context, first *link) error {
 		first = nil
 	}
 	for lk := first; lk != nil; {
-		err := s.runLink(lk)
+		err := s.runCapturedLink(lk, first)
 		lk = nil
 		switch {
 		case err == nil || s.ending():

@@ -39,19 +39,20 @@ func (c *Client) resume(ctx context.Context, s *session, srv int, id wire.Sessio
 		}
 		dctx, cancel := context.WithDeadline(ctx, deadline)
 		stop := context.AfterFunc(s.hard, cancel)
-		est, err := c.connect(dctx, srv, id, s.rs.Received(), false)
+		est, err := c.connect(dctx, srv, id, s.rs.Received())
 		stop()
 		cancel()
 		switch {
 		case err == nil && est.keys.Resume != nil && est.keys.Resume.Reply.Status == wire.ResumeOK:
 			c.Resumes.Add(1)
 			log.WithField("attempt", attempt).Info("session resumed on a new backend")
-			return &link{conn: est.conn, keys: est.keys, peerRecv: est.keys.Resume.Reply.Received}
+			return &link{conn: est.conn, keys: est.keys, peerRecv: est.keys.Resume.Reply.Received, capture: est.sc}
 		case err == nil:
 			// The server started a new session on this connection
 			// instead: it carries the next session of this client.
 			if !c.carry.CompareAndSwap(nil, est) {
 				_ = est.conn.Close()
+				est.sc.End(ErrResumeRefused)
 			}
 			c.resumeNew.Add(1)
 			s.fail(ErrResumeRefused)

@@ -46,6 +46,9 @@ type Analysis struct {
 	MSS      int
 	BurstGap time.Duration
 	Sessions int
+	// Links is how many of the Sessions (backend connections) carry a
+	// later link of a resumed session (link events).
+	Links int
 	// Events is the number of events read; BadLines the lines skipped;
 	// Dropped what the capture itself lost (queue full).
 	Events, BadLines int
@@ -184,6 +187,9 @@ func (z *Analyzer) Add(e *Event) {
 	if e.Layer == LayerClose {
 		z.a.Dropped = e.Dropped
 		return
+	}
+	if e.Layer == LayerLink && e.Session != 0 {
+		z.a.Links++
 	}
 	if e.Session == 0 || (e.Dir != DirIn && e.Dir != DirOut) {
 		return

@@ -20,6 +20,9 @@ func (a *Analysis) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "capture: protocol %s, taken at the %s, %d sessions, %d events (%d bad lines skipped, %d events lost by the capture)\n",
 		a.Header.Protocol, a.Header.Role, a.Sessions, a.Events, a.BadLines, a.Dropped)
+	if a.Links > 0 {
+		fmt.Fprintf(&b, "of the %d backend connections, %d carry a later link of a resumed session\n", a.Sessions, a.Links)
+	}
 	fmt.Fprintf(&b, "observer: each write cut into TCP segments of at most %d bytes (1500-byte MTU); a burst ends when the other side sends or after %s idle\n\n",
 		a.MSS, a.BurstGap)
 	on, in := a.names()
@@ -111,15 +114,16 @@ func (a *Analysis) WriteJSON(w io.Writer) error {
 	}
 	on, in := a.names()
 	v := struct {
-		Protocol, Role        string
-		Plaintext             bool
-		MSS                   int
-		BurstGapMs            float64
-		Sessions, Events, Bad int
-		Dropped               int64
-		Out, In               dir
+		Protocol, Role  string
+		Plaintext       bool
+		MSS             int
+		BurstGapMs      float64
+		Sessions, Links int
+		Events, Bad     int
+		Dropped         int64
+		Out, In         dir
 	}{a.Header.Protocol, a.Header.Role, a.Header.Plaintext, a.MSS, float64(a.BurstGap.Microseconds()) / 1000,
-		a.Sessions, a.Events, a.BadLines, a.Dropped,
+		a.Sessions, a.Links, a.Events, a.BadLines, a.Dropped,
 		dir{&a.Out, on, a.Out.OverheadPct()}, dir{&a.In, in, a.In.OverheadPct()}}
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")

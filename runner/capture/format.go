@@ -50,6 +50,9 @@ import (
 //	         type= stream= flags= len=PAYLOAD pad=PADDING [data=HEX, plaintext only]
 //	eof      the backend reader met EOF (in) or the writer sent FIN (out); err= if it failed
 //	drop     n events of this session were lost (queue full) just before here
+//	link     this connection carries link N (2, 3, …) of the resumable
+//	         session whose first connection is session S: of=S n=N
+//	         (SPEC-v2.md §7b; the link ends with its own end line)
 //	end      the session ended: result=clean|error [err=]
 //	close    last line (session 0): events=WRITTEN dropped=LOST
 //
@@ -81,6 +84,7 @@ const (
 	LayerDrop      = "drop"
 	LayerEnd       = "end"
 	LayerClose     = "close"
+	LayerLink      = "link"
 )
 
 // Limits of the capture queue and of a line.
@@ -160,6 +164,7 @@ type Event struct {
 	Data   []byte // hs, backend: the bytes; frame: payload (plaintext only)
 	Frame  Frame
 	Peer   string // open
+	Of     int    // link: the session's first connection
 	Cipher string // keys
 	C2S    []byte // keys
 	S2C    []byte // keys
@@ -228,6 +233,9 @@ func (e *Event) AppendLine(dst []byte) []byte {
 			kv("err", e.Err)
 		}
 	case LayerDrop:
+		num("n", e.N)
+	case LayerLink:
+		num("of", int64(e.Of))
 		num("n", e.N)
 	case LayerEnd:
 		kv("result", e.Result)

@@ -191,6 +191,7 @@ var layers = map[string]layer{
 	LayerEOF:       {inOut: true, parse: parseEOF},
 	LayerDrop:      {parse: parseDrop},
 	LayerEnd:       {parse: parseEnd},
+	LayerLink:      {parse: parseLink},
 	LayerClose:     {parse: parseClose},
 }
 
@@ -379,6 +380,18 @@ func parseEOF(e *Event, f fields) error {
 
 func parseDrop(e *Event, f fields) (err error) {
 	e.N, err = f.num("n", 1<<62)
+	return err
+}
+
+func parseLink(e *Event, f fields) error {
+	of, err := f.num("of", 1<<31-1)
+	if err != nil {
+		return err
+	}
+	e.Of = int(of)
+	if e.N, err = f.num("n", 1<<31-1); err == nil && e.N < 2 {
+		err = fmt.Errorf("n=%d: a link of a resumed session is 2 or more", e.N)
+	}
 	return err
 }
 

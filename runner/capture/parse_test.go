@@ -24,6 +24,7 @@ func TestEventRoundTrip(t *testing.T) {
 		{Session: 1, Dir: DirIn, Layer: LayerEOF, Err: `read tcp: "quoted" \ err`},
 		{Session: 1, Dir: DirOut, Layer: LayerEOF},
 		{Session: 1, Layer: LayerDrop, N: 17},
+		{Session: 4, Layer: LayerLink, Of: 2, N: 3},
 		{Session: 1, Layer: LayerEnd, Result: "error", Err: "record authentication failed"},
 		{Layer: LayerClose, Events: 10, Dropped: 17},
 	}
@@ -53,6 +54,9 @@ func TestParseEventErrors(t *testing.T) {
 		{`0.000001 1 in eof err="a`, "bad quoted string"},
 		{`0.000001 1 in eof err="a"b`, "junk after quoted string"},
 		{"0.000001 1 - eof", "eof event with direction -"},
+		{"0.000001 2 - link n=2", "link event without of="},
+		{"0.000001 2 - link of=1 n=1", "a link of a resumed session is 2 or more"},
+		{"0.000001 2 - link of=x n=2", `of="x"`},
 		{"0.000001 1 - backend n=1 hex=00", "backend event with direction -"},
 		{"0.000001 1 in hs hex=00", "hs event without n="},
 		{"0.000001 1 in backend n=2 hex=00", "n=2 but hex= holds 1 bytes"},

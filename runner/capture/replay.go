@@ -136,7 +136,9 @@ type rsess struct {
 	shRest    int
 	shDone    bool
 	dec       [3]*recDecoder
-	streams   map[uint16]*rstream
+	streams   map[uint16]*rstream // shared by the links of one resumed session
+	link      int                 // ≥ 2: this connection is that link of session of
+	of        int
 	lastFrame [3]*Frame // last frame captured per direction
 	// pendingEOF holds an end of stream to judge at the session's end:
 	// the frame taps run in other goroutines than the backend's, so the
@@ -230,6 +232,8 @@ func (rp *replayer) event(e *Event) {
 		rp.frame(s, e)
 	case LayerEOF:
 		rp.eof(s, e)
+	case LayerLink:
+		rp.link(s, e)
 	case LayerDrop:
 		rp.emit(&rline{Session: s.id, Dir: "-", Kind: "drop", Info: fmt.Sprintf("%d events of this session lost here (capture queue full)", e.N)})
 		if !s.gap {
@@ -258,6 +262,19 @@ func (rp *replayer) event(e *Event) {
 	default:
 		rp.emit(&rline{Session: s.id, Dir: e.Dir.String(), Kind: "unknown", Info: fmt.Sprintf("unknown layer %q (ignored)", e.Layer)})
 	}
+}
+
+// link makes s a later link of a resumed session: its streams are the
+// session's, carried on from its first connection (SPEC-v2.md §7b).
+func (rp *replayer) link(s *rsess, e *Event) {
+	s.link, s.of = int(e.N), e.Of
+	info := fmt.Sprintf("link %d of session %d (resumed on this connection)", e.N, e.Of)
+	if first := rp.sess[e.Of]; first != nil && first != s {
+		s.streams = first.streams
+	} else {
+		info += "; its first connection is not in this capture, so its open streams are unknown"
+	}
+	rp.emit(&rline{Session: s.id, Dir: "-", Kind: "link", Info: info})
 }
 
 func (rp *replayer) endSession(s *rsess) {

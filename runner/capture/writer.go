@@ -292,6 +292,20 @@ func (s *Session) End(err error) {
 	}
 }
 
+// Link records that this connection carries link n (n ≥ 2) of the
+// resumable session whose first connection's capture is first (nil: not
+// captured, of=0).
+func (s *Session) Link(first *Session, n int) {
+	if s == nil {
+		return
+	}
+	of := 0
+	if first != nil {
+		of = first.id
+	}
+	s.push(&Event{Layer: LayerLink, Of: of, N: int64(n)})
+}
+
 // KeyLog records the v2 data keys, in a plaintext capture only.
 func (s *Session) KeyLog(k *wire.SessionKeys, c wire.CipherID) {
 	if s == nil || !s.c.hdr.Plaintext {
