@@ -113,11 +113,20 @@ func BenchmarkBulkResume(b *testing.B) {
 	}
 }
 
-// BenchmarkRoundTrip is one 64-byte request and its echo, one at a time.
+// BenchmarkRoundTrip is one 64-byte request and its echo, one at a time:
+// v2 with the default policy (which paces, milliseconds a round trip) and
+// with `defense: off` (v2-off, the latency of the pipeline itself).
+// `go test -run='^$' -bench=RoundTrip/v2-off -cpu=1 ./runner/` under
+// taskset resembles one pinned process; time(1)'s CPU seconds for a fixed
+// -benchtime=20000x are steadier than ns/op on a loaded machine.
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, name := range []string{"direct", "v2"} {
+	for _, name := range []string{"direct", "v2", "v2-off"} {
 		b.Run(name, func(b *testing.B) {
-			direct, tunnel := benchDialers(b, "")
+			o := tunnelOpts{}
+			if name == "v2-off" {
+				o.defense = "off"
+			}
+			direct, tunnel := benchDialersWith(b, o)
 			dial := tunnel
 			if name == "direct" {
 				dial = direct
