@@ -77,9 +77,19 @@ func TestLanesBulk(t *testing.T) {
 // middle of a download; the download completes byte for byte and the
 // client replaces the lane.
 func TestLanesKillOne(t *testing.T) {
-	for _, how := range []faultproxy.Action{faultproxy.RST, faultproxy.FIN} {
-		t.Run(how.String(), func(t *testing.T) {
-			tn, proxy := lanesTunnel(t, nil)
+	for _, tc := range []struct {
+		name   string
+		how    faultproxy.Action
+		script faultproxy.Script
+	}{
+		{"RST", faultproxy.RST, nil},
+		{"FIN", faultproxy.FIN, nil},
+		// The replacement's first try is cut inside its handshake.
+		{"RST, then RST in the replacement's hello", faultproxy.RST, faultproxy.Script{4: {{Dir: faultproxy.Up, At: 50, Action: faultproxy.RST}}}},
+	} {
+		how := tc.how
+		t.Run(tc.name, func(t *testing.T) {
+			tn, proxy := lanesTunnel(t, tc.script)
 			conns := lanesUp(t, proxy, 4)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -94,8 +104,9 @@ func TestLanesKillOne(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The lane is replaced: a fifth connection joins.
-			repl := lanesUp(t, proxy, 5)[4]
+			// The lane is replaced: a fifth connection joins (a sixth
+			// when the fifth was cut).
+			repl := lanesUp(t, proxy, 5+len(tc.script))[4+len(tc.script)]
 			if err := download(ctx, tn, 2<<20, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -105,5 +116,58 @@ func TestLanesKillOne(t *testing.T) {
 			t.Logf("killed lane carried %d KiB down; replacement %d KiB; connections %d",
 				conns[2].Bytes(faultproxy.Down)>>10, repl.Bytes(faultproxy.Down)>>10, proxy.Accepted())
 		})
+	}
+}
+
+// TestLanesRotateBytes: rotate_bytes replaces lanes one by one while a
+// download and an echo run: GOING_AWAY, the replacement dialled at once,
+// nothing lost, duplicated or reset, and no session pause (the other
+// lanes carry on).
+func TestLanesRotateBytes(t *testing.T) {
+	tn, proxy := proxiedTunnel(t, tunnelOpts{resume: 30 * time.Second, backend: "multi_tcp", rotateB: 512 << 10}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var g errgroup.Group
+	g.Go(func() error { return download(ctx, tn, 8<<20, nil) })
+	g.Go(func() error { return echoThrough(ctx, tn, 2<<20, 5) })
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.cli.Rotations.Load(); got < 8 {
+		t.Errorf("rotations = %d, want at least 8 (10 MiB both ways over 512 KiB lanes)", got)
+	}
+	if tn.srv.Failed.Load() != 0 {
+		t.Errorf("server sessions failed: %d", tn.srv.Failed.Load())
+	}
+	t.Logf("rotations %d, connections %d", tn.cli.Rotations.Load(), proxy.Accepted())
+}
+
+// TestLanesReplayedJoinOpensNothing: the recorded first flight of a lane
+// that joined the session, sent again by an attacker, gets silence and
+// FIN (the salt store refuses it before the session is looked up), adds
+// no lane, and the session goes on.
+func TestLanesReplayedJoinOpensNothing(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, backend: "multi_tcp", resume: 30 * time.Second})
+	tn.waitSession()
+	waitFor(t, "three lanes to join", 10*time.Second, func() bool { return tn.srv.resumes.Resumed.Load() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := download(ctx, tn, 1<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	flight := tn.relay.first(1) // a joining lane's bytes
+	if len(flight) < 108 {
+		t.Fatalf("recorded flight of %d bytes", len(flight))
+	}
+	r, _ := probe(tn.serverAddr(), flight, 3*time.Second)
+	if r.bytesBack != 0 || r.how != "FIN" {
+		t.Fatalf("replayed lane hello: %+v; want silence, then FIN", r)
+	}
+	if tn.srv.resumes.Resumed.Load() != 3 || tn.srv.Sessions.Load() != 1 {
+		t.Fatalf("a replayed lane hello reached the session: %d lanes joined, %d sessions", tn.srv.resumes.Resumed.Load(), tn.srv.Sessions.Load())
+	}
+	if err := echoThrough(ctx, tn, 1<<20, 5); err != nil {
+		t.Fatal(err)
 	}
 }

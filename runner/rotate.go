@@ -1,14 +1,15 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	mrand "math/rand/v2"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"usocks/stages"
+	"usocks/wire"
 )
 
 // Rotation in a resumable session (SPEC-v2.md §6b) retires the running
@@ -73,23 +74,34 @@ func (r *retirement) stop() {
 // armRotation starts retiring the link when its jittered time or byte
 // bound is reached; the bytes are those the backend reader and writer
 // see. nil when the session does not rotate its links.
-func (s *session) armRotation(conn net.Conn, rd *stages.BackendReader, wr *stages.BackendWriter) *retirement {
+func (s *session) armRotation(lk *link, rd *stages.BackendReader, wr *stages.BackendWriter, cut context.CancelCauseFunc) *retirement {
 	rp := s.p.rotate
-	if rp == nil || s.resend == nil || (rp.after <= 0 && rp.bytes <= 0) {
+	if rp == nil || s.rs == nil || (rp.after <= 0 && rp.bytes <= 0) {
 		return nil
 	}
+	conn := lk.conn
 	r := &retirement{now: make(chan struct{})}
 	wr.Retire = r.now
 	fire := func() {
 		r.once.Do(func() {
 			r.fired.Store(true)
+			if s.ls != nil {
+				// A lane: GOING_AWAY, then its input closes and its
+				// writer half-closes; its replacement is dialled now.
+				go s.ls.stage.Retire(s.hard, lk.lane, wire.GoingAwayRotation)
+				lk.retire()
+				r.mu.Lock()
+				r.cut = time.AfterFunc(RetireTimeout, func() { cut(errRotated) })
+				r.mu.Unlock()
+				return
+			}
 			if _, ok := conn.(interface{ CloseWrite() error }); !ok {
-				s.cut(errRotated)
+				cut(errRotated)
 				return
 			}
 			close(r.now)
 			r.mu.Lock()
-			r.cut = time.AfterFunc(RetireTimeout, func() { s.cut(errRotated) })
+			r.cut = time.AfterFunc(RetireTimeout, func() { cut(errRotated) })
 			r.mu.Unlock()
 		})
 	}

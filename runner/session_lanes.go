@@ -2,9 +2,10 @@ package runner
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -28,8 +29,9 @@ import (
 // resumable session.
 
 // errLaneReplaced ends a server lane when a new lane announces the same
-// index (the client saw the old one die first).
-var errLaneReplaced = errors.New("lane replaced by a new connection")
+// index and the old one has not ended within RetireTimeout (the client
+// saw it die first). It is a lost link: errTakenOver.
+var errLaneReplaced = fmt.Errorf("lane replaced by a new connection: %w", errTakenOver)
 
 // laneSet is the lane state of a session that runs over lanes.
 type laneSet struct {
@@ -131,11 +133,20 @@ func (s *session) laneControl(lk *link, c wire.Control) {
 		cut := ls.cuts[old]
 		ls.mu.Unlock()
 		if had && old != lk.lane && cut != nil {
-			cut(errLaneReplaced)
+			// Retired as a rotation would (the client's GOING_AWAY may
+			// still be on its way), and cut if it does not end soon.
+			go ls.stage.Retire(s.hard, old, wire.GoingAwayRotation)
+			time.AfterFunc(RetireTimeout, func() { cut(errLaneReplaced) })
 		}
 		_ = ls.stage.Say(s.hard, lk.lane, wire.Control{Type: wire.ControlLanes, Count: uint8(ls.count), Index: c.Index})
 	case wire.ControlGoingAway:
-		// The peer retires the lane: nothing more goes on it from here.
+		// The peer retires the lane: nothing more goes on it from here,
+		// and the lane that replaces it does not replace it again.
+		ls.mu.Lock()
+		if id, ok := ls.byIndex[lk.index]; ok && id == lk.lane {
+			delete(ls.byIndex, lk.index)
+		}
+		ls.mu.Unlock()
 		go ls.stage.Retire(s.hard, lk.lane, wire.GoingAwayRotation)
 	case wire.ControlHealth:
 		s.p.log.WithFields(logrus.Fields{"lanes_up": c.Up, "lanes": c.Count, "lanes_replaced": c.Replaced}).Debug("peer's lane health")
@@ -181,9 +192,13 @@ func (s *session) clientLanes(first *link) {
 					s.ls.Replaced.Add(1)
 				}
 				lk.index, lk.lane = uint8(i), s.ls.newID()
-				err := s.runLink(lk)
+				lk.rotated = make(chan struct{})
+				err, retired := s.runLane(lk, &wg)
 				lk = nil
 				switch {
+				case retired:
+					lost = errRotated
+					continue
 				case err == nil || s.ending():
 					return
 				case linkLost(err):
@@ -197,6 +212,34 @@ func (s *session) clientLanes(first *link) {
 		}()
 	}
 	wg.Wait()
+}
+
+// runLane runs a client lane until it ends, or until rotation retires
+// it: the retired lane then finishes in the background (counted in wg),
+// and the slot goes on to its replacement at once.
+func (s *session) runLane(lk *link, wg *sync.WaitGroup) (err error, retired bool) {
+	done := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		done <- s.runLink(lk)
+	}()
+	select {
+	case err = <-done:
+		return err, false
+	case <-lk.rotated:
+	}
+	if s.p.rotate != nil {
+		s.p.rotate.rotated(0) // the session does not pause
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := <-done; err != nil && !s.ending() && !linkLost(err) {
+			s.fail(err)
+		}
+	}()
+	return nil, true
 }
 
 // serverLanes runs the lanes the client brings; when none is left, the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	mrand "math/rand/v2"
 	"net"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -41,6 +42,17 @@ type link struct {
 	// the lane's place in the client's set (LANES, session_lanes.go).
 	lane  int
 	index uint8
+	// rotated, if set, is closed when rotation retires the lane (its
+	// replacement is dialled at once).
+	rotated   chan struct{}
+	rotatedMu sync.Once
+}
+
+// retire tells the lane's slot that rotation retires it.
+func (lk *link) retire() {
+	if lk.rotated != nil {
+		lk.rotatedMu.Do(func() { close(lk.rotated) })
+	}
 }
 
 // errTakenOver ends a link when a resuming connection claims its session
@@ -147,7 +159,7 @@ func (s *session) runLink(lk *link) error {
 	if lk.capture != nil {
 		readRun, writeRun = lk.capture.TapBackend(rd, wr)
 	}
-	rot := s.armRotation(lk.conn, rd, wr)
+	rot := s.armRotation(lk, rd, wr, cut)
 	defer rot.stop()
 	run := func(name string, f func(context.Context) error, io bool) {
 		g.Go(func() error {

@@ -26,7 +26,7 @@ const MaxLaneBuffer = DefaultReorderBytes / 2
 // the receiver (Reorder) can put the lanes' frames back in order.
 //
 // Scheduler: a batch goes to the lane whose input queue holds the fewest
-// batches (the lowest id on a tie); when every lane's queue is full, to
+// batches (round robin among equals); when every lane's queue is full, to
 // the first lane that takes one. A lane whose connection is slow or
 // stalled stops draining its queue and so gets nothing more, without any
 // clock or estimate: least-queued approximates "shortest expected delay"
@@ -156,6 +156,7 @@ type lanesRun struct {
 	retx  []run  // ranges to send again (lane unused), lowest first
 	runs  []run  // what each lane was given, not yet acknowledged
 	lanes []*lane
+	rr    int // where leastQueued starts looking
 	// The batch on offer and what it holds.
 	pending     Batch
 	pFrom, pTo  uint64

@@ -53,17 +53,23 @@ func (r *lanesRun) offer() {
 	r.pending, r.pFrom, r.pTo, r.pRetx, r.pAck = b, from, to, retx, r.ackDue
 }
 
-// leastQueued is the lane with the fewest batches queued that has room.
+// leastQueued is the lane with the fewest batches queued that has room;
+// among equals, the next after the lane chosen last (round robin), so
+// that idle lanes share the work too.
 func (r *lanesRun) leastQueued() *lane {
 	var best *lane
-	for _, ln := range r.lanes {
+	at := 0
+	for k := range r.lanes {
+		i := (r.rr + k) % len(r.lanes)
+		ln := r.lanes[i]
 		if ln.out == nil || ln.retired || len(ln.out) >= cap(ln.out) {
 			continue
 		}
 		if best == nil || len(ln.out) < len(best.out) {
-			best = ln
+			best, at = ln, i
 		}
 	}
+	r.rr = at + 1
 	return best
 }
 
