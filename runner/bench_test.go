@@ -93,20 +93,20 @@ func BenchmarkBulk(b *testing.B) {
 
 // BenchmarkBulkResume is the cost of resumable sessions (ACK frames and
 // the resend buffer, SPEC-v2.md §7b): v2 bulk with resume_timeout off and
-// on, in one run, with defense off (the default policies pace the first
+// on, and over four lanes (multi_tcp, §7d), in one run, with defense off (the default policies pace the first
 // megabytes of every episode, which would hide the difference).
 func BenchmarkBulkResume(b *testing.B) {
 	for _, mode := range []struct {
-		name   string
-		resume time.Duration
-	}{{"off", -time.Second}, {"on", time.Minute}} {
+		name, backend string
+		resume        time.Duration
+	}{{"off", "", -time.Second}, {"on", "", time.Minute}, {"lanes4", "multi_tcp", time.Minute}} {
 		for _, dir := range []string{"down", "up"} {
 			run := bulkDown
 			if dir == "up" {
 				run = bulkUp
 			}
 			b.Run(mode.name+"/"+dir, func(b *testing.B) {
-				_, tunnel := benchDialersWith(b, tunnelOpts{resume: mode.resume, defense: "off"})
+				_, tunnel := benchDialersWith(b, tunnelOpts{resume: mode.resume, defense: "off", backend: mode.backend})
 				run(b, tunnel)
 			})
 		}

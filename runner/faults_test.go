@@ -36,22 +36,34 @@ func TestFragmentedBackend(t *testing.T) {
 	overBackends(t, func(t *testing.T, o tunnelOpts) {
 		var fp *faultproxy.Proxy
 		o.defense = "off" // no dummies: every byte crossing the proxy is ours
-		o.via = viaFaults(t, faultproxy.Script{0: {
-			{Dir: faultproxy.Up, Action: faultproxy.Fragment},
-			{Dir: faultproxy.Down, Action: faultproxy.Fragment},
-		}}, &fp)
+		conns := 1
+		if o.backend == "multi_tcp" {
+			conns = 4 // every lane, and the bytes summed over them
+		}
+		script := faultproxy.Script{}
+		for i := range conns {
+			script[i] = []faultproxy.Fault{
+				{Dir: faultproxy.Up, Action: faultproxy.Fragment},
+				{Dir: faultproxy.Down, Action: faultproxy.Fragment},
+			}
+		}
+		o.via = viaFaults(t, script, &fp)
 		tn, _ := startWithTarget(t, o)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := echoThrough(ctx, tn, 20<<10, 3); err != nil {
 			t.Fatal(err)
 		}
-		c, err := fp.Conn(ctx, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
 		for _, d := range []faultproxy.Dir{faultproxy.Up, faultproxy.Down} {
-			if b, w := c.Bytes(d), c.Writes(d); b < 20<<10 || w != b {
+			var b, w int64
+			for i := range conns {
+				c, err := fp.Conn(ctx, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, w = b+c.Bytes(d), w+c.Writes(d)
+			}
+			if b < 20<<10 || w != b {
 				t.Errorf("%v: %d bytes in %d writes; want all of at least 20 KiB one byte per write", d, b, w)
 			}
 		}

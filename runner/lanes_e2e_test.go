@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -168,6 +169,68 @@ func TestLanesReplayedJoinOpensNothing(t *testing.T) {
 		t.Fatalf("a replayed lane hello reached the session: %d lanes joined, %d sessions", tn.srv.resumes.Resumed.Load(), tn.srv.Sessions.Load())
 	}
 	if err := echoThrough(ctx, tn, 1<<20, 5); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLanesAllCut: every lane is cut at once in the middle of a download
+// (a network switch): the server detaches the session, the client's lanes
+// come back and resume it, and the download completes byte for byte.
+func TestLanesAllCut(t *testing.T) {
+	tn, proxy := lanesTunnel(t, nil)
+	conns := lanesUp(t, proxy, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cut := false
+	err := download(ctx, tn, 8<<20, func(got int64) {
+		if got >= 2<<20 && !cut {
+			cut = true
+			for _, c := range conns {
+				c.Kill(faultproxy.RST)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanesUp(t, proxy, 8)
+	if tn.srv.Failed.Load() != 0 || tn.srv.Sessions.Load() != 1 {
+		t.Errorf("server sessions %d, failed %d; want 1, 0", tn.srv.Sessions.Load(), tn.srv.Failed.Load())
+	}
+	t.Logf("connections %d, sessions detached %d", proxy.Accepted(), tn.srv.resumes.Detached.Load())
+}
+
+// TestLanesDetachedExpires: all lanes are cut and the client cannot come
+// back within the server's resume_timeout: the session expires, its
+// stream is reset, and the client's next lane hello starts a new session
+// over lanes, under a new id, that carries new streams. (Each lane that
+// was redialling gets "new" too: the client closes those connections,
+// and the server drops what they started.)
+func TestLanesDetachedExpires(t *testing.T) {
+	tg := startTarget(t)
+	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, backend: "multi_tcp", resume: 30 * time.Second, srvResume: 200 * time.Millisecond})
+	tn.waitSession()
+	c := tn.dial(modeEcho)
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo before the cut: %q %v", buf, err)
+	}
+	tn.relay.down.Store(true)
+	tn.relay.cut()
+	waitFor(t, "the detached session to expire", 10*time.Second, func() bool { return tn.srv.resumes.Expired.Load() == 1 })
+	tn.relay.down.Store(false)
+	if n, err := io.Copy(io.Discard, c); err == nil || n != 0 {
+		t.Fatalf("stream of an expired session: read %d bytes, err %v; want a reset", n, err)
+	}
+	tn.waitSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := echoThrough(ctx, tn, 1<<20, 6); err != nil {
 		t.Fatal(err)
 	}
 }

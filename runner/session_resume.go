@@ -49,8 +49,11 @@ func (c *Client) resume(ctx context.Context, s *session, srv int, id wire.Sessio
 			return &link{conn: est.conn, keys: est.keys, peerRecv: est.keys.Resume.Reply.Received, capture: est.sc}
 		case err == nil:
 			// The server started a new session on this connection
-			// instead: it carries the next session of this client.
-			if !c.carry.CompareAndSwap(nil, est) {
+			// instead: it carries the next session of this client. Not
+			// for a session over lanes: each of its lanes may have
+			// started one under the old id, so the next session takes
+			// a fresh id (the server ends those as lost backends).
+			if s.ls != nil || !c.carry.CompareAndSwap(nil, est) {
 				_ = est.conn.Close()
 				est.sc.End(ErrResumeRefused)
 			}
