@@ -116,9 +116,10 @@ func TestResumeDownloadCut(t *testing.T) {
 			if cut.cuts.Load() != 4 {
 				t.Fatalf("cuts = %d, want 4", cut.cuts.Load())
 			}
-			if got := tn.cli.Resumes.Load(); got < 4 {
-				t.Errorf("client resumed %d times, want at least 4", got)
-			}
+			// The last cut may come when the rest of the download is
+			// already in the client's stream buffers: the download then
+			// ends before that resumption does.
+			waitFor(t, "the fourth resumption", 30*time.Second, func() bool { return tn.cli.Resumes.Load() >= 4 })
 			if got := tn.srv.Sessions.Load(); got != 5 {
 				t.Errorf("server handshakes = %d, want 5 (one session, four resumptions)", got)
 			}
