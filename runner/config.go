@@ -135,7 +135,9 @@ type Common struct {
 	LogLevel string `yaml:"log_level"`
 	// KeepAlive is the PING interval on v2 backends (default 15s; -1s
 	// disables): a backend silent for 2.5 intervals is declared dead; the
-	// client then reconnects, the server frees the session.
+	// client then reconnects, the server frees the session. Over lanes
+	// (v2 multi_tcp) one lane silent for 1 interval is cut and replaced
+	// (SPEC-v2.md §7d, lane liveness).
 	KeepAlive time.Duration `yaml:"keepalive"`
 	// Capture, if set, records the session's frames to this file.
 	Capture string `yaml:"capture"`

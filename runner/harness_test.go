@@ -208,6 +208,8 @@ type tunnelOpts struct {
 	srvResume    time.Duration // the server's, if it differs
 	srvClock     clock         // the server's resumption timers (nil: the real clock)
 	resumeBuffer int           // KiB (0: default)
+	// srvKeepalive is the server's keepalive (0: the default).
+	srvKeepalive time.Duration
 }
 
 func testLogger(t testing.TB) (*logrus.Logger, *test.Hook) {
@@ -273,6 +275,7 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		o.resume = -time.Second
 	}
 	scfg.ResumeTimeout, scfg.ResumeBuffer = cmp.Or(o.srvResume, o.resume), o.resumeBuffer
+	scfg.KeepAlive = o.srvKeepalive
 	scfg.Capture, scfg.CapturePlaintext = o.serverCapture, o.serverPlaintext
 	if o.metrics {
 		scfg.Metrics = "127.0.0.1:0"

@@ -234,3 +234,61 @@ func TestLanesDetachedExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLanesStallOne: one lane of four goes silent both ways in the middle
+// of a download (a NAT that forgot the flow: no RST, no FIN) while the
+// other lanes run. Lane liveness (SPEC-v2.md §7d) finds it: the lane is
+// cut, what it carried is sent again on the others, and the client dials
+// one replacement; the download completes byte for byte, no other lane
+// is cut (the session keepalive, twice as long, never fires), and the
+// replacement carries the next download.
+func TestLanesStallOne(t *testing.T) {
+	const keepalive = time.Second
+	tn, proxy := proxiedTunnel(t, tunnelOpts{resume: 30 * time.Second, backend: "multi_tcp", keepalive: keepalive, srvKeepalive: keepalive}, nil)
+	conns := lanesUp(t, proxy, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 16 << 20
+	stalled := make(chan struct{})
+	err := download(ctx, tn, n, func(got int64) {
+		if got >= 4<<20 && stalled != nil {
+			conns[2].Stall(faultproxy.Up)
+			conns[2].Stall(faultproxy.Down)
+			close(stalled)
+			stalled = nil
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bounded: the replacement joins within a few lane timeouts.
+	wctx, wcancel := context.WithTimeout(ctx, 8*keepalive)
+	defer wcancel()
+	repl, err := proxy.Conn(wctx, 4)
+	if err != nil {
+		t.Fatalf("the stalled lane was not replaced: %v", err)
+	}
+	before := make([]int64, 4)
+	for i, c := range conns {
+		before[i] = c.Bytes(faultproxy.Down)
+	}
+	if err := download(ctx, tn, 8<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := proxy.Accepted(); got != 5 {
+		t.Errorf("connections = %d, want 5 (one lane replaced, no other cut)", got)
+	}
+	for i, c := range conns {
+		if grew := c.Bytes(faultproxy.Down) - before[i]; (i == 2) != (grew == 0) {
+			t.Errorf("lane %d carried %d bytes of the second download", i, grew)
+		}
+	}
+	if repl.Bytes(faultproxy.Down) == 0 {
+		t.Errorf("the replacement carried nothing")
+	}
+	if tn.srv.Failed.Load() != 0 {
+		t.Errorf("server sessions failed: %d", tn.srv.Failed.Load())
+	}
+	t.Logf("stalled lane carried %d KiB down; replacement %d KiB; connections %d",
+		conns[2].Bytes(faultproxy.Down)>>10, repl.Bytes(faultproxy.Down)>>10, proxy.Accepted())
+}

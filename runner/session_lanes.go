@@ -54,7 +54,8 @@ type laneSet struct {
 
 func newLaneSet(s *session, count int) *laneSet {
 	ls := &laneSet{count: count, cuts: make(map[int]context.CancelCauseFunc), byIndex: make(map[uint8]int), agreed: make(chan struct{})}
-	ls.stage = &stages.Lanes{In: s.batches, State: s.rs, Limit: s.p.resume.buffer, Total: s.p.resume.kept, Log: s.stage("lanes")}
+	ls.stage = &stages.Lanes{In: s.batches, State: s.rs, Limit: s.p.resume.buffer, Total: s.p.resume.kept, Log: s.stage("lanes"),
+		Probe: stages.LaneProbe(s.p.keepalive), Health: ls.health}
 	ls.stage.Init()
 	ls.reorder = &stages.Reorder{Out: s.frames, State: s.rs}
 	return ls
@@ -100,10 +101,35 @@ func (s *session) laneHello(lk *link) []wire.Control {
 		return nil
 	}
 	ls := s.ls
-	return []wire.Control{
-		{Type: wire.ControlLanes, Count: uint8(ls.count), Index: lk.index},
-		{Type: wire.ControlHealth, Up: uint8(min(ls.Running.Load(), 255)), Count: uint8(ls.count), Replaced: uint32(ls.Replaced.Load())},
+	return []wire.Control{{Type: wire.ControlLanes, Count: uint8(ls.count), Index: lk.index}, ls.health()}
+}
+
+// health is the HEALTH message of this side: a lane's hello, and the
+// probe on an idle lane (§7d, lane liveness).
+func (ls *laneSet) health() wire.Control {
+	return wire.Control{Type: wire.ControlHealth, Up: uint8(min(ls.Running.Load(), 255)), Count: uint8(ls.count), Replaced: uint32(ls.Replaced.Load())}
+}
+
+// watchLane cuts lane lk when nothing arrives on it for the lane timeout
+// while the session runs (§7d, lane liveness): what it carried goes on
+// the other lanes and the client redials it, before the session's
+// keepalive would cut every lane for the gap it leaves. The returned
+// function stops the watch and waits for it.
+func (s *session) watchLane(ctx context.Context, lk *link, in *stages.LaneIn, cut context.CancelCauseFunc) (stop func()) {
+	timeout := stages.LaneTimeout(s.p.keepalive)
+	if in == nil || timeout <= 0 {
+		return func() {}
 	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := in.Watch(wctx, timeout, func() bool { return !s.ending() }); err != nil {
+			s.p.log.WithError(err).WithField("lane", lk.index).Info("lane silent, cutting it")
+			cut(err)
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // laneIn is the lane part of a lane's decrypt stage (nil: no lanes).

@@ -145,8 +145,10 @@ func (s *session) runLink(lk *link) error {
 		// rekey themselves; the stages own those.
 		e := &stages.Encrypt{Sealer: keys.Seal, Cell: cell, In: shaped, Out: sealed, Log: s.stage("encrypt"), Resume: s.rs,
 			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
+		laneIn := s.laneIn(lk)
 		d := &stages.Decrypt{Opener: keys.Open, In: chunks, Out: s.frames, Log: s.stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs, Lane: s.laneIn(lk)}
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs, Lane: laneIn}
+		defer s.watchLane(gctx, lk, laneIn, cut)()
 		if lk.capture != nil {
 			lk.capture.TapEncrypt(e)
 			d.Tap = lk.capture.FrameIn

@@ -237,6 +237,9 @@ func (d *Decrypt) Run(ctx context.Context) error {
 			if d.Events != nil {
 				d.Events.Frame(wf.Type, len(wf.Payload))
 			}
+			if d.Lane != nil {
+				d.Lane.Seen()
+			}
 			if d.Lane != nil && (wf.Type == wire.FrameControl || wf.Type == wire.FrameAck) {
 				err := d.Lane.take(&wf)
 				putBuf(owner)

@@ -57,7 +57,14 @@ type Lanes struct {
 	AckDelay  time.Duration
 	// Total, if set, sums the bytes kept over every stage sharing it.
 	Total *atomic.Int64
-	Log   *logrus.Entry
+	// Probe, if set, is the lane probe interval (SPEC-v2.md §7d, lane
+	// liveness): a lane handed nothing for Probe gets a HEALTH message,
+	// so that every lane carries a record at least that often and its
+	// receiver can tell a silent lane from an idle one. Health makes the
+	// message (nil: up and count from the lanes running here).
+	Probe  time.Duration
+	Health func() wire.Control
+	Log    *logrus.Entry
 
 	ctl     chan laneReq
 	stopped chan struct{}
@@ -65,6 +72,7 @@ type Lanes struct {
 	acked   atomic.Uint64
 	kept    atomic.Int64
 	resent  atomic.Uint64
+	probes  atomic.Uint64
 }
 
 type laneOp uint8
@@ -91,6 +99,7 @@ type lane struct {
 	out     chan<- Batch // nil once closed
 	retired bool         // no more runs; close out when say is sent
 	say     Batch        // control frames for this lane alone, sent first
+	busy    bool         // handed something since the last probe tick
 }
 
 // run is a range of numbers [from, to) handed to one lane.
@@ -148,6 +157,9 @@ func (l *Lanes) Acked() uint64  { return l.acked.Load() }
 func (l *Lanes) Kept() int64    { return l.kept.Load() }
 func (l *Lanes) Resent() uint64 { return l.resent.Load() }
 
+// Probes counts the HEALTH messages sent on idle lanes.
+func (l *Lanes) Probes() uint64 { return l.probes.Load() }
+
 // lanesRun is Run's state.
 type lanesRun struct {
 	l     *Lanes
@@ -172,6 +184,7 @@ type lanesRun struct {
 	ackDelay    time.Duration
 	timer       *time.Timer
 	timerOn     bool
+	probe       <-chan time.Time // ticks every Probe/2 (nil: no probes)
 }
 
 // Run keeps, stripes and resends until ctx is done, or the mux has closed
@@ -196,6 +209,11 @@ func (l *Lanes) Run(ctx context.Context) error {
 	r.timer = time.NewTimer(time.Hour)
 	r.timer.Stop()
 	defer r.timer.Stop()
+	if l.Probe > 0 {
+		t := time.NewTicker(l.Probe / 2)
+		defer t.Stop()
+		r.probe = t.C
+	}
 	defer func() {
 		r.buf.releaseFrom(r.next)
 		l.noteKept(&r.buf)
@@ -232,6 +250,11 @@ func (l *Lanes) Run(ctx context.Context) error {
 			take = nil // back-pressure: wait for ACKs
 		}
 		progress := false
+		select {
+		case <-r.probe: // a busy loop reaches wait seldom
+			r.probeIdle()
+		default:
+		}
 		if take != nil {
 			select {
 			case b, ok := <-take:
@@ -273,7 +296,7 @@ func (ln *lane) close() {
 
 // said notes that the lane's control frames were handed on.
 func (ln *lane) said() {
-	ln.say = nil
+	ln.say, ln.busy = nil, true
 	if ln.retired {
 		ln.close()
 	}
@@ -333,6 +356,26 @@ func (r *lanesRun) acks() error {
 		}
 	}
 	return nil
+}
+
+// probeIdle queues a HEALTH message on every running lane that was
+// handed nothing since the previous tick: ticks come every Probe/2, so a
+// lane goes at most about Probe without a record.
+func (r *lanesRun) probeIdle() {
+	for _, ln := range r.lanes {
+		if ln.out == nil || ln.retired {
+			continue
+		}
+		if !ln.busy && len(ln.say) == 0 {
+			c := wire.Control{Type: wire.ControlHealth, Up: uint8(min(r.up(), 255)), Count: uint8(min(len(r.lanes), 255))}
+			if r.l.Health != nil {
+				c = r.l.Health()
+			}
+			ln.say = Batch{{Frame: wire.ControlFrame(c)}}
+			r.l.probes.Add(1)
+		}
+		ln.busy = false
+	}
 }
 
 // up is the count of lanes that take runs.

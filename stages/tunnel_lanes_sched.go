@@ -92,6 +92,7 @@ func (r *lanesRun) commit(ln *lane) {
 		}
 		r.timerOn = false
 	}
+	ln.busy = true
 	r.pending = nil
 }
 
@@ -102,6 +103,7 @@ const (
 	caseWake
 	caseTimer
 	caseIn
+	caseProbe
 	caseLanes
 )
 
@@ -115,9 +117,13 @@ func (r *lanesRun) wait(ctx context.Context, take <-chan Batch, in *<-chan Batch
 		caseWake:  {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.wake)},
 		caseTimer: {Dir: reflect.SelectRecv, Chan: reflect.ValueOf(r.timer.C)},
 		caseIn:    {Dir: reflect.SelectRecv},
+		caseProbe: {Dir: reflect.SelectRecv},
 	}
 	if take != nil {
 		cases[caseIn].Chan = reflect.ValueOf(take)
+	}
+	if r.probe != nil {
+		cases[caseProbe].Chan = reflect.ValueOf(r.probe)
 	}
 	var who []*lane
 	for _, ln := range r.lanes {
@@ -149,6 +155,8 @@ func (r *lanesRun) wait(ctx context.Context, take <-chan Batch, in *<-chan Batch
 			b = v.Interface().(Batch)
 		}
 		r.takeIn(b, ok, in)
+	case i == caseProbe:
+		r.probeIdle()
 	default:
 		ln := who[i-caseLanes]
 		if len(ln.say) > 0 {

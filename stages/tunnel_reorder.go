@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"usocks/wire"
 )
@@ -134,6 +135,55 @@ type LaneIn struct {
 	Control func(wire.Control)
 	seq     uint64
 	haveSeq bool
+	records atomic.Uint64 // records opened on the lane (Seen)
+}
+
+// Lane liveness (SPEC-v2.md §7d). A sender's Lanes stage probes every
+// lane it has handed nothing for LaneProbe(keepalive); a receiver cuts a
+// lane on which no record arrived for LaneTimeout(keepalive) (Watch),
+// sooner than the session's keepalive timeout (2 intervals) would cut
+// every lane for the gap the silent lane leaves in the sequence.
+
+// MaxLaneProbe caps the probe interval, so that a peer with a shorter
+// keepalive (down to 2 × MaxLaneProbe) does not take an idle lane for a
+// dead one.
+const MaxLaneProbe = 2500 * time.Millisecond
+
+// LaneProbe is the probe interval for a keepalive interval (0: off).
+func LaneProbe(keepalive time.Duration) time.Duration {
+	return min(keepalive/4, MaxLaneProbe)
+}
+
+// LaneTimeout is how long a lane may stay silent (0: never cut).
+func LaneTimeout(keepalive time.Duration) time.Duration { return keepalive }
+
+// ErrLaneSilent ends a lane on which nothing arrived for LaneTimeout: a
+// lost backend (it wraps ErrPeerDead).
+var ErrLaneSilent = fmt.Errorf("%w: nothing received on the lane", ErrPeerDead)
+
+// Seen notes a record opened on the lane (the lane's decrypt).
+func (l *LaneIn) Seen() { l.records.Add(1) }
+
+// Watch returns ErrLaneSilent once no record has been Seen for timeout
+// while alive says the session is running, and nil when ctx is done. It
+// looks every timeout/8, so it fires within 9/8 timeout of the last
+// record.
+func (l *LaneIn) Watch(ctx context.Context, timeout time.Duration, alive func() bool) error {
+	t := time.NewTicker(max(timeout/8, time.Millisecond))
+	defer t.Stop()
+	last, at := l.records.Load(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if n := l.records.Load(); n != last || !alive() {
+				last, at = n, now
+			} else if silent := now.Sub(at); silent >= timeout {
+				return fmt.Errorf("%w for %v", ErrLaneSilent, silent.Round(time.Millisecond))
+			}
+		}
+	}
 }
 
 // take handles a CONTROL or ACK frame of the lane.
