@@ -147,7 +147,7 @@ func (s *session) runLink(lk *link) error {
 			Rekey: &stages.Rekeyer{After: p.rekeyAfter, Rand: rand.Reader, Counter: &p.stats.Rekeys}}
 		laneIn := s.laneIn(lk)
 		d := &stages.Decrypt{Opener: keys.Open, In: chunks, Out: s.frames, Log: s.stage("decrypt"),
-			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs, Lane: laneIn}
+			Chaff: func() { p.stats.ChaffReceived.Add(1) }, Events: decEvents, Resume: s.rs, Lane: laneIn, Failed: s.fail}
 		defer s.watchLane(gctx, lk, laneIn, cut)()
 		if lk.capture != nil {
 			lk.capture.TapEncrypt(e)

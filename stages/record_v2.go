@@ -167,6 +167,12 @@ type Decrypt struct {
 	// §7d): numbered frames go to Lane's Reorder, not straight to Out;
 	// CONTROL messages go to Lane; an ACK lower than one seen is old.
 	Lane *LaneIn
+	// Failed, if set, is told Run's error (not ctx's) before Out closes,
+	// in a session that is not resumable: the demux takes its input's end
+	// for an insecure close, so the session must know of a failure (a
+	// record that fails authentication gets RESET, SPEC-v2.md §7) first.
+	// A resumable session's Out stays open; Failed is not called then.
+	Failed func(error)
 }
 
 // Run opens records until In is closed (then closes Out) or an error. A
@@ -177,9 +183,14 @@ type Decrypt struct {
 // straight into a pooled buffer of the right class, and a frame whose
 // payload is much smaller than its record body (padding) is compacted so
 // that it keeps only what its payload needs.
-func (d *Decrypt) Run(ctx context.Context) error {
+func (d *Decrypt) Run(ctx context.Context) (err error) {
 	if d.Resume == nil {
-		defer close(d.Out)
+		defer func() {
+			if err != nil && ctx.Err() == nil && d.Failed != nil {
+				d.Failed(err)
+			}
+			close(d.Out)
+		}()
 	}
 	defer d.Opener.Forget()
 	ended := false  // a CLOSE or RESET went to the demux
