@@ -70,8 +70,10 @@ func (e *DefenceEvents) Notify() {
 }
 
 // Run shapes until In is closed (then it flushes and closes Out) or ctx is
-// done.
-func (d *Defence) Run(ctx context.Context) error {
+// done. Cut by ctx it releases none of the frames it holds (they go to the
+// garbage collector): a piece of a split frame already sent aliases the
+// buffer of its last piece.
+func (d *Defence) Run(ctx context.Context) (err error) {
 	defer close(d.Out)
 	s := newShaper(d.Params, d.Rand)
 	s.markPieces = d.MarkPieces
@@ -115,15 +117,24 @@ func (d *Defence) Run(ctx context.Context) error {
 		case d.Out <- b:
 			return nil
 		case <-ctx.Done():
-			for i := range b {
-				b[i].Release()
-			}
+			// Not released: see the deferred drop below.
+			clear(b)
 			return ctx.Err()
 		}
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	defer func() {
+		if err != nil {
+			// Cut: encrypt may still be sealing pieces of a split frame
+			// sent before, which alias the buffer its last piece (queued
+			// here, or in the batch send gave up on) owns. The frames go
+			// to the garbage collector, never back to the pool where
+			// another stream could reuse a buffer under the seal.
+			clear(s.queue)
+			s.queue = s.queue[:0]
+			return
+		}
 		for i := range s.queue {
 			s.queue[i].Release()
 		}
