@@ -55,6 +55,9 @@ type Client struct {
 	// resumeExpired those given up at resume_timeout.
 	Resumes                  atomic.Int64
 	resumeNew, resumeExpired atomic.Int64
+	// resumeClock makes the resume window's time and timers (realClock;
+	// tests set a fake one before the client runs).
+	resumeClock clock
 	// resendKept sums the bytes of the sessions' resend buffers.
 	resendKept atomic.Int64
 
@@ -120,15 +123,16 @@ func NewClient(cfg *ClientConfig, logger *logrus.Logger) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		log:      logger.WithFields(logrus.Fields{"side": "client"}),
-		Rand:     rand.Reader,
-		Now:      time.Now,
-		Backoff:  DefaultBackoff(),
-		accepted: make(chan net.Conn),
-		waiters:  make(chan struct{}, AcceptQueueLen),
-		wake:     make(chan struct{}, 1),
-		Sessions: make(chan struct{}, 1),
-		servers:  newServerPicker(cfg.backendServers()),
+		log:         logger.WithFields(logrus.Fields{"side": "client"}),
+		Rand:        rand.Reader,
+		Now:         time.Now,
+		Backoff:     DefaultBackoff(),
+		resumeClock: realClock{},
+		accepted:    make(chan net.Conn),
+		waiters:     make(chan struct{}, AcceptQueueLen),
+		wake:        make(chan struct{}, 1),
+		Sessions:    make(chan struct{}, 1),
+		servers:     newServerPicker(cfg.backendServers()),
 	}
 	l, err := newClientLive(cfg)
 	if err != nil {

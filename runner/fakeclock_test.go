@@ -11,6 +11,7 @@ type fakeClock struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers map[*fakeTimer]struct{}
+	made   int // timers made so far
 }
 
 func newFakeClock() *fakeClock {
@@ -23,7 +24,16 @@ type fakeTimer struct {
 	until time.Time
 }
 
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
 func (c *fakeClock) NewTimer(d time.Duration) clockTimer {
+	c.mu.Lock()
+	c.made++
+	c.mu.Unlock()
 	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
 	t.Reset(d)
 	return t
@@ -50,6 +60,13 @@ func (c *fakeClock) armed() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.timers)
+}
+
+// timersMade is how many timers have been made.
+func (c *fakeClock) timersMade() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.made
 }
 
 func (t *fakeTimer) Chan() <-chan time.Time { return t.ch }

@@ -207,6 +207,7 @@ type tunnelOpts struct {
 	resume       time.Duration
 	srvResume    time.Duration // the server's, if it differs
 	srvClock     clock         // the server's resumption timers (nil: the real clock)
+	cliClock     clock         // the client's resume window (nil: the real clock)
 	resumeBuffer int           // KiB (0: default)
 	// srvKeepalive is the server's keepalive (0: the default).
 	srvKeepalive time.Duration
@@ -353,6 +354,9 @@ func startTunnel(t testing.TB, o tunnelOpts) *tunnel {
 		cli.UseListener(cln)
 		if o.clientNow != nil {
 			cli.Now = o.clientNow
+		}
+		if o.cliClock != nil {
+			cli.resumeClock = o.cliClock
 		}
 		cli.Backoff.Min = 20 * time.Millisecond
 		cli.Backoff.Max = 200 * time.Millisecond

@@ -2,10 +2,11 @@ package runner
 
 import "time"
 
-// clock makes the timers of server-side resumption (resume_timeout, the
-// claim grace, the takeover wait), so that tests can drive them with a
-// fake clock instead of waiting.
+// clock makes the timers of resumption (the server's resume_timeout, claim
+// grace and takeover wait; the client's resume window and the backoff in
+// it), so that tests can drive them with a fake clock instead of waiting.
 type clock interface {
+	Now() time.Time
 	NewTimer(d time.Duration) clockTimer
 }
 
@@ -18,6 +19,8 @@ type clockTimer interface {
 
 // realClock is the system clock.
 type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) NewTimer(d time.Duration) clockTimer { return realTimer{time.NewTimer(d)} }
 

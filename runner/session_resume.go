@@ -30,14 +30,15 @@ func (c *Client) resume(ctx context.Context, s *session, srv int, id wire.Sessio
 		// another (the old ones are reset).
 		window = min(window, failoverResume)
 	}
-	deadline := time.Now().Add(window)
+	clk := c.resumeClock
+	deadline := clk.Now().Add(window)
 	wait := c.Backoff.Min
 	log := s.p.log.WithField("resume_timeout", window.String())
 	for attempt := 1; ; attempt++ {
 		if s.ending() || ctx.Err() != nil {
 			return nil
 		}
-		dctx, cancel := context.WithDeadline(ctx, deadline)
+		dctx, cancel := untilClock(ctx, clk, deadline)
 		stop := context.AfterFunc(s.hard, cancel)
 		est, err := c.connect(dctx, srv, id, s.rs.Received())
 		stop()
@@ -64,19 +65,38 @@ func (c *Client) resume(ctx context.Context, s *session, srv int, id wire.Sessio
 			s.fail(permanent(err))
 			return nil
 		}
-		if !time.Now().Before(deadline) {
+		if !clk.Now().Before(deadline) {
 			c.resumeExpired.Add(1)
 			s.fail(ErrResumeTimeout)
 			return nil
 		}
 		log.WithError(err).WithFields(logrus.Fields{"attempt": attempt, "retry_in": wait.String()}).Warn("resumption failed, retrying")
-		t := time.NewTimer(min(wait, time.Until(deadline)))
+		t := clk.NewTimer(min(wait, deadline.Sub(clk.Now())))
 		select {
-		case <-t.C:
+		case <-t.Chan():
 		case <-s.closing:
 		case <-ctx.Done():
 		}
 		t.Stop()
 		wait = min(2*wait, c.Backoff.Max)
+	}
+}
+
+// untilClock is ctx, ended too (cause context.DeadlineExceeded) when clk
+// reaches deadline: a dial gets no more than what is left of the resume
+// window.
+func untilClock(ctx context.Context, clk clock, deadline time.Time) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancelCause(ctx)
+	t := clk.NewTimer(deadline.Sub(clk.Now()))
+	go func() {
+		select {
+		case <-t.Chan():
+			cancel(context.DeadlineExceeded)
+		case <-dctx.Done():
+		}
+	}()
+	return dctx, func() {
+		t.Stop()
+		cancel(context.Canceled)
 	}
 }
