@@ -61,6 +61,14 @@ func startDelayRelay(t testing.TB, target string, delay time.Duration) *relay {
 				continue
 			}
 			r.mu.Lock()
+			if r.down.Load() {
+				// Went down while this one was being connected: a cut
+				// (which holds the lock) must not miss it.
+				r.mu.Unlock()
+				_ = c.Close()
+				_ = s.Close()
+				continue
+			}
 			idx := len(r.recorded)
 			r.recorded = append(r.recorded, nil)
 			r.conns = append(r.conns, c, s)
