@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"testing"
@@ -16,18 +15,7 @@ func TestClientResumeWindowExpires(t *testing.T) {
 	const window = 20 * time.Second
 	fc := newFakeClock()
 	tn := resumeTunnel(t, "plain_tcp", func(o *tunnelOpts) { o.resume, o.srvResume, o.cliClock = window, time.Minute, fc })
-	c := tn.dial(modeEcho)
-	defer c.Close()
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, []byte("ping")) {
-		t.Fatalf("echo before the cut: %q %v", buf, err)
-	}
-	tn.relay.down.Store(true)
-	tn.relay.cut()
+	c := echoThenCut(t, tn)
 	// Each attempt makes the dial's timer, and a failed one the backoff's.
 	retried := func(made int) func() bool {
 		return func() bool { return fc.timersMade() == made && fc.armed() == 1 }

@@ -210,18 +210,7 @@ func TestLanesDetachedExpires(t *testing.T) {
 	tg := startTarget(t)
 	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), relay: true, backend: "multi_tcp", resume: 30 * time.Second, srvResume: 200 * time.Millisecond})
 	tn.waitSession()
-	c := tn.dial(modeEcho)
-	defer c.Close()
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("echo before the cut: %q %v", buf, err)
-	}
-	tn.relay.down.Store(true)
-	tn.relay.cut()
+	c := echoThenCut(t, tn)
 	waitFor(t, "the detached session to expire", 10*time.Second, func() bool { return tn.srv.resumes.Expired.Load() == 1 })
 	tn.relay.down.Store(false)
 	if n, err := io.Copy(io.Discard, c); err == nil || n != 0 {

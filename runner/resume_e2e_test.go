@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -222,18 +221,7 @@ func TestResumeDetachedSessionExpires(t *testing.T) {
 	const timeout = 20 * time.Second
 	fc := newFakeClock()
 	tn := resumeTunnel(t, "plain_tcp", func(o *tunnelOpts) { o.srvResume, o.srvClock = timeout, fc })
-	c := tn.dial(modeEcho)
-	defer c.Close()
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, []byte("ping")) {
-		t.Fatalf("echo before the cut: %q %v", buf, err)
-	}
-	tn.relay.down.Store(true)
-	tn.relay.cut()
+	c := echoThenCut(t, tn)
 	waitFor(t, "the session to wait detached", 10*time.Second, func() bool { return tn.srv.resumes.waiting() == 1 && fc.armed() == 1 })
 	// It waits for the whole resume_timeout, not a moment less…
 	fc.Advance(timeout - time.Nanosecond)
@@ -348,4 +336,25 @@ func downloadThroughOneCut(t *testing.T, tn *tunnel) {
 	if tn.cli.Resumes.Load() != 1 {
 		t.Fatalf("resumptions = %d, want 1", tn.cli.Resumes.Load())
 	}
+}
+
+// echoThenCut opens an echo stream, checks one round trip on it, then
+// takes the relay down and cuts every backend connection: the stream's
+// session loses its backend and cannot reach the server again until the
+// caller brings the relay back up. The stream is closed with the test.
+func echoThenCut(t *testing.T, tn *tunnel) net.Conn {
+	t.Helper()
+	c := tn.dial(modeEcho)
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo before the cut: %q %v", buf, err)
+	}
+	tn.relay.down.Store(true)
+	tn.relay.cut()
+	return c
 }
