@@ -42,6 +42,34 @@ func fuzzTargets(t *testing.T, root string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	fset := token.NewFileSet()
+	for _, path := range goFiles(t, root) {
+		if !strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, err := filepath.Rel(root, filepath.Dir(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkg := "./" + filepath.ToSlash(rel) + "/"
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Fuzz") && takesTestingF(fn) {
+				out[pkg+" "+fn.Name.Name] = path
+			}
+		}
+	}
+	return out
+}
+
+// goFiles are the paths of the module's Go files under root, outside
+// testdata, vendor and hidden directories.
+func goFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -52,23 +80,8 @@ func fuzzTargets(t *testing.T, root string) map[string]string {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(root, filepath.Dir(path))
-		if err != nil {
-			return err
-		}
-		pkg := "./" + filepath.ToSlash(rel) + "/"
-		for _, decl := range f.Decls {
-			fn, ok := decl.(*ast.FuncDecl)
-			if ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Fuzz") && takesTestingF(fn) {
-				out[pkg+" "+fn.Name.Name] = path
-			}
+		if strings.HasSuffix(path, ".go") {
+			out = append(out, path)
 		}
 		return nil
 	})
@@ -172,5 +185,30 @@ func TestStaticcheckPinnedOnce(t *testing.T) {
 	}
 	if ci, task := pin(".ci/run"), pin("Taskfile.yml"); ci != task {
 		t.Fatalf(".ci/run pins staticcheck %s, Taskfile.yml %s", ci, task)
+	}
+}
+
+// TestNoLargeSourceFile: no non-test Go file of the module is over 500
+// lines, a rule of the project: a file that grows past it is split by
+// what it does.
+func TestNoLargeSourceFile(t *testing.T) {
+	const limit = 500
+	root := filepath.Join("..", "..")
+	files := 0
+	for _, path := range goFiles(t, root) {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files++
+		if n := strings.Count(string(b), "\n"); n > limit {
+			t.Errorf("%s: %d lines, over %d", path, n, limit)
+		}
+	}
+	if files < 50 {
+		t.Fatalf("read %d Go files: is the repository root wrong?", files)
 	}
 }
