@@ -11,7 +11,8 @@ import (
 
 // backendKinds are the v2 backends the end-to-end suite runs over. The
 // whole suite (e2e_test.go) runs on plain_tcp; the tests that take a
-// backend kind (bulk both ways, many streams, half-close, reset) run on
+// backend kind (bulk both ways, many streams, half-close, reset, stalled
+// reader, graceful shutdown, rekeying, 1-byte fragments and stalls) run on
 // each of these. multi_tcp runs its v2 form: one resumable session over
 // four lanes (SPEC-v2.md §7d); its v1 form is tested by the v1 suite.
 var backendKinds = []struct {

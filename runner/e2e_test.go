@@ -111,15 +111,21 @@ func halfClose(t *testing.T, tn *tunnel, n int) {
 	}
 }
 
+// TestStalledReaderDoesNotStallOthers: per backend kind, a stream whose
+// app does not read fills its window and stops there, while busy streams
+// beside it go on; once read, it delivers every byte.
 func TestStalledReaderDoesNotStallOthers(t *testing.T) {
-	tg := startTarget(t)
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
-	tn.waitSession()
-	// A stream whose app never reads while the target sends 64 MiB.
+	overBackends(t, stalledReader)
+}
+
+func stalledReader(t *testing.T, o tunnelOpts) {
+	const size = 16 << 20 // far above the largest window (2 MiB)
+	tn, tg := startWithTarget(t, o)
+	// A stream whose app never reads while the target sends size bytes.
 	stalled := tn.dial(modeSource)
 	defer stalled.Close()
 	var nb [8]byte
-	binary.BigEndian.PutUint64(nb[:], 64<<20)
+	binary.BigEndian.PutUint64(nb[:], size)
 	if _, err := stalled.Write(nb[:]); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +146,7 @@ func TestStalledReaderDoesNotStallOthers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stalled stream: %v after %d bytes", err, n)
 	}
-	if want := sourceDigest(64 << 20); n != 64<<20 || !bytes.Equal(h.Sum(nil), want) {
+	if want := sourceDigest(size); n != size || !bytes.Equal(h.Sum(nil), want) {
 		t.Fatalf("stalled stream delivered %d bytes, digest mismatch=%v", n, !bytes.Equal(h.Sum(nil), want))
 	}
 }
@@ -409,10 +415,14 @@ func TestTruncationResetsStreams(t *testing.T) {
 	}
 }
 
+// TestGracefulShutdownIsSecureClose: per backend kind, stopping the client
+// ends the session with CLOSE both ways: the server counts a clean end.
 func TestGracefulShutdownIsSecureClose(t *testing.T) {
-	tg := startTarget(t)
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port()})
-	tn.waitSession()
+	overBackends(t, gracefulShutdown)
+}
+
+func gracefulShutdown(t *testing.T, o tunnelOpts) {
+	tn, _ := startWithTarget(t, o)
 	if err := echoThrough(context.Background(), tn, 10_000, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -500,16 +510,20 @@ func TestBlackholedBackendIsDetected(t *testing.T) {
 	}
 }
 
-// TestRekeyingIsSeamless moves data with a key lifetime of 1,000 records:
-// both directions rekey in band repeatedly and every byte arrives.
+// TestRekeyingIsSeamless moves data, per backend kind, with a key lifetime
+// of 1,000 records: both directions rekey in band repeatedly and every
+// byte arrives.
 func TestRekeyingIsSeamless(t *testing.T) {
-	tg := startTarget(t)
-	tn := startTunnel(t, tunnelOpts{targetPort: tg.port(), rekeyAfter: 1000})
-	tn.waitSession()
+	overBackends(t, rekeying)
+}
+
+func rekeying(t *testing.T, o tunnelOpts) {
+	o.rekeyAfter = 1000
+	tn, _ := startWithTarget(t, o)
 	echoMany(t, tn, 4, 8<<20)
 	cr, sr := tn.cli.Stats.Rekeys.Load(), tn.srv.Stats.Rekeys.Load()
 	t.Logf("rekeys: client %d, server %d", cr, sr)
-	if cr < 2 || sr < 2 { // 32 MiB each way is 2,048 records of 16 KiB
+	if cr < 2 || sr < 2 { // 32 MiB each way is at least 2,048 records of 16 KiB
 		t.Fatalf("rekeys: client %d, server %d; want at least 2 each way", cr, sr)
 	}
 	if tn.srv.Sessions.Load() != 1 || tn.srv.Failed.Load() != 0 {
