@@ -24,6 +24,8 @@ type DefenseTuning struct {
 	Decay        *time.Duration `yaml:"decay"`
 	Surge        *time.Duration `yaml:"surge"`
 	Fade         *time.Duration `yaml:"fade"`
+	Ladder       *int           `yaml:"ladder"`
+	Step         *time.Duration `yaml:"step"`
 	MaxEpisode   *int64         `yaml:"max_episode"`
 	MaxEpisodeIn *int64         `yaml:"max_episode_in"`
 	Budget       *float64       `yaml:"budget"`
@@ -70,6 +72,8 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.Decay, t.Decay)
 	set(&d.Surge, t.Surge)
 	set(&d.Fade, t.Fade)
+	set(&d.Ladder, t.Ladder)
+	set(&d.Step, t.Step)
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.MaxEpisodeIn, t.MaxEpisodeIn)
 	set(&d.Budget, t.Budget)

@@ -271,7 +271,8 @@ func (s *shaper) paced(now time.Time, b Batch) Batch {
 	if now.Before(s.slotNext) || (s.phase == phaseIdle && len(s.queue) == 0) {
 		return b
 	}
-	b, slots := s.takeQueued(now, b, s.dueSlots(now, s.p.Rate))
+	s.climb(now)
+	b, slots := s.takeQueued(now, b, s.dueSlots(now, s.pace))
 	if s.phase == phaseIdle {
 		return b
 	}
@@ -371,6 +372,9 @@ func (s *shaper) deadline(now time.Time) time.Time {
 		surgeOver := s.p.Decay > 0 && len(s.queue) == 0 && s.rate(now) == 0
 		if (s.phase != phaseIdle || len(s.queue) > 0) && !surgeOver {
 			earliest(s.slotNext)
+		}
+		if s.phase != phaseIdle && len(s.queue) > 0 && s.pace < s.p.Rate {
+			earliest(s.stepAt)
 		}
 		return dl
 	}

@@ -60,6 +60,14 @@ type DefenceParams struct {
 	// once it falls below Rate/16 the episode is over. Without a Rate it
 	// does nothing.
 	Fade time.Duration
+	// Ladder, if set (with Rate), starts each episode's paced rate at
+	// Rate/2^Ladder; the rate may only climb, doubling (up to Rate) at
+	// the points of a grid of Step from the episode's start where more
+	// cells wait than the current rate sends in one Step. Small pages
+	// pay their pauses at a low rate; the observer learns at most
+	// Ladder rises, each on the grid (CS-BuFLO, Cai et al. 2014).
+	Ladder int
+	Step   time.Duration
 	// MaxEpisode makes an episode bulk once this many real bytes went
 	// out in it: from then on no dummies and no pacing, cells only, so a
 	// long download pays the cell padding and nothing else.
@@ -167,6 +175,10 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("a decaying rate and buckets do not mix: set bucket 0")
 	case d.Fade < 0 || (d.Fade > 0 && d.Decay > 0):
 		return fmt.Errorf("fade and decay do not mix")
+	case d.Ladder < 0 || d.Ladder > 8 || d.Step < 0:
+		return fmt.Errorf("ladder must be 0..8 and step not negative")
+	case d.Ladder > 0 && (d.Rate == 0 || d.Step == 0 || d.Decay > 0 || d.Fade > 0):
+		return fmt.Errorf("a ladder needs a rate and a step, and no decay or fade")
 	}
 	return nil
 }

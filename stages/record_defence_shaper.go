@@ -57,6 +57,8 @@ type shaper struct {
 	mark      int64     // Fade: the bucket the episode fills at full rate
 	fadeAt    time.Time // Fade: when the rate began to fade; zero: full rate
 	lastOut   time.Time // Fade: the slot that last carried data
+	pace      float64   // the paced rate now: Rate, or the ladder's rung
+	stepAt    time.Time // Ladder: the next point of the grid
 	realBytes int64     // session totals on the wire, for the stats
 	dummy     int64
 	allow     int64 // Budget: dummy bytes that may still go out
@@ -92,7 +94,7 @@ const maxQueueCells = 512
 const maxSlotsPerWake = 64
 
 func newShaper(p *DefenceParams, rng *rand.Rand) *shaper {
-	s := &shaper{p: p, rng: rng, allow: p.BudgetFree}
+	s := &shaper{p: p, rng: rng, allow: p.BudgetFree, pace: p.Rate}
 	if p.Cell > 0 {
 		s.cellBody = p.Cell - wire.RecordOverhead - wire.FrameHeaderLen
 	}
@@ -135,6 +137,7 @@ func (s *shaper) touch(now time.Time) {
 			s.slotNext = now
 		}
 		s.surgeAt = now
+		s.startLadder(now)
 		s.mark, s.fadeAt, s.lastOut = s.bucketUp(0), time.Time{}, now
 	case phaseTail:
 		s.phase = phaseOpen

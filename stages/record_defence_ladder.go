@@ -1,0 +1,32 @@
+package stages
+
+import "time"
+
+// startLadder puts a new episode on the ladder's bottom rung,
+// Rate/2^Ladder, with the grid starting at now. Without a ladder the
+// episode is paced at Rate.
+func (s *shaper) startLadder(now time.Time) {
+	s.pace = s.p.Rate
+	if s.p.Ladder > 0 {
+		s.pace = s.p.Rate / float64(uint(1)<<s.p.Ladder)
+		s.stepAt = now.Add(s.p.Step)
+	}
+}
+
+// climb moves the episode up the ladder at the grid points up to now:
+// at a grid point where more cells wait than the current rate sends in
+// one Step, the rate doubles (up to Rate) until it would send them in
+// one Step. The rate never comes down within an episode, and it changes
+// only on the grid, so the observer learns from the rate no more than
+// which grid points the rises fell on.
+func (s *shaper) climb(now time.Time) {
+	if s.p.Ladder == 0 || s.pace >= s.p.Rate || now.Before(s.stepAt) {
+		return
+	}
+	for s.pace < s.p.Rate && float64(s.queued) > s.pace*s.p.Step.Seconds() {
+		s.pace = min(2*s.pace, s.p.Rate)
+	}
+	// The next grid point after now (several may have passed).
+	k := now.Sub(s.stepAt)/s.p.Step + 1
+	s.stepAt = s.stepAt.Add(k * s.p.Step)
+}

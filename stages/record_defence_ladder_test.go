@@ -1,0 +1,101 @@
+package stages
+
+import (
+	"testing"
+	"time"
+)
+
+// gaps are the times between consecutive cells.
+func gaps(cells []time.Duration) []time.Duration {
+	var g []time.Duration
+	for i := 1; i < len(cells); i++ {
+		g = append(g, cells[i]-cells[i-1])
+	}
+	return g
+}
+
+// TestLadderClimbsOnGrid: an episode starts on the bottom rung
+// (Rate/2^Ladder); a burst that leaves more cells waiting than the rung
+// sends in one Step raises the rate at the next grid point, not before,
+// straight to the rung that sends the backlog within a Step; the rate
+// never comes down within the episode, and the next episode starts at
+// the bottom again.
+func TestLadderClimbsOnGrid(t *testing.T) {
+	const ms = time.Millisecond
+	p := DefenceParams{Cell: DefaultCell, Idle: 50 * ms, Rate: 4000, Ladder: 2, Step: 20 * ms}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s := testShaper(p)
+	t0 := time.Unix(1000, 0)
+	s.admit(t0, dataBatch(4*s.cellBody)) // 4 cells: below 1000/s × 20 ms
+	before, _ := fadeRun(t, s, t0, t0.Add(30*ms))
+	if s.pace != 1000 {
+		t.Fatalf("rate %v after a small burst, want the bottom rung 1000", s.pace)
+	}
+	for i, g := range gaps(before) {
+		if g != ms {
+			t.Fatalf("gap %d before the burst: %v, want 1 ms (1000 cells/s)", i, g)
+		}
+	}
+	at := t0.Add(31 * ms) // just after a slot, 9 ms before the grid point at 40 ms
+	s.admit(at, dataBatch(190*s.cellBody))
+	cells, _ := fadeRun(t, s, at, at.Add(10*time.Second))
+	if s.phase != phaseIdle {
+		t.Fatal("episode did not end")
+	}
+	rise := -1
+	for i, g := range gaps(cells) {
+		switch {
+		case rise < 0 && g == 250*time.Microsecond:
+			rise = i
+			if when := at.Add(cells[i]).Sub(t0); when != 40*ms {
+				t.Errorf("rate rose at %v, want the grid point at 40 ms", when)
+			}
+		case rise < 0 && g != ms:
+			t.Fatalf("gap %d before the rise: %v, want 1 ms", i, g)
+		case rise >= 0 && g != 250*time.Microsecond:
+			t.Fatalf("gap %d after the rise: %v, want 250 µs: the rate came down", i, g)
+		}
+	}
+	if rise < 0 {
+		t.Fatal("the rate never rose")
+	}
+	// Data went out by ~88 ms, the episode's idle ended at 81 ms after
+	// t0: dummies at 4000/s cover what is left of it, none at the bottom
+	// rate.
+	if s.pace != 4000 {
+		t.Errorf("rate %v at the end of the episode, want 4000", s.pace)
+	}
+	s.admit(t0.Add(time.Second), dataBatch(s.cellBody))
+	if s.pace != 1000 {
+		t.Errorf("a new episode starts at %v cells/s, want the bottom rung", s.pace)
+	}
+}
+
+// TestLadderSmallPageStaysLow: an episode whose backlog never exceeds
+// what the bottom rung sends in a Step is paced at the bottom rung to its
+// end, idle included: its pauses cost a quarter of what Rate would.
+func TestLadderSmallPageStaysLow(t *testing.T) {
+	const ms = time.Millisecond
+	for _, ladder := range []int{0, 2} {
+		p := DefenceParams{Cell: DefaultCell, Idle: 40 * ms, Rate: 4000, Ladder: ladder, Step: 20 * ms}
+		s := testShaper(p)
+		t0 := time.Unix(1000, 0)
+		for k := range 3 { // three bursts of 10 cells, 30 ms apart
+			s.admit(t0.Add(time.Duration(k)*30*ms), dataBatch(10*s.cellBody))
+			fadeRun(t, s, t0.Add(time.Duration(k)*30*ms), t0.Add(time.Duration(k+1)*30*ms-ms/2))
+		}
+		cells, dummies := fadeRun(t, s, t0.Add(90*ms-ms/2), t0.Add(10*time.Second))
+		_ = cells
+		total := s.epCells
+		// The episode lasts 60 ms of bursts + 40 ms idle ≈ 100 ms.
+		want := int64(400) // 4000/s
+		if ladder > 0 {
+			want = 100 // 1000/s
+		}
+		if total < want-5 || total > want+5 {
+			t.Errorf("ladder %d: episode of %d cells (%d dummies at the end), want about %d", ladder, total, dummies, want)
+		}
+	}
+}
