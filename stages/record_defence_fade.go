@@ -24,23 +24,24 @@ func (s *shaper) fading(now time.Time, b Batch) Batch {
 			break
 		}
 		at := s.slotNext
+		s.climb(at)
 		if len(s.queue) > 0 {
 			var left int64
 			b, left = s.takeQueued(now, b, 1)
 			if left == 0 {
 				s.fadeAt, s.lastOut = time.Time{}, at
 				s.mark = s.bucketUp(s.epCells)
-				s.slotNext = nextSlot(at, s.p.Rate, now)
+				s.slotNext = nextSlot(at, s.pace, now)
 				continue
 			}
 		}
-		r := s.p.Rate
+		r := s.pace
 		if s.epCells >= s.mark && at.Sub(s.lastOut) >= s.p.Idle {
 			if s.fadeAt.IsZero() {
 				s.fadeAt = at
 			}
-			r = s.p.Rate * math.Exp2(-float64(at.Sub(s.fadeAt))/float64(s.p.Fade))
-			if r < s.p.Rate/decayFloor {
+			r = s.pace * math.Exp2(-float64(at.Sub(s.fadeAt))/float64(s.p.Fade))
+			if r < s.pace/decayFloor {
 				s.why.Idle += s.quiet
 				s.quiet = 0
 				s.phase = phaseIdle

@@ -66,6 +66,7 @@ type DefenceParams struct {
 	// cells wait than the current rate sends in one Step. Small pages
 	// pay their pauses at a low rate; the observer learns at most
 	// Ladder rises, each on the grid (CS-BuFLO, Cai et al. 2014).
+	// Without a Rate it does nothing.
 	Ladder int
 	Step   time.Duration
 	// MaxEpisode makes an episode bulk once this many real bytes went
@@ -177,8 +178,8 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("fade and decay do not mix")
 	case d.Ladder < 0 || d.Ladder > 8 || d.Step < 0:
 		return fmt.Errorf("ladder must be 0..8 and step not negative")
-	case d.Ladder > 0 && (d.Rate == 0 || d.Step == 0 || d.Decay > 0 || d.Fade > 0):
-		return fmt.Errorf("a ladder needs a rate and a step, and no decay or fade")
+	case d.Ladder > 0 && (d.Step == 0 || d.Decay > 0):
+		return fmt.Errorf("a ladder needs a step, and no decay")
 	}
 	return nil
 }
