@@ -26,6 +26,7 @@ type DefenseTuning struct {
 	Fade         *time.Duration `yaml:"fade"`
 	Ladder       *int           `yaml:"ladder"`
 	Step         *time.Duration `yaml:"step"`
+	Climb        *time.Duration `yaml:"climb"`
 	MaxEpisode   *int64         `yaml:"max_episode"`
 	MaxEpisodeIn *int64         `yaml:"max_episode_in"`
 	Budget       *float64       `yaml:"budget"`
@@ -74,6 +75,7 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.Fade, t.Fade)
 	set(&d.Ladder, t.Ladder)
 	set(&d.Step, t.Step)
+	set(&d.Climb, t.Climb)
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.MaxEpisodeIn, t.MaxEpisodeIn)
 	set(&d.Budget, t.Budget)

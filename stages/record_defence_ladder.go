@@ -15,15 +15,19 @@ func (s *shaper) startLadder(now time.Time) {
 
 // climb moves the episode up the ladder at the grid points up to now:
 // at a grid point where more cells wait than the current rate sends in
-// one Step, the rate doubles (up to Rate) until it would send them in
-// one Step. The rate never comes down within an episode, and it changes
+// Climb (one Step if unset), the rate doubles (up to Rate) until it would
+// send them in Climb. The rate never comes down within an episode, and it changes
 // only on the grid, so the observer learns from the rate no more than
 // which grid points the rises fell on.
 func (s *shaper) climb(now time.Time) {
 	if s.p.Ladder == 0 || s.pace >= s.p.Rate || now.Before(s.stepAt) {
 		return
 	}
-	for s.pace < s.p.Rate && float64(s.queued) > s.pace*s.p.Step.Seconds() {
+	climb := s.p.Climb
+	if climb == 0 {
+		climb = s.p.Step
+	}
+	for s.pace < s.p.Rate && float64(s.queued) > s.pace*climb.Seconds() {
 		s.pace = min(2*s.pace, s.p.Rate)
 	}
 	// The next grid point after now (several may have passed).
