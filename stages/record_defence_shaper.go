@@ -229,17 +229,28 @@ func (s *shaper) admit(now time.Time, b Batch) Batch {
 // queued whole, padded to whole cells.
 func (s *shaper) enqueue(f Frame) {
 	// Only data is split: a SYN's payload without DAT (a target) is one
-	// field and goes whole.
-	splitData(f, s.cellBody, s.markPieces, s.push)
+	// field and goes whole. Data that does not fit whole in the padding
+	// of the cell queued last starts there: its first piece fills it.
+	first := s.cellBody
+	if k := len(s.queue) - 1; k >= 0 {
+		if room := s.queue[k].padLen - wire.RecordOverhead - wire.FrameHeaderLen; room >= minPiece {
+			first = room
+		}
+	}
+	splitData(f, first, s.cellBody, s.markPieces, s.push)
 }
 
+// minPiece is the least data a piece filling the padding of a cell
+// carries: a smaller remainder stays padding.
+const minPiece = 64
+
 // splitData hands f to emit, a STREAM data frame with a payload longer
-// than size in pieces of at most size bytes: the first keeps SYN, the
-// last keeps the buffer and the FIN/RST flags (the others alias its
-// payload); with more, all but the last carry FlagMORE. Any other frame
-// goes whole.
-func splitData(f Frame, size int, more bool, emit func(Frame)) {
-	if size <= 0 || f.Type != wire.FrameStream || !f.Flags.Has(wire.FlagDAT) || len(f.Payload) <= size {
+// than head (then size) bytes in pieces: the first of at most head
+// bytes, the others of at most size. The first keeps SYN, the last keeps
+// the buffer and the FIN/RST flags (the others alias its payload); with
+// more, all but the last carry FlagMORE. Any other frame goes whole.
+func splitData(f Frame, head, size int, more bool, emit func(Frame)) {
+	if head <= 0 || size <= 0 || f.Type != wire.FrameStream || !f.Flags.Has(wire.FlagDAT) || len(f.Payload) <= head {
 		emit(f)
 		return
 	}
@@ -248,6 +259,9 @@ func splitData(f Frame, size int, more bool, emit func(Frame)) {
 	for len(p) > 0 {
 		piece := f
 		n := min(len(p), size)
+		if first {
+			n = min(len(p), head)
+		}
 		piece.Payload, p = p[:n], p[n:]
 		piece.buf = nil
 		if !first {

@@ -354,7 +354,8 @@ func TestPacingKeepsSYNTargetWhole(t *testing.T) {
 
 // TestPacingPacksSmallFrames: small frames queued together share a cell
 // (one slot) as long as they fit in its padding; the cell stays whole,
-// the frames keep their order, and a frame that does not fit takes the
+// the frames keep their order, and data that does not fit whole starts
+// in what is left: its first piece fills the cell, the rest takes the
 // next slot.
 func TestPacingPacksSmallFrames(t *testing.T) {
 	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: time.Second, Rate: 300})
@@ -367,7 +368,7 @@ func TestPacingPacksSmallFrames(t *testing.T) {
 		return Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: fl, Stream: id, Payload: make([]byte, n)}}
 	}
 	small := Batch{stream(1, wire.FlagFIN, 0), stream(2, wire.FlagSYN, 7), stream(2, wire.FlagDAT, 51)}
-	big := stream(2, wire.FlagDAT, s.cellBody-100) // does not fit in what the three leave
+	big := stream(2, wire.FlagDAT, s.cellBody-100) // does not fit whole in what the three leave
 	now := t0.Add(time.Millisecond)
 	s.admit(now, append(small, big))
 	if s.queued != 2 {
@@ -375,25 +376,83 @@ func TestPacingPacksSmallFrames(t *testing.T) {
 	}
 	slot := s.deadline(now)
 	b := s.due(slot, nil)
-	if len(b) != len(small) {
-		t.Fatalf("one slot sent %d frames, want the %d small ones", len(b), len(small))
+	if len(b) != len(small)+1 {
+		t.Fatalf("one slot sent %d frames, want the %d small ones and big's first piece", len(b), len(small))
 	}
 	total := 0
 	for i := range b {
-		if b[i].Stream != small[i].Stream || b[i].Flags != small[i].Flags || len(b[i].Payload) != len(small[i].Payload) {
+		if i < len(small) && (b[i].Stream != small[i].Stream || b[i].Flags != small[i].Flags || len(b[i].Payload) != len(small[i].Payload)) {
 			t.Fatalf("frame %d is %v, want %v", i, b[i].Frame.String(), small[i].Frame.String())
 		}
 		total += recordLen(&b[i])
 	}
-	if total != DefaultCell {
-		t.Fatalf("the shared cell's records take %d bytes, want %d", total, DefaultCell)
+	if total != DefaultCell || b[3].padLen != 0 {
+		t.Fatalf("the shared cell's records take %d bytes (last padded %d), want %d, none padding", total, b[3].padLen, DefaultCell)
 	}
+	head := len(b[3].Payload)
 	b = s.due(s.deadline(slot), nil)
-	if len(b) != 1 || len(b[0].Payload) != len(big.Payload) || recordLen(&b[0]) != DefaultCell {
+	if len(b) != 1 || head+len(b[0].Payload) != len(big.Payload) || recordLen(&b[0]) != DefaultCell {
 		t.Fatalf("the next slot sent %d frames", len(b))
 	}
 	if s.queued != 0 || len(s.queue) != 0 || len(s.qcells) != 0 {
 		t.Fatalf("queue left: %d cells, %d frames", s.queued, len(s.queue))
+	}
+}
+
+// TestPacingFillsCellsWithData: data frames queued back to back fill
+// their cells: a run of frames takes the cells its bytes need, not one
+// partial cell per frame, and with FlagMORE the pieces join again into
+// the frames they were, byte for byte.
+func TestPacingFillsCellsWithData(t *testing.T) {
+	s := testShaper(DefenceParams{Cell: DefaultCell, Idle: time.Second, Rate: 1000})
+	s.markPieces = true
+	t0 := time.Unix(1000, 0)
+	sizes := []int{3000, 5000, 700, 16384, 90, 4000}
+	var in Batch
+	rec := 0
+	for i, n := range sizes {
+		f := dataBatch(n)[0]
+		for j := range f.Payload {
+			f.Payload[j] = byte(i*31 + j)
+		}
+		in = append(in, f)
+	}
+	s.admit(t0, in)
+	var out Batch
+	for now := t0; len(s.queue) > 0; now = s.deadline(now) {
+		out = append(out, s.due(now, nil)...)
+	}
+	for i := range out {
+		rec += recordLen(&out[i]) - out[i].padLen
+	}
+	// Each piece costs its record and frame header; the cells are full
+	// but for the last one (24 cells if each frame began a cell).
+	if cells := s.realBytes / DefaultCell; cells != s.cellsOf(rec) || cells >= 24 {
+		t.Fatalf("%d bytes of records in %d cells: cells not full", rec, cells)
+	}
+	var j joiner
+	got := 0
+	for i := range out {
+		wf := out[i].Frame
+		f, ok, err := j.add(wf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			continue
+		}
+		if len(f.Payload) != sizes[got] {
+			t.Fatalf("frame %d joined to %d bytes, want %d", got, len(f.Payload), sizes[got])
+		}
+		for k, c := range f.Payload {
+			if c != byte(got*31+k) {
+				t.Fatalf("frame %d byte %d differs", got, k)
+			}
+		}
+		got++
+	}
+	if got != len(sizes) {
+		t.Fatalf("%d frames joined, want %d", got, len(sizes))
 	}
 }
 

@@ -265,7 +265,7 @@ func TestSplitDataMarksPieces(t *testing.T) {
 	f := Frame{Frame: wire.Frame{Type: wire.FrameStream, Flags: wire.FlagSYN | wire.FlagDAT | wire.FlagFIN, Stream: 2, Payload: []byte("abcdefghij")}}
 	for _, more := range []bool{false, true} {
 		var got []wire.Frame
-		splitData(f, 4, more, func(p Frame) { got = append(got, p.Frame) })
+		splitData(f, 4, 4, more, func(p Frame) { got = append(got, p.Frame) })
 		m := wire.Flags(0)
 		if more {
 			m = wire.FlagMORE
