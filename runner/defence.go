@@ -27,6 +27,7 @@ type DefenseTuning struct {
 	Ladder       *int           `yaml:"ladder"`
 	Step         *time.Duration `yaml:"step"`
 	Climb        *time.Duration `yaml:"climb"`
+	Ramp         *time.Duration `yaml:"ramp"`
 	MaxEpisode   *int64         `yaml:"max_episode"`
 	MaxEpisodeIn *int64         `yaml:"max_episode_in"`
 	Budget       *float64       `yaml:"budget"`
@@ -76,6 +77,7 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.Ladder, t.Ladder)
 	set(&d.Step, t.Step)
 	set(&d.Climb, t.Climb)
+	set(&d.Ramp, t.Ramp)
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.MaxEpisodeIn, t.MaxEpisodeIn)
 	set(&d.Budget, t.Budget)

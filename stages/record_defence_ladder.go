@@ -9,7 +9,10 @@ func (s *shaper) startLadder(now time.Time) {
 	s.pace = s.p.Rate
 	if s.p.Ladder > 0 {
 		s.pace = s.p.Rate / float64(uint(1)<<s.p.Ladder)
-		s.stepAt = now.Add(s.p.Step)
+		s.epStart = now
+		if s.p.Step > 0 {
+			s.stepAt = now.Add(s.p.Step)
+		}
 	}
 }
 
@@ -19,8 +22,19 @@ func (s *shaper) startLadder(now time.Time) {
 // send them in Climb. The rate never comes down within an episode, and it changes
 // only on the grid, so the observer learns from the rate no more than
 // which grid points the rises fell on.
+//
+// With a Ramp the rate also rises one rung every Ramp from the episode's
+// start, whatever waits: a schedule the same for every episode, which
+// tells the observer nothing about the page.
 func (s *shaper) climb(now time.Time) {
-	if s.p.Ladder == 0 || s.pace >= s.p.Rate || now.Before(s.stepAt) {
+	if s.p.Ladder == 0 || s.pace >= s.p.Rate {
+		return
+	}
+	if s.p.Ramp > 0 {
+		k := min(int(now.Sub(s.epStart)/s.p.Ramp), s.p.Ladder)
+		s.pace = max(s.pace, s.p.Rate/float64(uint(1)<<(s.p.Ladder-k)))
+	}
+	if s.p.Step == 0 || now.Before(s.stepAt) {
 		return
 	}
 	climb := s.p.Climb

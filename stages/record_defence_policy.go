@@ -69,9 +69,13 @@ type DefenceParams struct {
 	// Without a Rate it does nothing. With Climb the rate rises only
 	// where more cells wait than the current rate sends in Climb (data
 	// waits, and fills pauses, instead of dummies); 0: Step.
+	// With Ramp the rate also rises one rung every Ramp from the
+	// episode's start whatever waits, the same schedule for every
+	// episode (Step 0: the schedule alone).
 	Ladder int
 	Step   time.Duration
 	Climb  time.Duration
+	Ramp   time.Duration
 	// MaxEpisode makes an episode bulk once this many real bytes went
 	// out in it: from then on no dummies and no pacing, cells only, so a
 	// long download pays the cell padding and nothing else.
@@ -179,10 +183,10 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("a decaying rate and buckets do not mix: set bucket 0")
 	case d.Fade < 0 || (d.Fade > 0 && d.Decay > 0):
 		return fmt.Errorf("fade and decay do not mix")
-	case d.Ladder < 0 || d.Ladder > 8 || d.Step < 0 || d.Climb < 0:
+	case d.Ladder < 0 || d.Ladder > 8 || d.Step < 0 || d.Climb < 0 || d.Ramp < 0:
 		return fmt.Errorf("ladder must be 0..8 and step not negative")
-	case d.Ladder > 0 && (d.Step == 0 || d.Decay > 0):
-		return fmt.Errorf("a ladder needs a step, and no decay")
+	case d.Ladder > 0 && ((d.Step == 0 && d.Ramp == 0) || d.Decay > 0):
+		return fmt.Errorf("a ladder needs a step or a ramp, and no decay")
 	}
 	return nil
 }
