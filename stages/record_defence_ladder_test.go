@@ -99,3 +99,49 @@ func TestLadderSmallPageStaysLow(t *testing.T) {
 		}
 	}
 }
+
+// TestRampIsTheSameForEveryEpisode: with a ramp and no step the rate
+// rises one rung every Ramp from the episode's start whatever waits, so
+// the times of an episode's cells do not depend on when its data came:
+// an episode whose data all came at once and one with a burst later send
+// their cells at the same instants while both are open.
+func TestRampIsTheSameForEveryEpisode(t *testing.T) {
+	const ms = time.Millisecond
+	p := DefenceParams{Cell: DefaultCell, Idle: 100 * ms, Rate: 4000, Ladder: 2, Ramp: 20 * ms}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	run := func(burstAt time.Duration, burst int) []time.Duration {
+		s := testShaper(p)
+		s.admit(t0, dataBatch(5*s.cellBody))
+		cells, _ := fadeRun(t, s, t0, t0.Add(burstAt))
+		if burst > 0 {
+			s.admit(t0.Add(burstAt), dataBatch(burst*s.cellBody))
+		}
+		more, _ := fadeRun(t, s, t0.Add(burstAt), t0.Add(80*ms))
+		for _, c := range more {
+			cells = append(cells, burstAt+c)
+		}
+		return cells
+	}
+	quiet, busy := run(25*ms, 0), run(25*ms, 60)
+	if len(quiet) != len(busy) {
+		t.Fatalf("%d cells in 80 ms without the burst, %d with it", len(quiet), len(busy))
+	}
+	for i := range quiet {
+		if quiet[i] != busy[i] {
+			t.Fatalf("cell %d at %v without the burst, %v with it", i, quiet[i], busy[i])
+		}
+	}
+	// 20 ms at 1000/s, 20 ms at 2000/s, then 4000/s.
+	want := map[time.Duration]time.Duration{0: ms, 25 * ms: ms / 2, 45 * ms: ms / 4}
+	for i := 1; i < len(quiet); i++ {
+		g := quiet[i] - quiet[i-1]
+		for from, w := range want {
+			if quiet[i-1] >= from && quiet[i-1] < from+15*ms && g != w {
+				t.Errorf("gap after %v: %v, want %v", quiet[i-1], g, w)
+			}
+		}
+	}
+}
