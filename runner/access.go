@@ -36,6 +36,9 @@ func accessLog(log *logrus.Entry, role stages.Role, count func(user string, e st
 		if count != nil {
 			count(user, e, up, down)
 		}
+		if !log.Logger.IsLevelEnabled(logrus.InfoLevel) {
+			return // the fields cost a stream a dozen allocations
+		}
 		f := logrus.Fields{"stream": e.ID, "up": up, "down": down,
 			"duration": e.Duration.Round(time.Millisecond).String(), "end": e.How}
 		if e.Peer != "" {

@@ -151,19 +151,29 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 // BenchmarkNewStream is one short stream per op: connect, 1-byte echo,
-// close.
+// close; v2 with the default policy (which paces, milliseconds a stream)
+// and with `defense: off` (v2-off, the cost of a stream itself: with
+// -benchmem, allocations of client, server and target together).
 func BenchmarkNewStream(b *testing.B) {
-	_, tunnel := benchDialers(b, "")
-	one := []byte{modeEcho, 'x'}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		c := tunnel()
-		if _, err := c.Write(one); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, one[1:]); err != nil {
-			b.Fatal(err)
-		}
-		_ = c.Close()
+	for _, name := range []string{"v2", "v2-off"} {
+		b.Run(name, func(b *testing.B) {
+			o := tunnelOpts{}
+			if name == "v2-off" {
+				o.defense = "off"
+			}
+			_, tunnel := benchDialersWith(b, o)
+			one := []byte{modeEcho, 'x'}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				c := tunnel()
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one[1:]); err != nil {
+					b.Fatal(err)
+				}
+				_ = c.Close()
+			}
+		})
 	}
 }

@@ -27,8 +27,37 @@ import (
 // Deadlines, Close and errors behave as with net.Conn (the poller's wait
 // returns them), wrapped in *net.OpError.
 type rawSock struct {
-	rc   syscall.RawConn
-	iovs []unix.Iovec
+	rc syscall.RawConn
+	// The state of the call in progress on each side, and the functions
+	// handed to rc, bound once in rawSockOn: a closure made per call
+	// escapes (rc is an interface) and cost allocations on every read
+	// and write. Each side has one goroutine at a time (the up pump or
+	// the backend reader reads, the down pump or the backend writer
+	// writes), so the sides share nothing.
+	rd     rawReadCall
+	readFn func(fd uintptr) bool
+	wr     rawWriteCall
+	wrFn   func(fd uintptr) bool
+	shutFn func(fd uintptr)
+	shutEr error
+}
+
+// rawReadCall is a read in progress: into p (Read), or into a pooled
+// buffer of want bytes taken once data is there (readBuf).
+type rawReadCall struct {
+	p    []byte
+	want int
+	buf  *payloadBuf
+	n    int
+	err  error
+}
+
+// rawWriteCall is a vectored write in progress.
+type rawWriteCall struct {
+	bufs  *net.Buffers
+	iovs  []unix.Iovec
+	total int64
+	err   error
 }
 
 // rawSocketsOn is the fast path's switch: on unless the environment has
@@ -54,7 +83,16 @@ func newRawSock(c any) *rawSock {
 	if err != nil {
 		return nil
 	}
-	return &rawSock{rc: rc}
+	return rawSockOn(rc)
+}
+
+// rawSockOn makes the rawSock of rc.
+func rawSockOn(rc syscall.RawConn) *rawSock {
+	r := &rawSock{rc: rc}
+	r.readFn = r.rd.read
+	r.wrFn = r.wr.write
+	r.shutFn = r.shutdown
+	return r
 }
 
 // Read reads into p once data is available.
@@ -62,12 +100,10 @@ func (r *rawSock) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var serr error
-	err := r.rc.Read(func(fd uintptr) (done bool) {
-		n, done, serr = rawRead(fd, p)
-		return done
-	})
+	r.rd = rawReadCall{p: p}
+	err := r.rc.Read(r.readFn)
+	n, serr := r.rd.n, r.rd.err
+	r.rd = rawReadCall{}
 	if err == nil {
 		err = serr
 	}
@@ -78,18 +114,10 @@ func (r *rawSock) Read(p []byte) (int, error) {
 // socket has data (getBuf(n), returned if the read finds nothing), so a
 // stream waiting for its app holds no buffer. buf is nil when m is 0.
 func (r *rawSock) readBuf(n int) (buf *payloadBuf, m int, err error) {
-	var serr error
-	err = r.rc.Read(func(fd uintptr) (done bool) {
-		if buf == nil {
-			buf = getBuf(n)
-		}
-		m, done, serr = rawRead(fd, buf.B[:n])
-		if !done {
-			putBuf(buf)
-			buf = nil
-		}
-		return done
-	})
+	r.rd = rawReadCall{want: n}
+	err = r.rc.Read(r.readFn)
+	buf, m, serr := r.rd.buf, r.rd.n, r.rd.err
+	r.rd = rawReadCall{}
 	if err == nil {
 		err = serr
 	}
@@ -98,6 +126,24 @@ func (r *rawSock) readBuf(n int) (buf *payloadBuf, m int, err error) {
 		buf = nil
 	}
 	return buf, m, err
+}
+
+// read is the function rc.Read calls: one read(2); false when the socket
+// has nothing yet (rc waits in the poller and calls it again).
+func (c *rawReadCall) read(fd uintptr) (done bool) {
+	p := c.p
+	if c.want > 0 {
+		if c.buf == nil {
+			c.buf = getBuf(c.want)
+		}
+		p = c.buf.B[:c.want]
+	}
+	c.n, done, c.err = rawRead(fd, p)
+	if !done && c.buf != nil {
+		putBuf(c.buf)
+		c.buf = nil
+	}
+	return done
 }
 
 // rawRead is one read(2) of fd into p (not empty); done is false when the
@@ -131,46 +177,53 @@ func (r *rawSock) Write(p []byte) (int, error) {
 // writev writes every buffer of *bufs (consuming it, as
 // net.Buffers.WriteTo does) with writev calls.
 func (r *rawSock) writev(bufs *net.Buffers) (int64, error) {
-	var total int64
-	var serr error
-	err := r.rc.Write(func(fd uintptr) bool {
-		for len(*bufs) > 0 {
-			r.iovs = r.iovs[:0]
-			for _, b := range *bufs {
-				if len(b) == 0 {
-					continue
-				}
-				r.iovs = append(r.iovs, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
-				if len(r.iovs) == 1024 { // IOV_MAX
-					break
-				}
-			}
-			if len(r.iovs) == 0 {
-				*bufs = (*bufs)[:0]
-				break
-			}
-			m, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&r.iovs[0])), uintptr(len(r.iovs)))
-			switch e {
-			case 0:
-				total += int64(m)
-				consume(bufs, int64(m))
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			default:
-				serr = os.NewSyscallError("writev", e)
-				return true
-			}
-		}
-		return true
-	})
-	clear(r.iovs[:cap(r.iovs)]) // no stale pointers into released buffers
+	r.wr.bufs, r.wr.total, r.wr.err = bufs, 0, nil
+	err := r.rc.Write(r.wrFn)
+	total, serr := r.wr.total, r.wr.err
+	r.wr.bufs, r.wr.err = nil, nil
+	clear(r.wr.iovs[:cap(r.wr.iovs)]) // no stale pointers into released buffers
 	if err == nil {
 		err = serr
 	}
 	return total, err
+}
+
+// write is the function rc.Write calls: writev(2) until everything is
+// written (true), the socket is full (false: rc waits in the poller and
+// calls it again) or an error (true, c.err set).
+func (c *rawWriteCall) write(fd uintptr) bool {
+	bufs := c.bufs
+	for len(*bufs) > 0 {
+		c.iovs = c.iovs[:0]
+		for _, b := range *bufs {
+			if len(b) == 0 {
+				continue
+			}
+			c.iovs = append(c.iovs, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+			if len(c.iovs) == 1024 { // IOV_MAX
+				break
+			}
+		}
+		if len(c.iovs) == 0 {
+			*bufs = (*bufs)[:0]
+			break
+		}
+		m, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.iovs[0])), uintptr(len(c.iovs)))
+		switch e {
+		case 0:
+			c.total += int64(m)
+			consume(bufs, int64(m))
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			c.err = os.NewSyscallError("writev", e)
+			return true
+		}
+	}
+	return true
 }
 
 // closeWrite half-closes the socket (shutdown(SHUT_WR): FIN after what
@@ -178,16 +231,19 @@ func (r *rawSock) writev(bufs *net.Buffers) (int64, error) {
 // the FIN is delivered within the call, long enough for the runtime's
 // monitor to hand the P to another thread.
 func (r *rawSock) closeWrite() error {
-	var serr error
-	err := r.rc.Control(func(fd uintptr) {
-		if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0); e != 0 {
-			serr = os.NewSyscallError("shutdown", e)
-		}
-	})
+	r.shutEr = nil
+	err := r.rc.Control(r.shutFn)
 	if err == nil {
-		err = serr
+		err = r.shutEr
 	}
 	return err
+}
+
+// shutdown is the function closeWrite hands to rc.Control.
+func (r *rawSock) shutdown(fd uintptr) {
+	if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0); e != 0 {
+		r.shutEr = os.NewSyscallError("shutdown", e)
+	}
 }
 
 // consume drops n written bytes from the front of *bufs.

@@ -26,7 +26,7 @@ func rawSockOf(t *testing.T, c *net.TCPConn) *rawSock {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rawSock{rc: rc}
+	return rawSockOn(rc)
 }
 
 func TestRawSockOnlyTCP(t *testing.T) {
