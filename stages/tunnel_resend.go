@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +90,14 @@ type ResumeState struct {
 	// Encrypt.Resume).
 	sealed atomic.Uint64
 	wake   chan struct{}
+	// wakeAt and wakeBytes are the received count and bytes at which a
+	// delivery has something for the send side to do (arm its ACK timer,
+	// or send an ACK), as the Resend stage last published them: below
+	// both, a delivery does not wake it (one goroutine switch per frame
+	// received, on the path of every round trip). Zero: wake at every
+	// frame.
+	wakeAt    atomic.Uint64
+	wakeBytes atomic.Int64
 }
 
 // NewResumeState returns the state of a new session.
@@ -100,9 +109,15 @@ func (r *ResumeState) Received() uint64 { return r.received.Load() }
 // delivered counts one numbered frame of n payload bytes handed to the
 // demux (decrypt's goroutine).
 func (r *ResumeState) delivered(n int) {
-	r.received.Add(1)
-	r.bytes.Add(int64(n))
-	r.notify()
+	rc := r.received.Add(1)
+	b := r.bytes.Add(int64(n))
+	// The count is added before the thresholds are read, and Resend
+	// publishes them before it reads the count (sequentially consistent
+	// atomics): either it sees this frame or this frame sees its
+	// thresholds, so no ACK is ever left without a wake.
+	if rc >= r.wakeAt.Load() || b >= r.wakeBytes.Load() {
+		r.notify()
+	}
 }
 
 // acked records the peer's ACK (decrypt's goroutine). A count below an
@@ -303,16 +318,33 @@ func (r *Resend) Run(ctx context.Context) error {
 			r.confirmed.Store(pa)
 			next = max(next, buf.base)
 		}
-		if out != nil {
-			rc := st.received.Load()
-			if rc > ackedAt {
-				if rc-ackedAt >= ackFrames || st.bytes.Load()-ackedBytes >= ackBytes {
-					ackDue = true
-				} else if !timerOn {
-					ackTimer.Reset(ackDelay)
-					timerOn = true
-				}
+		for out != nil {
+			// Publish what the next deliveries must wake us for, then
+			// look at the count (see ResumeState.delivered).
+			switch {
+			case ackDue: // an ACK is offered already
+				st.wakeAt.Store(math.MaxUint64)
+				st.wakeBytes.Store(math.MaxInt64)
+			case timerOn: // the timer runs: wake for the thresholds
+				st.wakeAt.Store(ackedAt + ackFrames)
+				st.wakeBytes.Store(ackedBytes + ackBytes)
+			default: // wake for the first frame, to arm the timer
+				st.wakeAt.Store(ackedAt + 1)
+				st.wakeBytes.Store(ackedBytes + ackBytes)
 			}
+			rc := st.received.Load()
+			if rc <= ackedAt || ackDue {
+				break
+			}
+			if rc-ackedAt >= ackFrames || st.bytes.Load()-ackedBytes >= ackBytes {
+				ackDue = true
+				continue
+			}
+			if timerOn {
+				break
+			}
+			ackTimer.Reset(ackDelay)
+			timerOn = true
 		}
 		r.noteKept(&buf)
 		if inDone && out != nil && next == buf.end() && !ackDue {

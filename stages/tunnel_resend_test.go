@@ -38,10 +38,14 @@ type resendRig struct {
 }
 
 func startResend(t *testing.T, limit int) *resendRig {
+	return startResendDelay(t, limit, time.Hour) // ACKs only by count
+}
+
+// startResendDelay is startResend with an ACK delay (0: the default).
+func startResendDelay(t *testing.T, limit int, ackDelay time.Duration) *resendRig {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &resendRig{t: t, in: make(chan Batch), st: NewResumeState(), cancel: cancel, done: make(chan error, 1)}
-	g.r = &Resend{In: g.in, State: g.st, Limit: limit, Log: logrus.NewEntry(logrus.New()),
-		AckDelay: time.Hour} // ACKs only by count, unless a test sets a delay
+	g.r = &Resend{In: g.in, State: g.st, Limit: limit, Log: logrus.NewEntry(logrus.New()), AckDelay: ackDelay}
 	g.r.Init()
 	go func() { g.done <- g.r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-g.done })
@@ -234,19 +238,10 @@ func TestResendSendsAcks(t *testing.T) {
 
 func TestResendAckTimer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		st := NewResumeState()
-		r := &Resend{In: make(chan Batch), State: st, Log: logrus.NewEntry(logrus.New())}
-		r.Init()
-		done := make(chan error, 1)
-		go func() { done <- r.Run(ctx) }()
-		out := make(chan Batch, 4)
-		if err := r.Attach(ctx, out, 0); err != nil {
-			t.Fatal(err)
-		}
+		g := startResendDelay(t, 0, 0)
+		out := g.attach(0)
 		start := time.Now()
-		st.delivered(5)
+		g.st.delivered(5)
 		b := <-out
 		if wait := time.Since(start); wait != DefaultAckDelay {
 			t.Errorf("ACK after %v, want %v", wait, DefaultAckDelay)
@@ -254,8 +249,63 @@ func TestResendAckTimer(t *testing.T) {
 		if len(b) != 1 || wire.AckCount(&b[0].Frame) != 1 {
 			t.Fatalf("got %v", b)
 		}
-		cancel()
-		<-done
+	})
+}
+
+// TestResendAckWakes: a delivery wakes the send side only when it has
+// something to do (the first frame after an ACK arms the timer; the
+// count or byte threshold sends an ACK), and however deliveries and the
+// stage interleave, every frame is acknowledged within the ACK delay:
+// bursts of 1 to 70 frames from a goroutine of their own, each burst
+// after the previous one's ACK.
+func TestResendAckWakes(t *testing.T) {
+	t.Run("thresholds", func(t *testing.T) {
+		st := NewResumeState()
+		st.wakeAt.Store(3)
+		st.wakeBytes.Store(100)
+		for i := range 2 {
+			st.delivered(10)
+			if len(st.wake) != 0 {
+				t.Fatalf("frame %d below both thresholds woke the send side", i+1)
+			}
+		}
+		st.delivered(10)
+		if len(st.wake) != 1 {
+			t.Fatal("the frame at the count threshold did not wake the send side")
+		}
+		<-st.wake
+		st.wakeAt.Store(100)
+		st.delivered(70)
+		if len(st.wake) != 1 {
+			t.Fatal("the byte threshold did not wake the send side")
+		}
+	})
+	t.Run("no ack lost", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			g := startResendDelay(t, 0, 0)
+			st, out := g.st, g.attach(0)
+			total := uint64(0)
+			for burst := range 60 {
+				n := uint64(1 + burst*37%70)
+				go func() {
+					for range n {
+						st.delivered(100)
+					}
+				}()
+				total += n
+				start := time.Now()
+				for acked := uint64(0); acked < total; {
+					b := <-out
+					if len(b) != 1 || b[0].Type != wire.FrameAck {
+						t.Fatalf("burst %d: got %v", burst, b)
+					}
+					acked = wire.AckCount(&b[0].Frame)
+				}
+				if wait := time.Since(start); wait > DefaultAckDelay {
+					t.Fatalf("burst %d of %d frames acknowledged after %v, more than the delay %v", burst, n, wait, DefaultAckDelay)
+				}
+			}
+		})
 	})
 }
 
