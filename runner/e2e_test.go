@@ -431,6 +431,11 @@ func gracefulShutdown(t *testing.T, o tunnelOpts) {
 	if tn.srv.Clean.Load() != 1 || tn.srv.Failed.Load() != 0 {
 		t.Fatalf("clean=%d failed=%d; want the session closed cleanly", tn.srv.Clean.Load(), tn.srv.Failed.Load())
 	}
+	// Each side ended on the peer's CLOSE and end of input, not because
+	// the grace time ran out (a cut is counted before the session ends).
+	if c, s := tn.cli.Stats.GraceCuts.Load(), tn.srv.Stats.GraceCuts.Load(); c != 0 || s != 0 {
+		t.Fatalf("sessions cut by the grace time: client %d, server %d; want none", c, s)
+	}
 }
 
 func TestStreamLimit(t *testing.T) {

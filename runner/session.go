@@ -134,6 +134,7 @@ type session struct {
 
 	closing   chan struct{} // closed when the end starts
 	closeOnce sync.Once
+	peerDone  chan struct{} // closed when the peer's CLOSE (v1: or EOF) arrives
 
 	frames        chan stages.Frame // decrypt → demux (the session's, in resumable sessions)
 	data, control chan stages.Frame // stream actors → mux
@@ -158,7 +159,7 @@ func runSession(ctx context.Context, p sessionParams) error {
 // buildSession makes the session's channels and its lasting stages.
 func buildSession(p sessionParams) *session {
 	s := &session{p: p, legacy: p.v1 != nil, final: wire.FrameClose, finalOK: true,
-		closing: make(chan struct{}), demuxDone: make(chan struct{})}
+		closing: make(chan struct{}), peerDone: make(chan struct{}), demuxDone: make(chan struct{})}
 	s.hard, s.cancelHard = context.WithCancel(context.Background())
 	s.frames = make(chan stages.Frame, stages.FrameQueueLen)
 	s.data = make(chan stages.Frame, stages.DataQueueLen)
@@ -171,6 +172,9 @@ func buildSession(p sessionParams) *session {
 	// a v1 peer's close for the end it is.
 	peerClosing := func() {
 		s.mu.Lock()
+		if !s.peerClosed {
+			close(s.peerDone)
+		}
 		s.peerClosed = true
 		s.mu.Unlock()
 		s.startClose()
@@ -211,6 +215,9 @@ func (s *session) startClose() {
 			s.mu.Lock()
 			s.graceExpired = true
 			s.mu.Unlock()
+			if s.hard.Err() == nil {
+				s.p.stats.GraceCuts.Add(1) // still running: the grace cuts it
+			}
 			s.cancelHard()
 		})
 	})

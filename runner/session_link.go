@@ -7,6 +7,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -161,6 +162,7 @@ func (s *session) runLink(lk *link) error {
 	if lk.capture != nil {
 		readRun, writeRun = lk.capture.TapBackend(rd, wr)
 	}
+	readRun, writeRun = s.endWithoutHalfClose(gctx, lk.conn, readRun, writeRun)
 	rot := s.armRotation(lk, rd, wr, cut)
 	defer rot.stop()
 	run := func(name string, f func(context.Context) error, io bool) {
@@ -250,4 +252,44 @@ func (s *session) linger(linkErr error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return !s.graceExpired && !backendGone(s.result) && !(linkErr != nil && linkLost(linkErr))
+}
+
+// endWithoutHalfClose ends a clean session's link on a backend that has no
+// half-close (WebSocket, SPEC-v2.md §3d): there the peer's EOF would only
+// come when the peer closes, and each side would wait for the other's
+// until the grace time cut both. Once this side has written its last
+// record (CLOSE) and the peer's CLOSE has arrived, nothing more crosses
+// the backend: the link closes it (a WebSocket close, after everything
+// written), and the reader's end is the end of input, as EOF would be.
+// On a backend that can half-close it returns read and write unchanged.
+func (s *session) endWithoutHalfClose(ctx context.Context, conn net.Conn, read, write func(context.Context) error) (func(context.Context) error, func(context.Context) error) {
+	if stages.CanCloseWrite(conn) {
+		return read, write
+	}
+	wrote := make(chan struct{})
+	var closed atomic.Bool
+	go func() {
+		for _, ch := range []<-chan struct{}{wrote, s.peerDone} {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+		closed.Store(true)
+		_ = conn.Close()
+	}()
+	return func(ctx context.Context) error {
+			err := read(ctx)
+			if err != nil && ctx.Err() == nil && closed.Load() {
+				return nil
+			}
+			return err
+		}, func(ctx context.Context) error {
+			err := write(ctx)
+			if err == nil {
+				close(wrote)
+			}
+			return err
+		}
 }

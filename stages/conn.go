@@ -16,6 +16,12 @@ func CloseWrite(c any) error {
 	return nil
 }
 
+// CanCloseWrite says whether c can half-close (CloseWrite does something).
+func CanCloseWrite(c any) bool {
+	_, ok := c.(interface{ CloseWrite() error })
+	return ok
+}
+
 // resetConn closes c so that its peer sees a reset (SO_LINGER 0 on TCP),
 // not a clean end.
 func resetConn(c net.Conn) {

@@ -61,4 +61,7 @@ type Stats struct {
 	DefenceData, DefenceDummy atomic.Int64
 	// DefencePolicy is the policy of the newest session (a wire.DefencePolicy).
 	DefencePolicy atomic.Int32
+	// GraceCuts counts sessions cut because, after their clean end began,
+	// the peer's CLOSE and EOF did not come within the grace time.
+	GraceCuts atomic.Int64
 }
