@@ -128,6 +128,7 @@ type Demux struct {
 	v1ids     *v1.IDAllocator // legacy client: the original's id allocator
 	streams   map[uint16]*stream
 	done      chan *stream
+	openers   *openers // the server's stream opens (tunnel_openers.go)
 	nextID    uint16
 	live      int
 	closeSeen bool
@@ -144,6 +145,7 @@ const deadAfter = 2
 func (d *Demux) Run(ctx context.Context) (err error) {
 	d.streams = make(map[uint16]*stream)
 	d.done = make(chan *stream)
+	d.openers = newOpeners()
 	if d.MaxStreams <= 0 {
 		d.MaxStreams = DefaultMaxStreams
 	}
@@ -464,7 +466,7 @@ func (d *Demux) handleStream(ctx context.Context, f Frame) {
 		}
 		s = d.newStream(id, d.Legacy)
 		known = true
-		d.spawn(ctx, s, onOwnStack(open(s)))
+		d.spawn(ctx, s, d.openers.wrap(open(s)))
 	}
 	if !known {
 		// Data for a stream we do not have (it was reset, or never was).

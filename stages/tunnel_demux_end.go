@@ -55,4 +55,5 @@ func (d *Demux) shutdown(clean bool) {
 			d.abortAll()
 		}
 	}
+	d.openers.close() // no actor is left to start an open
 }

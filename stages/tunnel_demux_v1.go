@@ -43,7 +43,7 @@ func (d *Demux) handleLegacy(ctx context.Context, f Frame) {
 		s = d.newStream(id, true)
 		known = true
 		fe := d.Frontend
-		d.spawn(ctx, s, onOwnStack(func() (net.Conn, error) { return fe.Open(ctx, s) }))
+		d.spawn(ctx, s, d.openers.wrap(func() (net.Conn, error) { return fe.Open(ctx, s) }))
 	}
 	if !known {
 		// The original raises KeyError here; a new peer ignores it.

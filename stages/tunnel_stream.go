@@ -243,28 +243,6 @@ func (s *stream) run(ctx context.Context, open func() (net.Conn, error)) {
 	}
 }
 
-// onOwnStack runs open on a goroutine of its own and waits for it. A dial
-// (dialer, resolver, access checks) grows its goroutine's stack, and the
-// runtime shrinks a stack only when a collection finds it mostly unused:
-// run on the actor, it would make every open stream keep a dial's stack
-// (a server holding 1,000 idle streams kept 10.7 MB of stacks, 5.3 KB per
-// goroutine; the client, which dials nothing, 6.5 MB).
-func onOwnStack(open func() (net.Conn, error)) func() (net.Conn, error) {
-	type opened struct {
-		c   net.Conn
-		err error
-	}
-	return func() (net.Conn, error) {
-		ch := make(chan opened, 1)
-		go func() {
-			c, err := guardOpen(open) // a panic here is the stream's, as on the actor
-			ch <- opened{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
-	}
-}
-
 // legacyReply sends v1's RST answer when the stream ends, after any data
 // this stream queued (a v1 peer that frees the id on RST would choke on
 // data arriving after it). FIN needs no special answer: our FIN goes out
