@@ -102,7 +102,8 @@ func TestSmoke(t *testing.T) {
 		if tr.Key == V2 {
 			want = append(want, "rss_idle_client_mib", "rss_idle_server_mib", "rss_streams_client_mib",
 				"rss_streams_server_mib", "cpu_client_s", "cpu_server_s", "rss_load_client_mib", "rss_load_server_mib",
-				"rss_settled_client_mib", "rss_settled_server_mib")
+				"rss_settled_client_mib", "rss_settled_server_mib",
+				"rr_cpu_client_us", "rr_cpu_server_us", "conn_cpu_client_us", "conn_cpu_server_us")
 		}
 		for _, k := range want {
 			if tr.Metrics[k] == nil {

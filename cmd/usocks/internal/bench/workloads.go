@@ -29,6 +29,7 @@ func (b *bencher) bulk(ctx context.Context, l *live, run int) {
 // roundTrips is workload 2: request/response on one stream.
 func (b *bencher) roundTrips(ctx context.Context, l *live, run int) {
 	sc := b.opts.Scale
+	cpu := l.cpuStart()
 	lat, err := RoundTrips(ctx, l.s.addr, sc.RoundTrips, sc.MsgSize, time.Minute)
 	if err != nil {
 		l.res.fail("rr_p50_us", err)
@@ -37,12 +38,14 @@ func (b *bencher) roundTrips(ctx context.Context, l *live, run int) {
 	}
 	l.add("rr_p50_us", Micros(Percentile(lat, 50)))
 	l.add("rr_p99_us", Micros(Percentile(lat, 99)))
+	cpu.per("rr_cpu", len(lat))
 	b.logf("bench: %s: round trips run %d/%d: p50 %s µs p99 %s µs", l.res.Name, run+1, sc.Runs, last(l.vals["rr_p50_us"]), last(l.vals["rr_p99_us"]))
 }
 
 // connects is workload 3: new streams per second.
 func (b *bencher) connects(ctx context.Context, l *live, run int) {
 	sc := b.opts.Scale
+	cpu := l.cpuStart()
 	r := Connects(ctx, l.s.addr, sc.ConnConcurrency, sc.Connect)
 	if r.Failed > 0 {
 		l.res.fail("conn_per_s", fmt.Errorf("%d of %d streams failed, first: %w", r.Failed, r.Failed+r.Done, r.FirstEr))
@@ -51,6 +54,7 @@ func (b *bencher) connects(ctx context.Context, l *live, run int) {
 		return
 	}
 	l.add("conn_per_s", float64(r.Done)/r.Elapsed.Seconds())
+	cpu.per("conn_cpu", r.Done+r.Failed)
 	l.add("conn_p99_ms", Millis(Percentile(r.Latency, 99)))
 	b.logf("bench: %s: new streams run %d/%d: %s/s, p99 %s ms", l.res.Name, run+1, sc.Runs, last(l.vals["conn_per_s"]), last(l.vals["conn_p99_ms"]))
 }
@@ -142,6 +146,36 @@ func (b *bencher) rss(res *TunnelResult, s *setup, prefix string) {
 }
 
 // cpuOf is the CPU time a process has used so far; -1 for none.
+// cpuMark is the CPU time each side of a tunnel had used when a
+// workload started.
+type cpuMark struct {
+	l              *live
+	client, server time.Duration
+}
+
+func (l *live) cpuStart() cpuMark {
+	return cpuMark{l, cpuOf(l.s.client), cpuOf(l.s.server)}
+}
+
+// per records the CPU time each side used since m, in µs per operation
+// (key_client_us, key_server_us): what one stream or one round trip
+// costs the tunnel, a figure the load of other processes on the same
+// CPUs disturbs far less than a rate.
+func (m cpuMark) per(key string, ops int) {
+	if ops <= 0 {
+		return
+	}
+	for _, side := range []struct {
+		name string
+		p    *proc
+		t0   time.Duration
+	}{{"client", m.l.s.client, m.client}, {"server", m.l.s.server, m.server}} {
+		if t1 := cpuOf(side.p); side.t0 >= 0 && t1 >= 0 {
+			m.l.add(key+"_"+side.name+"_us", Micros(t1-side.t0)/float64(ops))
+		}
+	}
+}
+
 func cpuOf(p *proc) time.Duration {
 	if p == nil {
 		return -1
