@@ -1,8 +1,14 @@
 package stages
 
 import (
+	"context"
+	"fmt"
+	"math/rand/v2"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"usocks/wire"
 )
 
 // gaps are the times between consecutive cells.
@@ -143,5 +149,52 @@ func TestRampIsTheSameForEveryEpisode(t *testing.T) {
 				t.Errorf("gap after %v: %v, want %v", quiet[i-1], g, w)
 			}
 		}
+	}
+}
+
+// TestStandardRamps: the defence stage running the built-in standard
+// policy paces an episode at rate/2^ladder for its first ramp, then one
+// rung higher every ramp, in both roles, with nothing but one small
+// write of data: the start of a page load is covered at a fraction of
+// the rate.
+func TestStandardRamps(t *testing.T) {
+	for _, role := range []Role{Server, Client} {
+		t.Run(fmt.Sprint(role), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := *DefencePolicy(wire.DefenceStandard, role)
+				if p.Ladder == 0 || p.Ramp == 0 {
+					t.Fatalf("role %d: standard has no ramp", role)
+				}
+				p.Idle = time.Duration(p.Ladder+2) * p.Ramp // one episode over the whole ramp
+				in := make(chan Batch)
+				out := make(chan Batch, 64)
+				d := &Defence{Params: &p, In: in, Out: out, Rand: rand.New(rand.NewPCG(3, 4))}
+				done := make(chan error)
+				go func() { done <- d.Run(context.Background()) }()
+				t0 := time.Now()
+				in <- dataBatch(100)
+				s := newShaper(&p, nil)
+				perRung := make([]int64, p.Ladder+2)
+				for stop := time.After(p.Idle); ; {
+					select {
+					case b := <-out:
+						perRung[time.Since(t0)/p.Ramp] += cellsIn(s, b)
+						continue
+					case <-stop:
+					}
+					break
+				}
+				for k, got := range perRung[:p.Ladder+1] {
+					want := p.Rate / float64(uint(1)<<(p.Ladder-k)) * p.Ramp.Seconds()
+					if float64(got) < want-2 || float64(got) > want+2 {
+						t.Errorf("role %d: %d cells in ramp %d, want %.0f", role, got, k, want)
+					}
+				}
+				close(in)
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
 	}
 }

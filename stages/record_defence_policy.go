@@ -125,17 +125,23 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 		return d
 	case wire.DefenceStandard:
 		// Tamaraw-style constant rate per episode, close to a 50 Mbit/s
-		// link downstream, volume in steps of 1.25.
+		// link downstream, volume in steps of 1.25. The rate ramps up
+		// over the episode's first 80 ms (a quarter, a half, then all
+		// of it), the same for every episode: the pauses at the start
+		// of a page load are covered at a fraction of the rate.
 		d := &DefenceParams{
 			Cell: DefaultCell, Idle: 80 * time.Millisecond,
 			Bucket: 1.25, MinCells: 16, Rate: 3000, TailRate: 3000,
+			Ladder: 2, Ramp: 40 * time.Millisecond,
 			MaxEpisode: 16 << 20, MaxEpisodeIn: 1 << 20,
 			Budget: 6, BudgetFree: 16 << 20,
 		}
 		if !server {
 			// Uploads in page loads are small: past 1 MiB an upload
-			// episode is bulk and leaves the 2.3 Mbit/s pace.
+			// episode is bulk and leaves the 2.3 Mbit/s pace, which
+			// starts at half for 50 ms.
 			d.Rate, d.TailRate, d.MaxEpisode, d.MaxEpisodeIn = 200, 200, 1<<20, 16<<20
+			d.Ladder, d.Ramp = 1, 50*time.Millisecond
 			d.Budget, d.BudgetFree = 8, 4<<20
 		}
 		return d

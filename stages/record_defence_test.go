@@ -471,6 +471,9 @@ func TestPoliciesAreBounded(t *testing.T) {
 			if d.Budget <= 0 || d.BudgetFree <= 0 || d.Cell == 0 || d.MaxEpisode == 0 {
 				t.Errorf("%v role %d: dummies unbounded (budget %g + %d bytes, cell %d, max_episode %d)", p, r, d.Budget, d.BudgetFree, d.Cell, d.MaxEpisode)
 			}
+			if d.Step != 0 {
+				t.Errorf("%v role %d: the rate climbs with the data (step %v): the observer learns when", p, r, d.Step)
+			}
 		}
 	}
 }
