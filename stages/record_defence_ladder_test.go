@@ -167,7 +167,7 @@ func TestStandardRamps(t *testing.T) {
 				}
 				p.Idle = time.Duration(p.Ladder+2) * p.Ramp // one episode over the whole ramp
 				in := make(chan Batch)
-				out := make(chan Batch, 64)
+				out := make(chan Batch, BatchQueueLen) // as encrypt takes them: the stage reuses the arrays of batches sent before
 				d := &Defence{Params: &p, In: in, Out: out, Rand: rand.New(rand.NewPCG(3, 4))}
 				done := make(chan error)
 				go func() { done <- d.Run(context.Background()) }()
