@@ -28,6 +28,9 @@ type DefenseTuning struct {
 	Step         *time.Duration `yaml:"step"`
 	Climb        *time.Duration `yaml:"climb"`
 	Ramp         *time.Duration `yaml:"ramp"`
+	Hold         *time.Duration `yaml:"hold"`
+	Fall         *time.Duration `yaml:"fall"`
+	Floor        *float64       `yaml:"floor"`
 	MaxEpisode   *int64         `yaml:"max_episode"`
 	MaxEpisodeIn *int64         `yaml:"max_episode_in"`
 	Budget       *float64       `yaml:"budget"`
@@ -78,6 +81,9 @@ func (t *DefenseTuning) apply(p wire.DefencePolicy, r stages.Role) *stages.Defen
 	set(&d.Step, t.Step)
 	set(&d.Climb, t.Climb)
 	set(&d.Ramp, t.Ramp)
+	set(&d.Hold, t.Hold)
+	set(&d.Fall, t.Fall)
+	set(&d.Floor, t.Floor)
 	set(&d.MaxEpisode, t.MaxEpisode)
 	set(&d.MaxEpisodeIn, t.MaxEpisodeIn)
 	set(&d.Budget, t.Budget)

@@ -1,15 +1,22 @@
 package stages
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // startLadder puts a new episode on the ladder's bottom rung,
 // Rate/2^Ladder, with the grid starting at now. Without a ladder the
 // episode is paced at Rate.
 func (s *shaper) startLadder(now time.Time) {
 	s.pace = s.p.Rate
+	s.epStart = now
+	if s.p.Fall > 0 {
+		s.pace = s.timetable(now)
+		return
+	}
 	if s.p.Ladder > 0 {
 		s.pace = s.p.Rate / float64(uint(1)<<s.p.Ladder)
-		s.epStart = now
 		if s.p.Step > 0 {
 			s.stepAt = now.Add(s.p.Step)
 		}
@@ -27,6 +34,10 @@ func (s *shaper) startLadder(now time.Time) {
 // start, whatever waits: a schedule the same for every episode, which
 // tells the observer nothing about the page.
 func (s *shaper) climb(now time.Time) {
+	if s.p.Fall > 0 {
+		s.pace = s.timetable(now)
+		return
+	}
 	if s.p.Ladder == 0 || s.pace >= s.p.Rate {
 		return
 	}
@@ -47,4 +58,21 @@ func (s *shaper) climb(now time.Time) {
 	// The next grid point after now (several may have passed).
 	k := now.Sub(s.stepAt)/s.p.Step + 1
 	s.stepAt = s.stepAt.Add(k * s.p.Step)
+}
+
+// timetable is the paced rate at now of an episode with a Fall: the
+// ramp's rung (Rate without a ramp), and from Hold after the episode's
+// start Rate halving every Fall, never below Floor, whichever is lower.
+// It depends on nothing but the time since the episode began.
+func (s *shaper) timetable(now time.Time) float64 {
+	e := now.Sub(s.epStart)
+	r := s.p.Rate
+	if s.p.Ladder > 0 && s.p.Ramp > 0 {
+		k := min(int(e/s.p.Ramp), s.p.Ladder)
+		r = s.p.Rate / float64(uint(1)<<(s.p.Ladder-k))
+	}
+	if e > s.p.Hold {
+		r = min(r, max(s.p.Floor, s.p.Rate*math.Exp2(-float64(e-s.p.Hold)/float64(s.p.Fall))))
+	}
+	return r
 }

@@ -117,29 +117,7 @@ func TestRampIsTheSameForEveryEpisode(t *testing.T) {
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Unix(1000, 0)
-	run := func(burstAt time.Duration, burst int) []time.Duration {
-		s := testShaper(p)
-		s.admit(t0, dataBatch(5*s.cellBody))
-		cells, _ := fadeRun(t, s, t0, t0.Add(burstAt))
-		if burst > 0 {
-			s.admit(t0.Add(burstAt), dataBatch(burst*s.cellBody))
-		}
-		more, _ := fadeRun(t, s, t0.Add(burstAt), t0.Add(80*ms))
-		for _, c := range more {
-			cells = append(cells, burstAt+c)
-		}
-		return cells
-	}
-	quiet, busy := run(25*ms, 0), run(25*ms, 60)
-	if len(quiet) != len(busy) {
-		t.Fatalf("%d cells in 80 ms without the burst, %d with it", len(quiet), len(busy))
-	}
-	for i := range quiet {
-		if quiet[i] != busy[i] {
-			t.Fatalf("cell %d at %v without the burst, %v with it", i, quiet[i], busy[i])
-		}
-	}
+	quiet := sameCells(t, p, 25*ms, 60, 80*ms)
 	// 20 ms at 1000/s, 20 ms at 2000/s, then 4000/s.
 	want := map[time.Duration]time.Duration{0: ms, 25 * ms: ms / 2, 45 * ms: ms / 4}
 	for i := 1; i < len(quiet); i++ {
@@ -150,6 +128,42 @@ func TestRampIsTheSameForEveryEpisode(t *testing.T) {
 			}
 		}
 	}
+}
+
+// episodeCells runs an episode of p that opens with 5 cells of data,
+// with burst cells more at burstAt, and returns its cells' times up to
+// until.
+func episodeCells(t *testing.T, p DefenceParams, burstAt time.Duration, burst int, until time.Duration) []time.Duration {
+	t.Helper()
+	t0 := time.Unix(1000, 0)
+	s := testShaper(p)
+	s.admit(t0, dataBatch(5*s.cellBody))
+	cells, _ := fadeRun(t, s, t0, t0.Add(burstAt))
+	if burst > 0 {
+		s.admit(t0.Add(burstAt), dataBatch(burst*s.cellBody))
+	}
+	more, _ := fadeRun(t, s, t0.Add(burstAt), t0.Add(until))
+	for _, c := range more {
+		cells = append(cells, burstAt+c)
+	}
+	return cells
+}
+
+// sameCells runs the episode of episodeCells without and with the
+// burst, fails unless its cells go out at the same instants, and
+// returns them.
+func sameCells(t *testing.T, p DefenceParams, burstAt time.Duration, burst int, until time.Duration) []time.Duration {
+	t.Helper()
+	quiet, busy := episodeCells(t, p, burstAt, 0, until), episodeCells(t, p, burstAt, burst, until)
+	if len(quiet) != len(busy) {
+		t.Fatalf("%d cells in %v without the burst, %d with it", len(quiet), until, len(busy))
+	}
+	for i := range quiet {
+		if quiet[i] != busy[i] {
+			t.Fatalf("cell %d at %v without the burst, %v with it", i, quiet[i], busy[i])
+		}
+	}
+	return quiet
 }
 
 // TestStandardRamps: the defence stage running the built-in standard

@@ -76,6 +76,17 @@ type DefenceParams struct {
 	Step   time.Duration
 	Climb  time.Duration
 	Ramp   time.Duration
+	// Fall, if set (with Rate), makes the paced rate fall on a timetable
+	// once Hold has passed since the episode's start: it halves every
+	// Fall, down to Floor cells/s, and never rises again within the
+	// episode, whatever waits. Like the ramp the schedule depends on
+	// nothing but the time since the episode began, the same for every
+	// episode (a fixed reference pattern, as Surakav and Palette shape
+	// traces to); data waits for its slots. Excludes Step and Decay;
+	// without a Rate it does nothing.
+	Hold  time.Duration
+	Fall  time.Duration
+	Floor float64
 	// MaxEpisode makes an episode bulk once this many real bytes went
 	// out in it: from then on no dummies and no pacing, cells only, so a
 	// long download pays the cell padding and nothing else.
@@ -149,16 +160,20 @@ func DefencePolicy(p wire.DefencePolicy, r Role) *DefenceParams {
 		// The same rate, every episode padded to at least 3,400 cells
 		// (4.9 MB, all of it within 0.97 s) in steps of 2, and a fade
 		// instead of the tail: the end of the data does not push an
-		// episode of a large page into the next bucket.
+		// episode of a large page into the next bucket. The upload's
+		// minimum, 388 cells at 400/s, ends with the download's (a
+		// shorter one showed the observer which pages outlast it), and
+		// the fade starts 150 ms after the last data, so the episodes of
+		// large pages still end with the minimum bucket.
 		d := &DefenceParams{
-			Cell: DefaultCell, Idle: 250 * time.Millisecond,
+			Cell: DefaultCell, Idle: 150 * time.Millisecond,
 			Bucket: 2, MinCells: 3400, Rate: 3500, TailRate: 3500,
 			Fade:       20 * time.Millisecond,
 			MaxEpisode: 32 << 20, MaxEpisodeIn: 2 << 20,
 			Budget: 16, BudgetFree: 32 << 20,
 		}
 		if !server {
-			d.Rate, d.TailRate, d.MinCells, d.MaxEpisode, d.MaxEpisodeIn = 400, 400, 256, 2<<20, 32<<20
+			d.Rate, d.TailRate, d.MinCells, d.MaxEpisode, d.MaxEpisodeIn = 400, 400, 388, 2<<20, 32<<20
 			d.Budget, d.BudgetFree = 16, 8<<20
 		}
 		return d
@@ -193,6 +208,12 @@ func (d *DefenceParams) Validate() error {
 		return fmt.Errorf("ladder must be 0..8 and step not negative")
 	case d.Ladder > 0 && ((d.Step == 0 && d.Ramp == 0) || d.Decay > 0):
 		return fmt.Errorf("a ladder needs a step or a ramp, and no decay")
+	case d.Hold < 0 || d.Fall < 0 || d.Floor < 0 || d.Floor > 1e6:
+		return fmt.Errorf("hold, fall and floor must not be negative (floor ≤ 1000000)")
+	case d.Fall > 0 && (d.Floor <= 0 || (d.Rate > 0 && d.Floor > d.Rate) || d.Step > 0 || d.Decay > 0):
+		return fmt.Errorf("fall needs a floor in (0, rate], and no step or decay")
+	case d.Fall == 0 && (d.Hold != 0 || d.Floor != 0):
+		return fmt.Errorf("hold and floor need a fall")
 	}
 	return nil
 }

@@ -59,7 +59,7 @@ type shaper struct {
 	lastOut   time.Time // Fade: the slot that last carried data
 	pace      float64   // the paced rate now: Rate, or the ladder's rung
 	stepAt    time.Time // Ladder: the next point of the grid
-	epStart   time.Time // Ladder: when the episode began (Ramp)
+	epStart   time.Time // when the episode began (Ramp, Fall)
 	realBytes int64     // session totals on the wire, for the stats
 	dummy     int64
 	allow     int64 // Budget: dummy bytes that may still go out
