@@ -115,16 +115,21 @@ func BenchmarkBulkResume(b *testing.B) {
 
 // BenchmarkRoundTrip is one 64-byte request and its echo, one at a time:
 // v2 with the default policy (which paces, milliseconds a round trip) and
-// with `defense: off` (v2-off, the latency of the pipeline itself).
+// with `defense: off` (v2-off, the latency of the pipeline itself), the
+// latter also with resumable sessions (v2-off-resume: the resend stage and
+// ACK frames, as the CLI runs by default).
 // `go test -run='^$' -bench=RoundTrip/v2-off -cpu=1 ./runner/` under
 // taskset resembles one pinned process; time(1)'s CPU seconds for a fixed
 // -benchtime=20000x are steadier than ns/op on a loaded machine.
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, name := range []string{"direct", "v2", "v2-off"} {
+	for _, name := range []string{"direct", "v2", "v2-off", "v2-off-resume"} {
 		b.Run(name, func(b *testing.B) {
 			o := tunnelOpts{}
-			if name == "v2-off" {
+			if name != "v2" {
 				o.defense = "off"
+			}
+			if name == "v2-off-resume" {
+				o.resume = time.Minute
 			}
 			direct, tunnel := benchDialersWith(b, o)
 			dial := tunnel
