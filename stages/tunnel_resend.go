@@ -300,6 +300,19 @@ func (r *Resend) Run(ctx context.Context) error {
 	}
 	var pending Batch
 	var pkey pendKey
+	// Small batches (the round trips of an interactive stream) cycle
+	// through a ring, as the mux's do: a slot is built into until it is
+	// sent, and reused only after its consumer (encrypt or the defence
+	// stage, both done with a batch before they take the next) has taken
+	// batchRing-1 batches sent after it. Only the array is reused: an
+	// ACK's payload is its own (the defence stage may queue the frame for
+	// longer). A new link starts a new ring: the old link's consumer may
+	// still hold a slot. Large batches are made afresh, so that a bulk
+	// transfer leaves nothing grown behind, and so is every batch for an
+	// out channel longer than a link's (BatchQueueLen).
+	var ring [batchRing]Batch
+	slot := 0
+	reuse := false
 	var pendFrames, pendAckAt uint64 // numbered frames in pending; the count its ACK says
 	in := r.In
 	inDone := false
@@ -360,7 +373,10 @@ func (r *Resend) Run(ctx context.Context) error {
 			pending = nil
 		} else if pk := (pendKey{next, min(buf.end(), next+maxBatchFrames), ackDue}); pending == nil || pk != pkey {
 			pkey = pk
-			pending = make(Batch, 0, min(buf.end()-next, maxBatchFrames)+1)
+			pending = ring[slot][:0]
+			if n := min(buf.end()-next, maxBatchFrames) + 1; uint64(cap(pending)) < n {
+				pending = make(Batch, 0, n)
+			}
 			// At most maxBatchFrames and maxBatchBytes, as the mux's
 			// batches: encrypt seals a batch into one buffer and keeps
 			// such buffers for the next batches.
@@ -375,6 +391,13 @@ func (r *Resend) Run(ctx context.Context) error {
 				rc := st.received.Load()
 				pendAckAt = rc
 				pending = append(pending, Frame{Frame: wire.Frame{Type: wire.FrameAck, Payload: wire.AckPayload(make([]byte, 0, wire.AckLen), rc)}})
+			}
+			if reuse && cap(pending) <= ringBatchCap {
+				// No stale frames past the batch keep payloads reachable.
+				clear(pending[len(pending):cap(pending)])
+				ring[slot] = pending
+			} else {
+				ring[slot] = nil
 			}
 		}
 		if pending != nil {
@@ -403,6 +426,7 @@ func (r *Resend) Run(ctx context.Context) error {
 			// The batch is encrypt's now: only what was noted before.
 			next += pendFrames
 			pending = nil
+			slot = (slot + 1) % batchRing
 		case <-ackTimer.C:
 			timerOn = false
 			if out != nil && st.received.Load() > ackedAt {
@@ -411,6 +435,7 @@ func (r *Resend) Run(ctx context.Context) error {
 		case <-st.wake:
 		case q := <-attach:
 			pending = nil
+			ring, slot, reuse = [batchRing]Batch{}, 0, cap(q.out) <= BatchQueueLen
 			if out != nil {
 				close(out)
 			}
@@ -437,6 +462,10 @@ func (r *Resend) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// ringBatchCap is the largest batch array the resend stage keeps for the
+// next batches.
+const ringBatchCap = 8
 
 // noteKept publishes what the buffer holds (Kept, held).
 func (r *Resend) noteKept(b *resendBuf) {

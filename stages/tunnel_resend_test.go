@@ -525,3 +525,46 @@ func TestResendClearsTakenBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestResendBatchRingNeverReusedInUse: the resend stage reuses small
+// batch arrays, never one its consumer may still hold. The consumer here
+// holds each batch while the stage fills the channel (its capacity, as
+// a link's) and stalls on the next batch; the held batch must be intact
+// then.
+func TestResendBatchRingNeverReusedInUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := startResend(t, 0)
+		out := make(chan Batch, BatchQueueLen)
+		if err := g.r.Attach(context.Background(), out, 0); err != nil {
+			t.Fatal(err)
+		}
+		sent, want := uint64(0), uint64(0)
+		feed := func(n int) {
+			for range n {
+				g.in <- Batch{dataFrame(sent, 64)}
+				sent++
+				synctest.Wait()
+			}
+		}
+		feed(1)
+		for round := 0; round < 3*batchRing; round++ {
+			held := <-out
+			nums := make([]uint64, len(held))
+			for i, f := range held {
+				nums[i] = frameNumber(t, f)
+			}
+			feed(BatchQueueLen + 2) // the channel fills; the stage waits with the next batch built
+			for i, f := range held {
+				if f.Type != wire.FrameStream || frameNumber(t, f) != nums[i] {
+					t.Fatalf("round %d: the held batch changed under its consumer", round)
+				}
+			}
+			for _, n := range nums {
+				if n != want {
+					t.Fatalf("round %d: frame %d, want %d", round, n, want)
+				}
+				want++
+			}
+		}
+	})
+}
