@@ -42,8 +42,7 @@ func (s *shaper) climb(now time.Time) {
 		return
 	}
 	if s.p.Ramp > 0 {
-		k := min(int(now.Sub(s.epStart)/s.p.Ramp), s.p.Ladder)
-		s.pace = max(s.pace, s.p.Rate/float64(uint(1)<<(s.p.Ladder-k)))
+		s.pace = max(s.pace, s.rampRung(now))
 	}
 	if s.p.Step == 0 || now.Before(s.stepAt) {
 		return
@@ -68,11 +67,17 @@ func (s *shaper) timetable(now time.Time) float64 {
 	e := now.Sub(s.epStart)
 	r := s.p.Rate
 	if s.p.Ladder > 0 && s.p.Ramp > 0 {
-		k := min(int(e/s.p.Ramp), s.p.Ladder)
-		r = s.p.Rate / float64(uint(1)<<(s.p.Ladder-k))
+		r = s.rampRung(now)
 	}
 	if e > s.p.Hold {
 		r = min(r, max(s.p.Floor, s.p.Rate*math.Exp2(-float64(e-s.p.Hold)/float64(s.p.Fall))))
 	}
 	return r
+}
+
+// rampRung is the ramp's rate at now: Rate/2^Ladder at the episode's
+// start, one rung (a doubling) higher every Ramp, at most Rate.
+func (s *shaper) rampRung(now time.Time) float64 {
+	k := min(int(now.Sub(s.epStart)/s.p.Ramp), s.p.Ladder)
+	return s.p.Rate / float64(uint(1)<<(s.p.Ladder-k))
 }
