@@ -120,6 +120,9 @@ func (s *session) runLink(lk *link) error {
 	sealed := make(chan stages.Sealed, stages.BatchQueueLen)
 	var enc, dec, defence func(context.Context) error
 	var recycle func(stages.Sealed)
+	// The decrypt stage, which may read the backend itself.
+	var fused *stages.Decrypt
+	var fusedV1 *stages.DecryptV1
 	if s.legacy {
 		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: in, Out: sealed, Log: s.stage("encrypt")}
 		d := &stages.DecryptV1{Opener: p.v1.open, In: chunks, Out: s.frames, Log: s.stage("decrypt"), Failed: s.fail}
@@ -127,6 +130,7 @@ func (s *session) runLink(lk *link) error {
 			e.Tap, d.Tap = lk.capture.FrameOut, lk.capture.FrameIn
 		}
 		enc, dec = e.Run, d.Run
+		fusedV1 = d
 	} else {
 		keys := lk.keys
 		p.stats.DefencePolicy.Store(int32(keys.Defence))
@@ -155,6 +159,7 @@ func (s *session) runLink(lk *link) error {
 			d.Tap = lk.capture.FrameIn
 		}
 		enc, dec, recycle = e.Run, d.Run, e.Recycle
+		fused = d
 	}
 	rd := &stages.BackendReader{Conn: lk.conn, Out: chunks, Log: s.stage("backend-reader")}
 	wr := &stages.BackendWriter{Conn: lk.conn, In: sealed, Log: s.stage("backend-writer"), Release: recycle}
@@ -178,8 +183,23 @@ func (s *session) runLink(lk *link) error {
 	if defence != nil {
 		run("defence", defence, false)
 	}
-	run("backend-reader", readRun, true)
-	run("decrypt", dec, false)
+	if lk.capture == nil && stages.CanCloseWrite(lk.conn) {
+		// One goroutine for the link's input: decrypt reads the socket
+		// itself (stages.Decrypt.From). Not with a capture (which wraps
+		// the reader's run) nor on a backend without half-close (whose
+		// reader's end endWithoutHalfClose interprets).
+		if fused != nil {
+			fused.From = rd
+		} else {
+			fusedV1.From = rd
+		}
+		rd.Log.Debug("stage started: read by the decrypt stage's goroutine")
+		defer rd.Log.Debug("stage stopped")
+		run("decrypt", s.readOnAfterFailure(rd, dec), true)
+	} else {
+		run("backend-reader", readRun, true)
+		run("decrypt", dec, false)
+	}
 	run("encrypt", enc, false)
 	run("backend-writer", writeRun, true)
 	err := g.Wait()
@@ -200,6 +220,30 @@ func (s *session) runLink(lk *link) error {
 		_ = lk.conn.Close()
 	}
 	return err
+}
+
+// readOnAfterFailure runs a decrypt stage that reads the backend itself
+// (stages.Decrypt.From) so that the link ends as with a backend reader of
+// its own: after a failure of the session that is not the backend's (a
+// record that fails authentication, a protocol error), the socket is read
+// on, and what arrives dropped, while the writer sends RESET, until the
+// peer's end or an error; the stage's end then ends the session at once
+// (run's io). A backend reader would have read on in the same way.
+func (s *session) readOnAfterFailure(rd *stages.BackendReader, dec func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := dec(ctx)
+		var be *stages.BackendError
+		if err == nil || errors.As(err, &be) || ctx.Err() != nil || !s.isFailed() {
+			return err
+		}
+		for {
+			c, ok, _ := rd.ReadChunk(ctx)
+			if !ok {
+				return err
+			}
+			c.Release()
+		}
+	}
 }
 
 // linkErr classifies a link stage's error: what the group returns. A lost

@@ -24,40 +24,62 @@ type BackendReader struct {
 	Log  *logrus.Entry
 	// Tap, if set, sees every chunk read (capture). It must not block.
 	Tap func([]byte)
+
+	rd io.Reader // Conn, or its raw socket; set by the first read
 }
 
 // Run reads until EOF, error or ctx is done. EOF is not an error: the
 // stages above decide whether the end was clean.
 func (r *BackendReader) Run(ctx context.Context) error {
 	defer close(r.Out)
-	rd := r.Conn
-	if rs := newRawSock(r.Conn); rs != nil {
-		rd = rs // see rawSock
+	for {
+		c, ok, err := r.ReadChunk(ctx)
+		if !ok {
+			return err
+		}
+		select {
+		case r.Out <- c:
+		case <-ctx.Done():
+			c.Release()
+			return ctx.Err()
+		}
+	}
+}
+
+// ReadChunk reads the next chunk: one read of the socket, into a pooled
+// buffer (Release gives it back). ok is false at the end of input, with a
+// nil error at EOF. Run hands each chunk on through Out; a Decrypt whose
+// From is the reader calls ReadChunk itself, on its own goroutine (one
+// goroutine for the link's input: an arriving record wakes one goroutine,
+// not two in turn). Like Run it waits in the socket's read, which a
+// closed connection ends; one caller at a time.
+func (r *BackendReader) ReadChunk(ctx context.Context) (c Chunk, ok bool, err error) {
+	if r.rd == nil {
+		r.rd = r.Conn
+		if rs := newRawSock(r.Conn); rs != nil {
+			r.rd = rs // see rawSock
+		}
 	}
 	for {
 		buf := chunkPool.Get().(*chunkBuf)
-		n, err := rd.Read(buf[:])
+		n, err := r.rd.Read(buf[:])
 		if n > 0 {
 			if r.Tap != nil {
 				r.Tap(buf[:n])
 			}
-			select {
-			case r.Out <- Chunk{B: buf[:n], buf: buf}:
-			case <-ctx.Done():
-				chunkPool.Put(buf)
-				return ctx.Err()
-			}
-		} else {
-			chunkPool.Put(buf)
+			// Data read with an error: the data now, the error (again)
+			// on the next call.
+			return Chunk{B: buf[:n], buf: buf}, true, nil
 		}
+		chunkPool.Put(buf)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil
+				return Chunk{}, false, nil
 			}
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return Chunk{}, false, ctx.Err()
 			}
-			return &BackendError{Op: "read", Err: err}
+			return Chunk{}, false, &BackendError{Op: "read", Err: err}
 		}
 	}
 }

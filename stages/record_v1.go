@@ -72,9 +72,15 @@ func (e *EncryptV1) seal(out []byte, sf *Frame, _ bool) ([]byte, error) {
 type DecryptV1 struct {
 	Opener *v1.Opener
 	In     <-chan Chunk
-	Out    chan<- Frame
-	Log    *logrus.Entry
-	Tap    func(*wire.Frame, int)
+	// From, if set, replaces In: decrypt reads the backend itself (as
+	// Decrypt.From). A read error after the close record is then the
+	// peer's end, not a failure: the original closes its socket right
+	// after its close record, and a reset is what the kernel sends when
+	// it closes with our records unread.
+	From *BackendReader
+	Out  chan<- Frame
+	Log  *logrus.Entry
+	Tap  func(*wire.Frame, int)
 	// Failed, if set, is told Run's error (not ctx's) before Out closes:
 	// v1 takes a bare EOF for the peer's end, so the session must know of
 	// a failure before the demux sees its input end.
@@ -94,8 +100,19 @@ func (d *DecryptV1) Run(ctx context.Context) (err error) {
 		}
 		close(d.Out)
 	}()
+	closed := false // the close record came
 	for {
-		c, ok, err := recv(ctx, d.In)
+		var c Chunk
+		var ok bool
+		if d.From != nil {
+			c, ok, err = d.From.ReadChunk(ctx)
+		} else {
+			c, ok, err = recv(ctx, d.In)
+		}
+		var be *BackendError
+		if closed && errors.As(err, &be) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -120,6 +137,7 @@ func (d *DecryptV1) Run(ctx context.Context) (err error) {
 			if !ok {
 				continue
 			}
+			closed = closed || wf.Type == wire.FrameClose
 			f := Frame{Frame: wf}
 			if len(wf.Payload) > 0 {
 				// ev.Payload is valid only until the next call: copy.
