@@ -46,6 +46,7 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	noPython := fs.Bool("no-python", false, "skip the sklearn classifiers")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of Markdown")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	bound := fs.Bool("bound", false, "no tunnel: print how well an observer of the download volume alone names the page, per padding bucket, from the page model (-loads of each page; -loads 400 for a well-trained observer)")
 	if err := parseFlags(fs, wfbenchHelp, args); err != nil {
 		return err
 	}
@@ -54,6 +55,10 @@ func runWFBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *pages < 2 || *loads < 2 {
 		return fmt.Errorf("wfbench: need at least 2 pages and 2 loads")
+	}
+	if *bound {
+		wfbench.WriteBound(stdout, *seed, *pages, *loads, wfbench.VolumeBound(*seed, *pages, *loads, wfbench.DefaultBoundBuckets))
+		return nil
 	}
 	if *from != "" {
 		var progress io.Writer = stderr
