@@ -71,10 +71,13 @@ func TestRotateBytesResumes(t *testing.T) {
 			if err := g.Wait(); err != nil {
 				t.Fatal(err)
 			}
-			// Every byte crossed the backend at least once, at most
-			// 320 KiB per link.
+			// Every byte crossed the backend at least once. A link
+			// carries at most 320 KiB (the limit + 25 %) before the
+			// client retires it, and then what the server had sent
+			// before it saw the retirement: on loopback, up to the
+			// sockets' buffers (about 0.7 MiB measured, 2 MiB allowed).
 			total := tc.size + int64(2*tc.echoes*tc.echoMiB<<20)
-			checkOneSession(t, tn, total/(320<<10))
+			checkOneSession(t, tn, total/(320<<10+2<<20))
 			// The session still carries new streams.
 			if err := echoThrough(ctx, tn, 100_000, 3); err != nil {
 				t.Fatal(err)

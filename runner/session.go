@@ -141,9 +141,10 @@ type session struct {
 	batches       chan stages.Batch // mux → resend, or mux → the link
 	dmx           *stages.Demux
 	mux           *stages.Mux
-	resend        *stages.Resend      // resumable sessions on one link only
-	rs            *stages.ResumeState // resumable sessions only
-	ls            *laneSet            // resumable sessions over lanes only
+	resend        *stages.Resend       // resumable sessions on one link only
+	defCarry      *stages.DefenceCarry // the defence state from link to link (with resend)
+	rs            *stages.ResumeState  // resumable sessions only
+	ls            *laneSet             // resumable sessions over lanes only
 	demuxDone     chan struct{}
 	links         int // links run so far (the run loop's)
 }
@@ -195,6 +196,9 @@ func buildSession(p sessionParams) *session {
 		} else {
 			s.resend = &stages.Resend{In: s.batches, State: s.rs, Limit: p.resume.buffer, Total: p.resume.kept, Log: s.stage("resend")}
 			s.resend.Init()
+			// Links follow one another: each one's defence goes on with
+			// the episode the last one was in.
+			s.defCarry = new(stages.DefenceCarry)
 		}
 		s.dmx.LinkDead = func(err error) { s.cut(err) }
 	}

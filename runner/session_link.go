@@ -142,7 +142,7 @@ func (s *session) runLink(lk *link) error {
 			var seed [32]byte
 			_, _ = rand.Read(seed[:])
 			decEvents = stages.NewDefenceEvents()
-			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, MarkPieces: s.rs != nil,
+			def := &stages.Defence{Params: params, In: in, Out: out, Events: decEvents, MarkPieces: s.rs != nil, Carry: s.defCarry,
 				Rand: mrand.New(mrand.NewChaCha8(seed)), Stats: p.stats, Log: s.stage("defence")}
 			defence, cell, shaped = def.Run, params.Cell, out
 		}
@@ -195,7 +195,7 @@ func (s *session) runLink(lk *link) error {
 		}
 		rd.Log.Debug("stage started: read by the decrypt stage's goroutine")
 		defer rd.Log.Debug("stage stopped")
-		run("decrypt", s.readOnAfterFailure(rd, dec), true)
+		run("decrypt", s.readOnAfterFailure(rd, dec), false)
 	} else {
 		run("backend-reader", readRun, true)
 		run("decrypt", dec, false)
@@ -224,25 +224,31 @@ func (s *session) runLink(lk *link) error {
 
 // readOnAfterFailure runs a decrypt stage that reads the backend itself
 // (stages.Decrypt.From) so that the link ends as with a backend reader of
-// its own: after a failure of the session that is not the backend's (a
-// record that fails authentication, a protocol error), the socket is read
-// on, and what arrives dropped, while the writer sends RESET, until the
-// peer's end or an error; the stage's end then ends the session at once
-// (run's io). A backend reader would have read on in the same way.
+// its own. After a failure of the session that is not the backend's (a
+// record that fails authentication, a protocol error) the socket is read
+// on, and what arrives dropped, while the writer sends RESET: the writer's
+// end then cuts the session (run's io), not the peer's EOF, which may come
+// first. A read error (here or in decrypt) ends the session at once:
+// nothing more can cross the backend.
 func (s *session) readOnAfterFailure(rd *stages.BackendReader, dec func(context.Context) error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		err := dec(ctx)
+		readErr := err
 		var be *stages.BackendError
-		if err == nil || errors.As(err, &be) || ctx.Err() != nil || !s.isFailed() {
-			return err
-		}
-		for {
-			c, ok, _ := rd.ReadChunk(ctx)
-			if !ok {
-				return err
+		if err != nil && !errors.As(err, &be) && ctx.Err() == nil && s.isFailed() {
+			for {
+				c, ok, rerr := rd.ReadChunk(ctx)
+				if !ok {
+					readErr = rerr
+					break
+				}
+				c.Release()
 			}
-			c.Release()
 		}
+		if errors.As(readErr, &be) && s.isFailed() {
+			s.cancelHard()
+		}
+		return err
 	}
 }
 

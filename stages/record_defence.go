@@ -35,6 +35,10 @@ type Defence struct {
 	// the one numbered frame they were (resumable sessions, SPEC-v2.md
 	// §7b).
 	MarkPieces bool
+	// Carry, if set, is the session's defence state, taken when the
+	// stage starts and given back when it ends, so that an episode goes
+	// on across a new link (DefenceCarry).
+	Carry *DefenceCarry
 }
 
 // DefenceEvents carries what the receive side saw to the defence stage:
@@ -75,7 +79,8 @@ func (e *DefenceEvents) Notify() {
 // buffer of its last piece.
 func (d *Defence) Run(ctx context.Context) (err error) {
 	defer close(d.Out)
-	s := newShaper(d.Params, d.Rand)
+	s := d.Carry.take(d.Params, d.Rand)
+	defer d.Carry.put(s) // last: after the frames held are dropped
 	s.markPieces = d.MarkPieces
 	defer func() {
 		if d.Log != nil {
