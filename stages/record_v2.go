@@ -150,10 +150,11 @@ type Decrypt struct {
 	In     <-chan Chunk
 	// From, if set, replaces In: decrypt reads the backend itself,
 	// calling From.ReadChunk on its own goroutine, so that a record that
-	// arrives wakes one goroutine instead of the reader and then decrypt
-	// (a hand-off between threads costs a round trip microseconds on a
-	// machine with several cores). The backend reader is then no
-	// goroutine of its own; its Tap still sees every chunk.
+	// arrives wakes one goroutine instead of the reader and then decrypt,
+	// and the socket's end or error comes after the records before it
+	// (measured: no change in round trip or bulk speed). The backend
+	// reader is then no goroutine of its own; its Tap still sees every
+	// chunk.
 	From *BackendReader
 	Out  chan<- Frame
 	Log  *logrus.Entry
