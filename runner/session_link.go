@@ -120,8 +120,7 @@ func (s *session) runLink(lk *link) error {
 	sealed := make(chan stages.Sealed, stages.BatchQueueLen)
 	var enc, dec, defence func(context.Context) error
 	var recycle func(stages.Sealed)
-	// The decrypt stage, which may read the backend itself.
-	var fused *stages.Decrypt
+	// v1's decrypt stage, which reads the backend itself.
 	var fusedV1 *stages.DecryptV1
 	if s.legacy {
 		e := &stages.EncryptV1{Sealer: p.v1.seal, Rand: rand.Reader, In: in, Out: sealed, Log: s.stage("encrypt")}
@@ -159,7 +158,6 @@ func (s *session) runLink(lk *link) error {
 			d.Tap = lk.capture.FrameIn
 		}
 		enc, dec, recycle = e.Run, d.Run, e.Recycle
-		fused = d
 	}
 	rd := &stages.BackendReader{Conn: lk.conn, Out: chunks, Log: s.stage("backend-reader")}
 	wr := &stages.BackendWriter{Conn: lk.conn, In: sealed, Log: s.stage("backend-writer"), Release: recycle}
@@ -183,16 +181,15 @@ func (s *session) runLink(lk *link) error {
 	if defence != nil {
 		run("defence", defence, false)
 	}
-	if lk.capture == nil && stages.CanCloseWrite(lk.conn) {
-		// One goroutine for the link's input: decrypt reads the socket
-		// itself (stages.Decrypt.From). Not with a capture (which wraps
-		// the reader's run) nor on a backend without half-close (whose
-		// reader's end endWithoutHalfClose interprets).
-		if fused != nil {
-			fused.From = rd
-		} else {
-			fusedV1.From = rd
-		}
+	if fusedV1 != nil && lk.capture == nil && stages.CanCloseWrite(lk.conn) {
+		// v1: one goroutine for the link's input, decrypt reading the
+		// socket itself (stages.DecryptV1.From), so that a reset after
+		// the original's close record comes after that record. Not with
+		// a capture (which wraps the reader's run) nor on a backend
+		// without half-close (whose reader's end endWithoutHalfClose
+		// interprets). v2 keeps a reader of its own: reading on while
+		// decrypt waits for the demux kept 10-15 % more throughput.
+		fusedV1.From = rd
 		rd.Log.Debug("stage started: read by the decrypt stage's goroutine")
 		defer rd.Log.Debug("stage stopped")
 		run("decrypt", s.readOnAfterFailure(rd, dec), false)
@@ -223,7 +220,7 @@ func (s *session) runLink(lk *link) error {
 }
 
 // readOnAfterFailure runs a decrypt stage that reads the backend itself
-// (stages.Decrypt.From) so that the link ends as with a backend reader of
+// (stages.DecryptV1.From) so that the link ends as with a backend reader of
 // its own. After a failure of the session that is not the backend's (a
 // record that fails authentication, a protocol error) the socket is read
 // on, and what arrives dropped, while the writer sends RESET: the writer's

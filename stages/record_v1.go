@@ -72,8 +72,11 @@ func (e *EncryptV1) seal(out []byte, sf *Frame, _ bool) ([]byte, error) {
 type DecryptV1 struct {
 	Opener *v1.Opener
 	In     <-chan Chunk
-	// From, if set, replaces In: decrypt reads the backend itself (as
-	// Decrypt.From). A read error after the close record is then the
+	// From, if set, replaces In: decrypt reads the backend itself, with
+	// From.ReadChunk on its own goroutine (the reader is then no
+	// goroutine of its own; its Tap still sees every chunk), so what
+	// the socket says comes after the records before it. A read error
+	// after the close record is then the
 	// peer's end, not a failure: the original closes its socket right
 	// after its close record, and a reset is what the kernel sends when
 	// it closes with our records unread.

@@ -148,16 +148,8 @@ type Decrypt struct {
 	// protocol error. Its key is forgotten when Run returns.
 	Opener *wire.Opener
 	In     <-chan Chunk
-	// From, if set, replaces In: decrypt reads the backend itself,
-	// calling From.ReadChunk on its own goroutine, so that a record that
-	// arrives wakes one goroutine instead of the reader and then decrypt,
-	// and the socket's end or error comes after the records before it
-	// (measured: no change in round trip or bulk speed). The backend
-	// reader is then no goroutine of its own; its Tap still sees every
-	// chunk.
-	From *BackendReader
-	Out  chan<- Frame
-	Log  *logrus.Entry
+	Out    chan<- Frame
+	Log    *logrus.Entry
 	// Tap, if set, sees every frame after it is opened (capture).
 	Tap func(*wire.Frame, int)
 	// Chaff counts PAD frames verified and discarded.
@@ -206,13 +198,7 @@ func (d *Decrypt) Run(ctx context.Context) (err error) {
 	defer join.release()
 	rr := wire.NewRecordReader(d.Opener, wire.MaxBodyLen+wire.RecordOverhead) // a record cut by a chunk's end
 	for {
-		var c Chunk
-		var ok bool
-		if d.From != nil {
-			c, ok, err = d.From.ReadChunk(ctx)
-		} else {
-			c, ok, err = recv(ctx, d.In)
-		}
+		c, ok, err := recv(ctx, d.In)
 		if err != nil {
 			return err
 		}

@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 
-	"usocks/wire"
+	v1 "usocks/wire/v1"
 )
 
 // chunkReader returns its chunks one per Read, then err (io.EOF if nil).
@@ -33,40 +34,34 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestDecryptReadsBackendItself: a decrypt stage whose From is the backend
-// reader (one goroutine for the link's input) hands on the same frames as
-// one fed through In, at every split of the stream in two, over a real
-// TCP socket too (the raw-socket path), and the reader's Tap sees every
-// byte; the end of input is clean, truncated or the socket's error, as
-// with a reader of its own.
-func TestDecryptReadsBackendItself(t *testing.T) {
-	var key [wire.KeySize]byte
-	_, _ = rand.Read(key[:])
-	c := wire.CipherAES256GCM
-	k := key
-	s, _ := wire.NewSealerKey(c, &k)
-	var stream []byte
-	for _, f := range []wire.Frame{
-		{Type: wire.FrameStream, Flags: wire.FlagSYN, Stream: 3},
-		{Type: wire.FramePad},
-		{Type: wire.FrameStream, Flags: wire.FlagDAT, Stream: 3, Payload: bytes.Repeat([]byte("x"), 40000)},
-		{Type: wire.FrameStream, Flags: wire.FlagDAT | wire.FlagFIN, Stream: 3, Payload: []byte("end")},
-		{Type: wire.FrameClose},
-	} {
-		var err error
-		if stream, err = s.SealFrame(stream, &f, 7); err != nil {
-			t.Fatal(err)
-		}
+// TestDecryptV1ReadsBackendItself: a v1 decrypt stage whose From is the
+// backend reader hands on the same frames as one fed through In, at
+// every split of the stream, over a real TCP socket too (the raw-socket
+// path), and the reader's Tap sees every byte. A reset after the close
+// record is the original's normal end (nil); before it, the socket's
+// error; EOF inside a record, v1's truncation.
+func TestDecryptV1ReadsBackendItself(t *testing.T) {
+	k := v1.DeriveKey("from test key")
+	s, err := v1.NewRandomSealer(k, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// run decrypts what conn delivers; via In (a reader goroutine's
-	// chunks) when viaIn, else with From.
+	stream := s.Sync()
+	for _, m := range []v1.Message{
+		{Flags: v1.SYN | v1.DAT, ID: 1, Payload: []byte("hello")},
+		{Flags: v1.DAT, ID: 1, Payload: bytes.Repeat([]byte("x"), 3000)},
+		{Flags: v1.FIN, ID: 1},
+	} {
+		stream = s.AppendMessage(stream, v1.AppendMessage(nil, m))
+	}
+	noClose := len(stream)
+	stream = s.AppendClose(stream, [4]byte{1, 2, 3, 4})
+
 	run := func(conn io.Reader, viaIn bool) (string, int) {
-		k := key
-		o, _ := wire.NewOpenerKey(c, &k)
 		out := make(chan Frame, 16)
 		tapped := 0
 		rd := &BackendReader{Conn: conn, Tap: func(b []byte) { tapped += len(b) }}
-		d := &Decrypt{Opener: o, Out: out}
+		d := &DecryptV1{Opener: v1.NewOpener(k), Out: out}
 		if viaIn {
 			in := make(chan Chunk, 64)
 			rd.Out, d.In = in, in
@@ -82,7 +77,7 @@ func TestDecryptReadsBackendItself(t *testing.T) {
 		}
 		var be *BackendError
 		if errors.As(err, &be) {
-			err = errors.New("backend error") // the same error either way, not the same pointer
+			err = errors.New("backend error")
 		}
 		return fmt.Sprintf("err=%v %s", err, got.String()), tapped
 	}
@@ -90,20 +85,28 @@ func TestDecryptReadsBackendItself(t *testing.T) {
 	if !bytes.HasPrefix([]byte(want), []byte("err=<nil> ")) || bytes.Count([]byte(want), []byte(";")) != 4 {
 		t.Fatalf("via In: %s", want)
 	}
-	for i := 1; i < len(stream); i += 97 {
+	for i := 1; i < len(stream); i += 53 {
 		got, tapped := run(&chunkReader{chunks: [][]byte{stream[:i], stream[i:]}}, false)
 		if got != want || tapped != len(stream) {
 			t.Fatalf("split at %d: %s (tapped %d of %d)\nwant %s", i, got, tapped, len(stream), want)
 		}
 	}
-	// The end of input: truncated inside a record, as via In; a socket
-	// error is the read's own (via In the reader goroutine returns it,
-	// and decrypt sees a truncation).
-	if got, _ := run(&chunkReader{chunks: [][]byte{stream[:len(stream)-1]}}, false); !bytes.Contains([]byte(got), []byte(ErrTruncated.Error())) {
-		t.Errorf("truncated: %s", got)
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	// A reset after the close record: the end, as EOF would be.
+	if got, _ := run(&chunkReader{chunks: [][]byte{stream}, err: reset}, false); got != want {
+		t.Errorf("reset after the close record: %s\nwant %s", got, want)
 	}
-	if got, _ := run(&chunkReader{chunks: [][]byte{stream[:100]}, err: io.ErrClosedPipe}, false); !bytes.HasPrefix([]byte(got), []byte("err=backend error STREAM")) {
-		t.Errorf("socket error: %s", got)
+	// A reset before it: the socket's error, after the frames before it.
+	if got, _ := run(&chunkReader{chunks: [][]byte{stream[:noClose]}, err: reset}, false); !bytes.HasPrefix([]byte(got), []byte("err=backend error STREAM")) {
+		t.Errorf("reset before the close record: %s", got)
+	}
+	// EOF inside a record: what v1 makes of it (EndV1), as via In.
+	for _, n := range []int{noClose - 3, len(stream) - 3} {
+		got, _ := run(&chunkReader{chunks: [][]byte{stream[:n]}}, false)
+		same, _ := run(&chunkReader{chunks: [][]byte{stream[:n]}}, true)
+		if got != same {
+			t.Errorf("EOF %d bytes in: %s\nvia In: %s", n, got, same)
+		}
 	}
 
 	// Over loopback TCP, written in pieces: the raw-socket read path.
@@ -119,7 +122,7 @@ func TestDecryptReadsBackendItself(t *testing.T) {
 		}
 		defer w.Close()
 		for rest := stream; len(rest) > 0; {
-			n := min(len(rest), 1000)
+			n := min(len(rest), 700)
 			_, _ = w.Write(rest[:n])
 			rest = rest[n:]
 		}
