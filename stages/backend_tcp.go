@@ -48,11 +48,11 @@ func (r *BackendReader) Run(ctx context.Context) error {
 
 // ReadChunk reads the next chunk: one read of the socket, into a pooled
 // buffer (Release gives it back). ok is false at the end of input, with a
-// nil error at EOF. Run hands each chunk on through Out; a Decrypt whose
-// From is the reader calls ReadChunk itself, on its own goroutine (one
-// goroutine for the link's input: an arriving record wakes one goroutine,
-// not two in turn). Like Run it waits in the socket's read, which a
-// closed connection ends; one caller at a time.
+// nil error at EOF. Run hands each chunk on through Out; a DecryptV1
+// whose From is the reader calls ReadChunk itself, on its own goroutine,
+// so that the socket's end comes after the records before it. Like Run
+// it waits in the socket's read, which a closed connection ends; one
+// caller at a time.
 func (r *BackendReader) ReadChunk(ctx context.Context) (c Chunk, ok bool, err error) {
 	if r.rd == nil {
 		r.rd = r.Conn

@@ -76,10 +76,10 @@ type DecryptV1 struct {
 	// From.ReadChunk on its own goroutine (the reader is then no
 	// goroutine of its own; its Tap still sees every chunk), so what
 	// the socket says comes after the records before it. A read error
-	// after the close record is then the
-	// peer's end, not a failure: the original closes its socket right
-	// after its close record, and a reset is what the kernel sends when
-	// it closes with our records unread.
+	// after the close record is then the peer's end, not a failure: the
+	// original closes its socket right after its close record, and a
+	// reset is what the kernel sends when it closes with our records
+	// unread.
 	From *BackendReader
 	Out  chan<- Frame
 	Log  *logrus.Entry
