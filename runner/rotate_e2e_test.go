@@ -60,18 +60,6 @@ func TestRotateBytesResumes(t *testing.T) {
 		{"ws", 2 << 20, 1, 1},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
-			if tc.backend == "ws" {
-				// Known bug, found once rotation stopped restarting the
-				// defence's pacing and this test became fast: now and
-				// then the client's WebSocket dial of a resumption
-				// fails ("context canceled") after the server has
-				// claimed the session with it; the retry is a second
-				// claim, and two resumptions at once end the session
-				// (server_resume.go), resetting its streams. About 1
-				// run in 20; the same happened at 70ffaed with
-				// defense off. Skipped until fixed, not to hide it.
-				t.Skip("known bug: a WebSocket resumption retried after the server claimed the session ends it (about 1 run in 20)")
-			}
 			tn := rotateTunnel(t, tc.backend, 0, 256<<10)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

@@ -28,10 +28,13 @@ var (
 	// ErrResumeExpired: the client did not come back in time.
 	ErrResumeExpired = errors.New("detached session expired (resume_timeout)")
 	// errResumeConflict: a resumption that cannot be served ended the
-	// session (counts out of range, or a second resumption at once).
+	// session (counts out of range).
 	errResumeConflict = errors.New("session could not be resumed")
 	// errTooManyDetached: max_detached sessions wait already.
 	errTooManyDetached = errors.New("too many detached sessions (max_detached)")
+	// errSuperseded ends a resuming connection the client left for a
+	// later one before the server had handed it the session.
+	errSuperseded = errors.New("a later resumption superseded this one")
 )
 
 // takeoverWait bounds how long a resumption waits for the session's old
@@ -55,7 +58,21 @@ type resumeSlot struct {
 	idle    chan struct{} // closed when the session waits without a link
 	waiting bool          // in awaitLink
 	claimed bool          // a handshake holds it
-	gone    bool          // ended or expired
+	settled chan struct{} // while claimed: closed when that claim is handed its link or aborted
+	// superseded: a later resumption waits for this claim; its link,
+	// which the client has given up on, is closed when handed.
+	superseded bool
+	gone       bool // ended or expired
+}
+
+// unclaimLocked ends the slot's claim (handed or aborted) and wakes a
+// resumption waiting for it.
+func (sl *resumeSlot) unclaimLocked() {
+	sl.claimed, sl.superseded = false, false
+	if sl.settled != nil {
+		close(sl.settled)
+		sl.settled = nil
+	}
 }
 
 // resumables is the server's table of resumable sessions.
@@ -159,11 +176,23 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 			r.mu.Unlock()
 			return wire.ServerResume{Status: wire.ResumeOK, Received: s.rs.Received(), Lanes: uint8(s.ls.count)}, sl
 		case sl.claimed:
-			// Two resumptions at once: neither can be trusted to be the
-			// last; the session ends.
-			r.removeLocked(sl)
+			// An earlier resumption holds the session and has not been
+			// handed its link yet: the client gave up on it (its
+			// connection was cut, or rotation retired it at once) and
+			// came back with this one, the only one it still uses. The
+			// earlier claim is superseded: wait until it is settled (its
+			// link closed when handed, or its handshake aborted), then
+			// claim the detached session — never longer than a takeover.
+			sl.superseded = true
+			settled := sl.settled
 			r.mu.Unlock()
-			sl.sess.fail(errResumeConflict)
+			select {
+			case <-settled:
+				continue
+			case <-sl.sess.closing:
+			case <-deadline.Chan():
+			case <-ctx.Done():
+			}
 			return wire.ServerResume{Status: wire.ResumeLost}, nil
 		case sl.waiting:
 			s := sl.sess
@@ -174,7 +203,7 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 				s.fail(errResumeConflict)
 				return wire.ServerResume{Status: wire.ResumeLost}, nil
 			}
-			sl.claimed = true
+			sl.claimed, sl.settled = true, make(chan struct{})
 			r.mu.Unlock()
 			// The old link has stopped: this count is final.
 			return wire.ServerResume{Status: wire.ResumeOK, Received: s.rs.Received()}, sl
@@ -200,7 +229,7 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 func (r *resumables) Abort(res *stages.Resumption) {
 	if sl, ok := res.Claim.(*resumeSlot); ok {
 		r.mu.Lock()
-		sl.claimed = false
+		sl.unclaimLocked()
 		r.mu.Unlock()
 	}
 }
@@ -210,7 +239,9 @@ func (r *resumables) Abort(res *stages.Resumption) {
 func (r *resumables) hand(sl *resumeSlot, lk *link) bool {
 	select {
 	case sl.attach <- lk:
-		r.Resumed.Add()
+		if sl.sess.ls != nil {
+			r.Resumed.Add() // a lane (awaitLink counts a single link)
+		}
 		return true
 	case <-sl.sess.closing:
 		return false
@@ -241,7 +272,7 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 			sl.waiting = false
 			r.detached--
 		}
-		sl.claimed = false
+		sl.unclaimLocked()
 		sl.idle = make(chan struct{})
 		r.mu.Unlock()
 	}()
@@ -251,7 +282,21 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 	for {
 		select {
 		case lk := <-sl.attach:
-			return lk
+			r.mu.Lock()
+			if !sl.superseded {
+				r.mu.Unlock()
+				r.Resumed.Add()
+				return lk
+			}
+			// A later resumption waits: this connection is one the
+			// client has left. The session stays detached for it.
+			sl.unclaimLocked()
+			r.mu.Unlock()
+			_ = lk.conn.Close()
+			s.p.log.Info("resuming connection left by the client for a later one: closed")
+			if lk.capture != nil {
+				lk.capture.End(errSuperseded)
+			}
 		case <-s.closing:
 			return nil
 		case <-t.Chan():

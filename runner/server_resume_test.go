@@ -3,6 +3,8 @@ package runner
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -82,6 +84,79 @@ func TestAwaitLinkTimers(t *testing.T) {
 			}
 			if !s.ending() {
 				t.Error("the expired session is not ending")
+			}
+		})
+	}
+}
+
+// Two resumptions of one session, the second before the first was handed
+// its link (the client left the first connection — cut, or retired by
+// rotation at once — and came back): the second waits for the first to
+// settle and then resumes the session; the first's connection, if handed,
+// is closed; the session never ends.
+func TestClaimSupersedesEarlierClaim(t *testing.T) {
+	log := logrus.NewEntry(logrus.New())
+	log.Logger.SetLevel(logrus.PanicLevel)
+	for _, handed := range []bool{true, false} {
+		name := map[bool]string{true: "the earlier claim is handed its link", false: "the earlier claim is aborted"}[handed]
+		t.Run(name, func(t *testing.T) {
+			r := newResumables(4, time.Minute, log)
+			r.clock = newFakeClock() // the takeover wait never ends by itself
+			s := buildSession(sessionParams{role: stages.Server, log: log, resume: &resumeParams{}})
+			defer s.cancelHard()
+			sl := r.register(resumeKey{id: wire.SessionID{1}}, s)
+			got := make(chan *link, 1)
+			go func() { got <- r.awaitLink(sl, errors.New("backend lost")) }()
+			waitFor(t, "the session to wait", 10*time.Second, func() bool { return r.waiting() == 1 })
+			offer := wire.ClientResume{ID: wire.SessionID{1}}
+			first, claim := r.Claim(context.Background(), wire.UserID{}, offer)
+			if first.Status != wire.ResumeOK || claim != sl {
+				t.Fatalf("first claim: %v; want the session", first.Status)
+			}
+			type answer struct {
+				reply wire.ServerResume
+				claim any
+			}
+			second := make(chan answer, 1)
+			go func() {
+				reply, claim := r.Claim(context.Background(), wire.UserID{}, offer)
+				second <- answer{reply, claim}
+			}()
+			waitFor(t, "the second claim to wait", 10*time.Second, func() bool {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return sl.superseded
+			})
+			select {
+			case a := <-second:
+				t.Fatalf("the second claim did not wait for the first: %v", a.reply.Status)
+			default:
+			}
+			left, peer := net.Pipe()
+			defer peer.Close()
+			if handed {
+				if !r.hand(sl, &link{conn: left}) {
+					t.Fatal("the waiting session did not take the first link")
+				}
+				if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+					t.Fatalf("the superseded connection: read %v; want it closed", err)
+				}
+			} else {
+				r.Abort(&stages.Resumption{Claim: sl})
+			}
+			a := <-second
+			if a.reply.Status != wire.ResumeOK || a.claim != sl {
+				t.Fatalf("second claim: %v; want the session", a.reply.Status)
+			}
+			if s.ending() || r.waiting() != 1 {
+				t.Fatalf("session ending %v, waiting %d; want it detached, waiting for the second link", s.ending(), r.waiting())
+			}
+			lk := &link{}
+			if !r.hand(sl, lk) {
+				t.Fatal("the waiting session did not take the second link")
+			}
+			if l := <-got; l != lk || r.Resumed.Load() != 1 {
+				t.Fatalf("awaitLink: %v, resumed %d; want the second link, once", l, r.Resumed.Load())
 			}
 		})
 	}

@@ -54,7 +54,22 @@ func AcceptWS(c net.Conn, path string, deadline time.Time) (net.Conn, *PrefixCon
 	if err != nil {
 		return nil, pc, err
 	}
-	return websocket.NetConn(context.Background(), wc, websocket.MessageBinary), nil, nil
+	return wsConn{websocket.NetConn(context.Background(), wc, websocket.MessageBinary)}, nil, nil
+}
+
+// wsConn is the library's message stream, except that a read that fails
+// inside a frame returns no bytes: the library hands back what it read of
+// the frame before the error still masked (a client's frames are masked),
+// and those bytes would reach the record layer as a record that fails
+// authentication instead of the backend's end.
+type wsConn struct{ net.Conn }
+
+func (c wsConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	return n, err
 }
 
 // isUpgrade reports whether req asks for a WebSocket on path.
@@ -125,7 +140,7 @@ func DialWS(ctx context.Context, c net.Conn, host, path string) (net.Conn, error
 		}
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
-	nc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
+	nc := wsConn{websocket.NetConn(context.Background(), wc, websocket.MessageBinary)}
 	return &addrConn{Conn: nc, local: c.LocalAddr(), remote: c.RemoteAddr()}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -82,4 +83,44 @@ func FuzzAcceptWS(f *testing.F) {
 			t.Fatalf("%q called a request that is not one: %v", in, perr)
 		}
 	})
+}
+
+// A frame cut off by the connection's end yields an error and none of its
+// bytes: the library returns what it read of the frame still masked, which
+// would reach the record layer as a record that fails authentication
+// instead of the backend's end. Whole frames before it arrive unmasked.
+func TestWSConnDropsCutFrame(t *testing.T) {
+	up := "GET /t HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	key := []byte{0x5a, 0xa5, 0x3c, 0xc3}
+	frame := func(payload []byte, length int) []byte {
+		f := append([]byte{0x82, 0x80 | byte(length)}, key...)
+		for i, b := range payload {
+			f = append(f, b^key[i%4])
+		}
+		return f
+	}
+	in := append([]byte(up), frame([]byte("hello"), 5)...)
+	in = append(in, frame(bytes.Repeat([]byte{'x'}, 50), 100)...) // cut: 50 of 100 bytes
+	wc, _, _, err := acceptScript(t, in, "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 256)
+	for {
+		n, err := wc.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				t.Fatalf("a cut frame read as a clean end")
+			}
+			if n != 0 {
+				t.Fatalf("a failed read returned %d bytes", n)
+			}
+			break
+		}
+	}
+	if string(got) != "hello" {
+		t.Fatalf("read %q; want the whole frame and nothing of the cut one", got)
+	}
 }
