@@ -455,3 +455,49 @@ func TestTTFBConfig(t *testing.T) {
 		}
 	}
 }
+
+// RoundTrips ends at its time limit: the round trips done by then are the
+// result when there are enough of them (a paced tunnel), an error when
+// there are too few (here none: the echo stops answering).
+func TestRoundTripsTimeLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = NewTarget(ln, time.Minute).Serve(tctx) }()
+	lat, err := RoundTrips(ctx, ln.Addr().String(), 1_000_000_000, 64, 300*time.Millisecond)
+	if err != nil || len(lat) < MinRoundTrips || len(lat) >= 1_000_000_000 || lat[0] > lat[len(lat)-1] {
+		t.Fatalf("partial run: %d round trips, %v; want at least %d, sorted", len(lat), err, MinRoundTrips)
+	}
+
+	// An echo that answers the mode byte and then nothing.
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	go func() {
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err == nil {
+					_, _ = c.Write(b)
+				}
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	if lat, err := RoundTrips(ctx, mute.Addr().String(), 10, 64, 200*time.Millisecond); err == nil {
+		t.Fatalf("a mute echo gave %d round trips and no error", len(lat))
+	}
+}

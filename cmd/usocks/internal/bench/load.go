@@ -131,7 +131,11 @@ func BulkDown(ctx context.Context, addr string, d time.Duration) (float64, error
 }
 
 // RoundTrips sends count messages of size bytes, one at a time, on one
-// echo connection, and returns each round trip's time, sorted.
+// echo connection, and returns each round trip's time, sorted. A tunnel
+// that paces its traffic (a defence policy) may not get through count in
+// limit: the round trips done by then are the result if there are at
+// least MinRoundTrips of them (fewer than count says so), an error
+// otherwise.
 func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Duration) ([]time.Duration, error) {
 	c, err := openEcho(ctx, addr)
 	if err != nil {
@@ -139,7 +143,11 @@ func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Du
 	}
 	defer c.Close()
 	defer closeOnDone(ctx, c)()
-	_ = c.SetDeadline(time.Now().Add(limit))
+	start := time.Now()
+	end := start.Add(limit)
+	// The deadline ends a round trip still under way at the limit; it
+	// does not count.
+	_ = c.SetDeadline(end)
 	msg := make([]byte, size)
 	runner.Pattern(msg, 3)
 	back := make([]byte, size)
@@ -147,10 +155,19 @@ func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Du
 	for i := 0; i < count; i++ {
 		msg[0] = byte(i)
 		t0 := time.Now()
+		if !t0.Before(end) {
+			break
+		}
 		if _, err := c.Write(msg); err != nil {
+			if timedOut(err) {
+				break
+			}
 			return nil, fmt.Errorf("round trip %d: %w", i, err)
 		}
 		if _, err := io.ReadFull(c, back); err != nil {
+			if timedOut(err) {
+				break
+			}
 			return nil, fmt.Errorf("round trip %d: %w", i, err)
 		}
 		lat = append(lat, time.Since(t0))
@@ -158,8 +175,21 @@ func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Du
 			return nil, fmt.Errorf("round trip %d: echo differs", i)
 		}
 	}
+	if len(lat) < count && len(lat) < MinRoundTrips {
+		return nil, fmt.Errorf("%d of %d round trips in %v (at least %d make a figure)", len(lat), count, limit, MinRoundTrips)
+	}
 	slices.Sort(lat)
 	return lat, nil
+}
+
+// MinRoundTrips is the fewest round trips that make a latency figure when
+// the time limit ends the workload early.
+const MinRoundTrips = 200
+
+// timedOut says whether err is a deadline's.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // ConnectResult is one run of Connects.

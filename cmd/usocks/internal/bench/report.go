@@ -277,7 +277,7 @@ func (r *Report) legend() []string {
 	s := r.Scale
 	out := []string{
 		"(N.Nx) is the figure divided by shadowsocks-libev's from the same run; err: the workload failed (see below); !: some runs failed.",
-		fmt.Sprintf("up/down: one stream, %v each way per run. RR: %d round trips of %d bytes on one stream (p50/p99).", s.Bulk, s.RoundTrips, s.MsgSize),
+		fmt.Sprintf("up/down: one stream, %v each way per run. RR: %d round trips of %d bytes on one stream (p50/p99), at most %v a run (a paced tunnel: those done by then, see its notes).", s.Bulk, s.RoundTrips, s.MsgSize, RoundTripLimit),
 		fmt.Sprintf("streams/s: connect, 1-byte echo, close (the target first), %d at a time for %v; stream p99: connect to first echo. The usocks servers run with session_dial_rate %d (the default, 1000 dials a second per session, would cap the figure).", s.ConnConcurrency, s.Connect, BenchDialRate),
 		fmt.Sprintf("%d×%s: that many streams at once, each echoed and SHA-256-checked; lost B: bytes not echoed intact, all runs.", s.ManyStreams, sizeStr(s.ManyBytes)),
 		fmt.Sprintf("RSS: VmRSS of the tunnel's client (cli) and server (srv), idle and holding %d open idle streams, on fresh processes before the other workloads; again holding %[1]d idle streams after all the other workloads (after load), and %[3]s after those streams closed (later). CPU: user+system seconds of each side for one %[2]d-stream run.", s.IdleStreams, s.ManyStreams, durStr(s.Settle)),
