@@ -57,8 +57,9 @@ type resumeSlot struct {
 	attach  chan *link    // the claimed connection, to awaitLink
 	idle    chan struct{} // closed when the session waits without a link
 	waiting bool          // in awaitLink
-	claimed bool          // a handshake holds it
-	settled chan struct{} // while claimed: closed when that claim is handed its link or aborted
+	// settled is non-nil while a handshake holds the slot (claimed); it
+	// is closed when that claim is handed its link or aborted.
+	settled chan struct{}
 	// superseded: a later resumption waits for this claim; its link,
 	// which the client has given up on, is closed when handed.
 	superseded bool
@@ -68,7 +69,7 @@ type resumeSlot struct {
 // unclaimLocked ends the slot's claim (handed or aborted) and wakes a
 // resumption waiting for it.
 func (sl *resumeSlot) unclaimLocked() {
-	sl.claimed, sl.superseded = false, false
+	sl.superseded = false
 	if sl.settled != nil {
 		close(sl.settled)
 		sl.settled = nil
@@ -175,7 +176,7 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 			}
 			r.mu.Unlock()
 			return wire.ServerResume{Status: wire.ResumeOK, Received: s.rs.Received(), Lanes: uint8(s.ls.count)}, sl
-		case sl.claimed:
+		case sl.settled != nil: // claimed
 			// An earlier resumption holds the session and has not been
 			// handed its link yet: the client gave up on it (its
 			// connection was cut, or rotation retired it at once) and
@@ -203,7 +204,7 @@ func (r *resumables) claim(ctx context.Context, user wire.UserID, offer wire.Cli
 				s.fail(errResumeConflict)
 				return wire.ServerResume{Status: wire.ResumeLost}, nil
 			}
-			sl.claimed, sl.settled = true, make(chan struct{})
+			sl.settled = make(chan struct{})
 			r.mu.Unlock()
 			// The old link has stopped: this count is final.
 			return wire.ServerResume{Status: wire.ResumeOK, Received: s.rs.Received()}, sl
@@ -301,7 +302,7 @@ func (r *resumables) awaitLink(sl *resumeSlot, lost error) *link {
 			return nil
 		case <-t.Chan():
 			r.mu.Lock()
-			if sl.claimed && !graced {
+			if sl.settled != nil && !graced {
 				// A handshake is finishing: give it its time, once.
 				graced = true
 				r.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -143,8 +144,7 @@ func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Du
 	}
 	defer c.Close()
 	defer closeOnDone(ctx, c)()
-	start := time.Now()
-	end := start.Add(limit)
+	end := time.Now().Add(limit)
 	// The deadline ends a round trip still under way at the limit; it
 	// does not count.
 	_ = c.SetDeadline(end)
@@ -159,13 +159,13 @@ func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Du
 			break
 		}
 		if _, err := c.Write(msg); err != nil {
-			if timedOut(err) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
 			}
 			return nil, fmt.Errorf("round trip %d: %w", i, err)
 		}
 		if _, err := io.ReadFull(c, back); err != nil {
-			if timedOut(err) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
 			}
 			return nil, fmt.Errorf("round trip %d: %w", i, err)
@@ -185,12 +185,6 @@ func RoundTrips(ctx context.Context, addr string, count, size int, limit time.Du
 // MinRoundTrips is the fewest round trips that make a latency figure when
 // the time limit ends the workload early.
 const MinRoundTrips = 200
-
-// timedOut says whether err is a deadline's.
-func timedOut(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 // ConnectResult is one run of Connects.
 type ConnectResult struct {
